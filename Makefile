@@ -1,0 +1,39 @@
+# One command sets everything up and runs the main job (make demo);
+# one command sets everything up and passes the tests (make test).
+PY      ?= python3
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+PIP     := $(PYTHON) -m pip
+STAMP   := $(VENV)/.fastseg-deps
+
+.PHONY: setup build demo test bench bench-quick cuda-check clean
+
+setup: build
+
+# torch 2.14.1 / torchvision 0.29.1 come from this machine's disk; the rest from PyPI.
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q "setuptools>=64" "pybind11>=2.12" "cmake>=3.24" ninja
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+# Incremental: CMake's build tree in build/cmake is kept between runs.
+build: $(STAMP)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+
+demo: build
+	$(PYTHON) -m fastseg demo
+
+test: build
+	$(PYTHON) -m pytest -q tests
+
+bench: build
+	$(PYTHON) -m pytest -q benchmarks --benchmark-columns=median,iqr,rounds
+
+bench-quick: build
+	$(PYTHON) -m pytest -q benchmarks --quick --benchmark-columns=median,rounds
+
+clean:
+	rm -rf build *.egg-info fastseg/_C*.so

@@ -1,0 +1,26 @@
+"""Shared test fixtures. Real data lives in ../shared/data (never in the repository)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FASTSEG_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared; in CI (CI=true) its absence fails loudly, elsewhere the test skips."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is missing: tests that need real data read it from ../shared"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    return shared_path("data", "camvid")
