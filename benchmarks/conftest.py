@@ -16,6 +16,11 @@ import time
 
 import pytest
 
+# No GPU on these machines: Triton kernels run under its CPU interpreter. This must be set before
+# triton is imported anywhere; a machine with a GPU runs them for real.
+if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
+    os.environ["TRITON_INTERPRET"] = "1"
+
 
 def pytest_addoption(parser):
     parser.addoption("--quick", action="store_true", default=False,

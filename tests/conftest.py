@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# No GPU on these machines: Triton kernels run under its CPU interpreter. This must be set before
+# triton is imported anywhere; a machine with a GPU runs them for real.
+if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
+    os.environ["TRITON_INTERPRET"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTSEG_SHARED", REPO.parent / "shared"))
 
