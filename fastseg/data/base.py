@@ -124,7 +124,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def read_image(self, index: int) -> np.ndarray:
         path = self.pairs[index][0]
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # a writable copy (np.asarray would be read-only)
 
     def read_raw_label(self, index: int) -> np.ndarray:
         """The label exactly as stored (palette indices for 'P' images), uint8 [H, W]."""
