@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastseg.training import (ColorJitter, Compose, CrossEntropyLoss, FocalLoss, OhemCrossEntropy,
+from fastseg.training import (ColorJitter, CrossEntropyLoss, FocalLoss, OhemCrossEntropy,
                               RandomCrop, RandomHorizontalFlip, RandomScale, ToTensor, cross_entropy,
                               evaluate, focal_loss, label_statistics, median_frequency_weights,
                               ohem_cross_entropy, save_atomic, train, train_transform)
