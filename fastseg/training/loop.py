@@ -1,0 +1,256 @@
+"""A resumable training loop: AdamW/SGD, poly learning rate, periodic val mIoU, atomic checkpoints.
+
+    from fastseg.training import train, train_transform, eval_transform
+    train_set = get_dataset("camvid", root, "train", transform=train_transform(crop_size=(352, 480)))
+    val_set = get_dataset("camvid", root, "val", transform=eval_transform())
+    result = train(model, train_set, val_set, epochs=100, checkpoint_dir="runs/camvid")
+
+Datasets yield (float image [3, H, W], int label [H, W]) pairs. The model maps [N, 3, H, W] to logits
+[N, C, h, w] (or a dict with "out", as torchvision's models do); logits smaller than the label are
+upsampled bilinearly before the loss and the argmax.
+
+Resuming: after every epoch ``checkpoint_dir/last.pt`` holds the model, optimizer, scheduler, epoch,
+best mIoU and history, written atomically (a temporary file, then os.replace), so a crash never
+leaves a half-written checkpoint. A call with the same arguments picks up after the last finished
+epoch. Each epoch's randomness (shuffle order, augmentation, dropout) is reseeded from
+(seed, epoch), so an interrupted and resumed run ends with the same weights as a straight one.
+Checkpoints are read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .losses import CrossEntropyLoss
+
+IGNORE_INDEX = 255
+CHECKPOINT = "last.pt"
+BEST = "best.pt"
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+# A small private confusion matrix (rows = ground truth, columns = prediction); fastseg.metrics
+# holds the full-featured, device-side version.
+
+def _confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    keep = target != ignore_index
+    target, pred = target[keep].long(), pred[keep].long()
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(f"label value outside [0, {num_classes}) and not ignore_index={ignore_index}")
+    index = target * num_classes + pred
+    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes).cpu()
+
+
+def iou_from_confusion(cm: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU (float64); nan for a class absent from both ground truth and prediction."""
+    cm = cm.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+
+def _forward(model: nn.Module, images: torch.Tensor, size) -> torch.Tensor:
+    out = model(images)
+    if isinstance(out, dict):
+        out = out["out"]
+    if out.shape[-2:] != size:
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, num_classes: int, *, batch_size: int = 1, device="cpu",
+             ignore_index: int = IGNORE_INDEX, num_workers: int = 0, progress: bool = True) -> dict:
+    """Confusion matrix, per-class IoU and mIoU (nan-mean) of model on dataset."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for images, labels in tqdm(loader, desc="val", leave=False, disable=not progress):
+        images, labels = images.to(device), labels.to(device)
+        pred = _forward(model, images, labels.shape[-2:]).argmax(1)
+        cm += _confusion(pred, labels, num_classes, ignore_index)
+    model.train(was_training)
+    iou = iou_from_confusion(cm)
+    miou = float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else float("nan")
+    return {"confusion": cm, "iou": iou.tolist(), "miou": miou}
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def save_atomic(obj, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then os.replace onto path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    epochs_done: int
+    best_miou: float
+    history: list = field(default_factory=list)   # one dict per epoch: loss, lr, seconds, miou
+    checkpoint: Path | None = None
+
+
+def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    """Reseed every RNG the epoch may use; return the generator that orders the epoch's batches."""
+    s = seed * 100_003 + epoch
+    torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    return torch.Generator().manual_seed(s)
+
+
+def _make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float):
+    name = name.lower()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {name!r}")
+
+
+def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
+          num_classes: int | None = None, batch_size: int = 8, lr: float = 1e-3,
+          weight_decay: float = 1e-4, optimizer: str = "adamw", momentum: float = 0.9,
+          poly_power: float = 0.9, warmup_iters: int = 0, loss_fn: Callable | None = None,
+          ignore_index: int = IGNORE_INDEX, checkpoint_dir: str | Path | None = None,
+          resume: bool = True, val_every: int = 1, device="cpu", seed: int = 0,
+          num_workers: int = 0, grad_clip: float | None = None, progress: bool = True,
+          on_epoch_end: Callable[[int, dict], None] | None = None,
+          log: Callable[[str], None] | None = print) -> TrainResult:
+    """Train model for `epochs` epochs (in total, counting epochs done before a resume).
+
+    num_classes: taken from ``train_set.num_classes`` when not given (for val mIoU).
+    loss_fn(logits, target): default cross-entropy ignoring ignore_index.
+    lr schedule: per iteration, linear warmup over warmup_iters, then lr * (1 - t/T) ** poly_power.
+    val_every: run val (when val_set is given) every that many epochs and after the last one;
+    ``best.pt`` keeps the model weights of the best val mIoU.
+    on_epoch_end(epoch, record): called after the epoch's checkpoint is written.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if len(train_set) == 0:
+        raise ValueError("train_set is empty")
+    if num_classes is None:
+        num_classes = getattr(train_set, "num_classes", None)
+        if num_classes is None and val_set is not None:
+            raise ValueError("num_classes is needed for val mIoU (train_set has no num_classes)")
+    say = log or (lambda _msg: None)
+    device = torch.device(device)
+    model.to(device)
+    loss_fn = loss_fn or CrossEntropyLoss(ignore_index=ignore_index)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+
+    # drop_last keeps batch statistics sane (BatchNorm with a batch of one) when there is enough data
+    drop_last = len(train_set) > batch_size
+    iters_per_epoch = len(train_set) // batch_size if drop_last else 1
+    total_iters = epochs * iters_per_epoch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _make_optimizer(optimizer, params, lr, weight_decay, momentum)
+
+    def lr_factor(it: int) -> float:
+        if it < warmup_iters:
+            return (it + 1) / warmup_iters
+        return max(0.0, 1.0 - it / total_iters) ** poly_power
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+    start_epoch, best_miou, history = 0, float("-inf"), []
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ckpt_path = ckpt_dir / CHECKPOINT if ckpt_dir is not None else None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        if state.get("total_iters") != total_iters:
+            raise ValueError(f"{ckpt_path} was written by a run of {state.get('total_iters')} iterations, "
+                             f"this one has {total_iters}: same epochs, data and batch size are needed to "
+                             "resume (or pass resume=False / another checkpoint_dir)")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_miou, history = state["epoch"], state["best_miou"], list(state["history"])
+        say(f"resumed from {ckpt_path} after epoch {start_epoch}/{epochs}")
+
+    for epoch in range(start_epoch, epochs):
+        generator = _seed_epoch(seed, epoch)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True,
+                                             drop_last=drop_last, num_workers=num_workers,
+                                             generator=generator, pin_memory=device.type == "cuda")
+        model.train()
+        started, loss_sum, steps = time.perf_counter(), 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        for images, labels in bar:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            logits = _forward(model, images, labels.shape[-2:])
+            loss = loss_fn(logits, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            scheduler.step()
+            loss_sum += loss.item()
+            steps += 1
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        bar.close()
+
+        record = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1),
+                  "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        is_last = epoch + 1 == epochs
+        if val_set is not None and ((epoch + 1) % val_every == 0 or is_last):
+            scores = evaluate(model, val_set, num_classes, device=device, ignore_index=ignore_index,
+                              num_workers=num_workers, progress=progress)
+            record["miou"] = scores["miou"]
+            if ckpt_dir is not None and not math.isnan(scores["miou"]) and scores["miou"] > best_miou:
+                save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "miou": scores["miou"],
+                             "iou": scores["iou"]}, ckpt_dir / BEST)
+            if not math.isnan(scores["miou"]):
+                best_miou = max(best_miou, scores["miou"])
+        history.append(record)
+        say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+        if ckpt_path is not None:
+            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                         "best_miou": best_miou, "history": history, "total_iters": total_iters,
+                         "seed": seed}, ckpt_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+
+    return TrainResult(epochs_done=max(start_epoch, epochs),
+                       best_miou=best_miou if best_miou > float("-inf") else float("nan"),
+                       history=history, checkpoint=ckpt_path)
