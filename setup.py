@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -55,7 +55,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=["fastseg", "fastseg.ops", "fastseg.models", "fastseg.data", "fastseg.kernels"],
+    packages=find_packages(include=["fastseg", "fastseg.*"]) + ["fastseg.kernels"],
     # Triton kernels live in top-level kernels/ but install as fastseg.kernels: a top-level
     # module named `kernels` would clash with an existing PyPI package.
     package_dir={"fastseg": "fastseg", "fastseg.kernels": "kernels"},
