@@ -1,6 +1,7 @@
 """Helpers shared by the model-zoo tests: randomised batch-norm and the agreement measures."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -31,3 +32,13 @@ def agreement(labels: torch.Tensor, ref_logits: torch.Tensor) -> float:
     ref = ref_logits.argmax(1)
     assert labels.shape == ref.shape, (labels.shape, ref.shape)
     return (labels.long() == ref).double().mean().item()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These tests check numbers, not speed: on the shared 2-core machine two OpenMP threads per
+    process spin against the other processes and run up to 10x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ None of torchvision, segmentation-models-pytorch or transformers is needed to us
 from .convert.smp import from_smp
 from .convert.torchvision import from_torchvision
 from .convert.transformers import from_transformers
-from .fuse import fuse
+from .rewrite import fuse
 from .io import WeightsMismatchError, load, save
 from .registry import create, list_models, register_model
 

@@ -98,7 +98,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         raise ValueError(f"{path!r} has fastseg format {meta.get('format')!r}; this version reads {FORMAT_VERSION}")
     model = create(meta["name"], **meta["kwargs"])
     if meta.get("fused"):
-        from .fuse import fuse
+        from .rewrite import fuse
 
         model = fuse(model.eval())
     load_state_dict_checked(model, tensors, path)

@@ -1,7 +1,7 @@
 """Small building blocks shared by every backbone and head.
 
 Every convolution that is followed by batch-norm lives in a `ConvBNAct`, so the inference rewrite
-(`fastseg.models.fuse`) finds all of them by type and folds the norm into the weights.
+(`fastseg.models.rewrite`) finds all of them by type and folds the norm into the weights.
 """
 from __future__ import annotations
 
