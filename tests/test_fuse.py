@@ -83,3 +83,41 @@ def test_fuse_is_idempotent_and_inplace():
     assert M.fuse(fused) is fused
     same = M.fuse(model, inplace=True)
     assert same is model and not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_aspp_hands_its_folded_weights_to_the_fused_op(monkeypatch):
+    """FusedASPP's parameter form, run through the folded ASPP math, equals the module."""
+    import dataclasses
+    import types
+
+    @dataclasses.dataclass
+    class AsppParams:  # the field layout of fastseg.ops.aspp.AsppParams
+        branch_weights: list
+        branch_biases: list
+        dilations: tuple
+        pool_weight: torch.Tensor
+        pool_bias: torch.Tensor
+        proj_weight: torch.Tensor
+        proj_pool_weight: torch.Tensor
+        proj_bias: torch.Tensor
+
+    def aspp(x, p):
+        branches = [F.relu(F.conv2d(x, w, b, padding=d * (w.shape[-1] // 2), dilation=d))
+                    for w, b, d in zip(p.branch_weights, p.branch_biases, p.dilations)]
+        pooled = F.relu(F.linear(x.mean((2, 3)), p.pool_weight, p.pool_bias))
+        bias = F.linear(pooled, p.proj_pool_weight, p.proj_bias)
+        return F.relu(F.conv2d(torch.cat(branches, 1), p.proj_weight) + bias[:, :, None, None])
+
+    model = randomize_batchnorm(M.create("deeplabv3_resnet50", num_classes=3, output_stride=16, atrous_rates=(2, 3, 5)))
+    fused = M.fuse(model)
+    assert sum(isinstance(m, rewrite.FusedASPP) for m in fused.modules()) == 1
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        ref = model.forward_logits(x)
+        ops = types.SimpleNamespace(AsppParams=AsppParams, aspp=aspp)
+        monkeypatch.setattr(rewrite, "_aspp_op", lambda: ops)
+        assert rel_err(fused.forward_logits(x), ref) < REL_TOL
+        head = fused.head.aspp
+        assert head.op_params(ops) is head.op_params(ops)  # built once
+        head.project.conv.bias.add_(1.0)                  # ... and rebuilt when the weights change
+        assert torch.equal(head.op_params(ops).proj_bias, head.project.conv.bias)

@@ -6,6 +6,9 @@
 - every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which runs the fused
   `fastseg.ops.atrous_conv` op when that op exists and plain `F.conv2d` with the folded weights
   otherwise;
+- a (non-separable) ASPP becomes a `FusedASPP`, which runs the fused `fastseg.ops.aspp` op (spatial
+  branches in one launch, image pooling folded into the projection as a per-image bias) when that
+  op exists, and its folded branches one by one otherwise;
 - dropout layers become identities (auxiliary heads are never part of a fastseg model: the
   converters drop them).
 The result computes the same function as the model in eval mode, up to float rounding.
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .heads.aspp import ASPP
 from .layers import ConvBNAct, SeparableConvBNAct, make_activation
 
 
@@ -94,6 +98,48 @@ class FoldedSeparableConv(nn.Module):
         return self.act(self.pointwise(self.depthwise(x)))
 
 
+def _aspp_op():
+    """The fastseg.ops.aspp module when that op is part of this tree, else None."""
+    try:
+        from ..ops import aspp
+    except ImportError:
+        return None
+    return aspp
+
+
+class FusedASPP(nn.Module):
+    """A folded ASPP. Keeps the folded convs as sub-modules (so the state dict, and save / load, look
+    like any folded model) and hands them to the fused op in its parameter form, built once and
+    rebuilt only when the weights change (device, dtype, in-place edits)."""
+
+    def __init__(self, aspp: ASPP):
+        super().__init__()
+        self.branches, self.pooling, self.project = aspp.branches, aspp.pooling, aspp.project
+        self._params_cache = None
+
+    def op_params(self, ops):
+        key = tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in self.parameters())
+        if self._params_cache is None or self._params_cache[0] != key:
+            convs = [branch.conv for branch in self.branches]
+            spatial = sum(c.out_channels for c in convs)
+            proj = self.project.conv
+            params = ops.AsppParams(
+                [c.weight.detach().contiguous(memory_format=torch.channels_last) for c in convs],
+                [c.bias.detach() for c in convs], tuple(c.dilation[0] for c in convs),
+                self.pooling.proj.conv.weight.detach().flatten(1), self.pooling.proj.conv.bias.detach(),
+                proj.weight.detach()[:, :spatial].contiguous(), proj.weight.detach()[:, spatial:, 0, 0].contiguous(),
+                proj.bias.detach())
+            self._params_cache = (key, params)
+        return self._params_cache[1]
+
+    def forward(self, x):
+        ops = _aspp_op()
+        if ops is None:
+            outputs = [branch(x) for branch in self.branches] + [self.pooling(x)]
+            return self.project(torch.cat(outputs, dim=1))
+        return ops.aspp(x, self.op_params(ops))
+
+
 def is_atrous(conv: nn.Conv2d) -> bool:
     return conv.kernel_size == (3, 3) and conv.groups == 1 and max(conv.dilation) > 1
 
@@ -110,6 +156,8 @@ def _rewrite(module: nn.Module) -> nn.Module:
         new = _rewrite(child)
         if new is not child:
             setattr(module, name, new)
+    if isinstance(module, ASPP) and all(isinstance(b, FoldedConv) for b in module.branches):
+        return FusedASPP(module)  # separable ASPP (smp's DeepLabV3+) stays branch by branch
     return module
 
 
