@@ -122,3 +122,13 @@ def test_aspp_hands_its_folded_weights_to_the_fused_op(monkeypatch):
         assert head.op_params(ops) is head.op_params(ops)  # built once
         head.project.conv.bias.add_(1.0)                  # ... and rebuilt when the weights change
         assert torch.equal(head.op_params(ops).proj_bias, head.project.conv.bias)
+
+
+def test_segformer_head_is_reassociated():
+    model = randomize_batchnorm(M.create("segformer_b1", num_classes=5))
+    fused = M.fuse(model)
+    assert isinstance(fused.head, rewrite.FoldedSegFormerHead)
+    assert [c.in_channels for c in fused.head.proj] == [64, 128, 320, 512]
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert rel_err(fused.forward_logits(x), model.forward_logits(x)) < REL_TOL

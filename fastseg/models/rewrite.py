@@ -9,6 +9,9 @@
 - a (non-separable) ASPP becomes a `FusedASPP`, which runs the fused `fastseg.ops.aspp` op (spatial
   branches in one launch, image pooling folded into the projection as a per-image bias) when that
   op exists, and its folded branches one by one otherwise;
+- SegFormer's all-MLP head is re-associated: each stage's linear projection is multiplied into its
+  slice of the 1x1 fuse conv, so the fuse runs per stage at that stage's own resolution and the
+  big concatenated stride-4 tensor is never built (`FoldedSegFormerHead`);
 - dropout layers become identities (auxiliary heads are never part of a fastseg model: the
   converters drop them).
 The result computes the same function as the model in eval mode, up to float rounding.
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .heads.aspp import ASPP
+from .heads.segformer import SegFormerHead
 from .layers import ConvBNAct, SeparableConvBNAct, make_activation
 
 
@@ -140,6 +144,36 @@ class FusedASPP(nn.Module):
         return ops.aspp(x, self.op_params(ops))
 
 
+class FoldedSegFormerHead(nn.Module):
+    """SegFormer head with proj_i folded into the fuse conv. Exact because the bilinear resize is linear
+    with weights summing to one: fuse(cat_i up(P_i f_i + p_i)) = sum_i up(W_i P_i f_i + W_i p_i) + b."""
+
+    def __init__(self, head: SegFormerHead):
+        super().__init__()
+        fuse = head.fuse  # already a FoldedConv (bias = folded batch-norm)
+        channels, stages = fuse.conv.out_channels, len(head.proj)
+        weight = fuse.conv.weight.detach().double()[:, :, 0, 0]
+        convs = []
+        for i, proj in enumerate(head.proj):
+            part = weight[:, (stages - 1 - i) * channels:(stages - i) * channels]  # concat is coarse-first
+            conv = nn.Conv2d(proj.in_features, channels, 1, device=fuse.conv.weight.device, dtype=fuse.conv.weight.dtype)
+            with torch.no_grad():
+                conv.weight.copy_((part @ proj.weight.double())[:, :, None, None])
+                bias = part @ proj.bias.double()
+                conv.bias.copy_(bias + fuse.conv.bias.double() if i == 0 else bias)
+            convs.append(conv)
+        self.proj = nn.ModuleList(convs)
+        self.act = fuse.act
+        self.classifier = head.classifier
+
+    def forward(self, features):
+        size = features[0].shape[-2:]
+        x = self.proj[0](features[0])
+        for feature, conv in zip(features[1:], self.proj[1:]):
+            x = x + F.interpolate(conv(feature), size=size, mode="bilinear", align_corners=False)
+        return self.classifier(self.act(x))
+
+
 def is_atrous(conv: nn.Conv2d) -> bool:
     return conv.kernel_size == (3, 3) and conv.groups == 1 and max(conv.dilation) > 1
 
@@ -158,6 +192,8 @@ def _rewrite(module: nn.Module) -> nn.Module:
             setattr(module, name, new)
     if isinstance(module, ASPP) and all(isinstance(b, FoldedConv) for b in module.branches):
         return FusedASPP(module)  # separable ASPP (smp's DeepLabV3+) stays branch by branch
+    if isinstance(module, SegFormerHead):
+        return FoldedSegFormerHead(module)
     return module
 
 
