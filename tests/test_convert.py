@@ -9,9 +9,10 @@ import fastseg.models as M
 
 from _zoo import LABEL_AGREEMENT, REL_TOL, agreement, randomize_batchnorm, rel_err, one_torch_thread  # noqa: F401  (autouse fixture)
 
-tv_seg = pytest.importorskip("torchvision.models.segmentation")
-smp = pytest.importorskip("segmentation_models_pytorch")
-transformers = pytest.importorskip("transformers")
+# The source libraries are test dependencies: missing, they fail collection instead of skipping.
+import segmentation_models_pytorch as smp  # noqa: E402
+import torchvision.models.segmentation as tv_seg  # noqa: E402
+import transformers  # noqa: E402
 
 torch.manual_seed(0)
 
