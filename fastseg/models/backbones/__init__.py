@@ -1,0 +1,1 @@
+"""Feature extractors: each returns its feature maps from fine to coarse."""

@@ -1,0 +1,1 @@
+"""Decoders that turn backbone features into class logits."""

@@ -1,0 +1,41 @@
+"""U-Net decoder (smp): from the coarsest map, repeatedly upsample (nearest) to the next encoder map's
+size, concatenate it, two 3x3 conv/BN/ReLU; the last block has no skip and reaches the input size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import ConvBNAct
+
+
+class UnetBlock(nn.Module):
+    def __init__(self, in_channels, skip_channels, out_channels):
+        super().__init__()
+        self.conv1 = ConvBNAct(in_channels + skip_channels, out_channels, 3)
+        self.conv2 = ConvBNAct(out_channels, out_channels, 3)
+
+    def forward(self, x, size, skip=None):
+        x = F.interpolate(x, size=size, mode="nearest")
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv2(self.conv1(x))
+
+
+class UnetHead(nn.Module):
+    def __init__(self, encoder_channels, num_classes, decoder_channels=(256, 128, 64, 32, 16)):
+        super().__init__()
+        # encoder_channels: fine to coarse, without the input itself (e.g. 64, 64, 128, 256, 512)
+        coarse_to_fine = list(encoder_channels)[::-1]
+        in_channels = [coarse_to_fine[0]] + list(decoder_channels[:-1])
+        skip_channels = coarse_to_fine[1:] + [0]
+        self.blocks = nn.ModuleList(UnetBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels))
+        self.classifier = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
+
+    def forward(self, features, input_size):
+        skips = features[:-1][::-1]                     # skip maps, coarse to fine
+        sizes = [f.shape[-2:] for f in skips] + [input_size]
+        x = features[-1]
+        for i, block in enumerate(self.blocks):
+            x = block(x, sizes[i], skips[i] if i < len(skips) else None)
+        return self.classifier(x)

@@ -1,0 +1,208 @@
+"""Inference rewrite: what evaluation does not need is folded away.
+
+`fuse(model)` returns an eval-mode copy in which
+- every batch-norm is folded into the convolution before it (`ConvBNAct` -> `FoldedConv`,
+  `SeparableConvBNAct` -> `FoldedSeparableConv`, the norm goes into the pointwise conv);
+- every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which runs the fused
+  `fastseg.ops.atrous_conv` op when that op exists and plain `F.conv2d` with the folded weights
+  otherwise;
+- a (non-separable) ASPP becomes a `FusedASPP`, which runs the fused `fastseg.ops.aspp` op (spatial
+  branches in one launch, image pooling folded into the projection as a per-image bias) when that
+  op exists, and its folded branches one by one otherwise;
+- SegFormer's all-MLP head is re-associated: each stage's linear projection is multiplied into its
+  slice of the 1x1 fuse conv, so the fuse runs per stage at that stage's own resolution and the
+  big concatenated stride-4 tensor is never built (`FoldedSegFormerHead`);
+- dropout layers become identities (auxiliary heads are never part of a fastseg model: the
+  converters drop them).
+The result computes the same function as the model in eval mode, up to float rounding.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads.aspp import ASPP
+from .heads.segformer import SegFormerHead
+from .layers import ConvBNAct, SeparableConvBNAct, make_activation
+
+
+@torch.no_grad()
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
+    """(weight, bias) of the conv that equals conv -> bn(eval). Computed in float64, returned in weight's dtype."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    folded_w = weight.double() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    b = bias.double() if bias is not None else torch.zeros_like(scale)
+    folded_b = bn.bias.double() + (b - bn.running_mean.double()) * scale
+    return folded_w.to(weight.dtype), folded_b.to(weight.dtype)
+
+
+def _folded_conv2d(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                    padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    if isinstance(bn, nn.BatchNorm2d):
+        w, b = fold_batchnorm(conv.weight, conv.bias, bn)
+    else:
+        w = conv.weight
+        b = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, dtype=w.dtype, device=w.device)
+    with torch.no_grad():
+        out.weight.copy_(w)
+        out.bias.copy_(b)
+    return out
+
+
+class FoldedConv(nn.Module):
+    """conv (with the norm folded into weight and bias) -> activation."""
+
+    def __init__(self, conv: nn.Conv2d, act_name: str | None):
+        super().__init__()
+        self.conv = conv
+        self.act = make_activation(act_name)
+        self.act_name = act_name
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+def _atrous_op():
+    """fastseg.ops.atrous_conv.atrous_conv when that op is part of this tree, else None."""
+    try:
+        from ..ops.atrous_conv import atrous_conv
+    except ImportError:
+        return None
+    return atrous_conv
+
+
+class AtrousConv(FoldedConv):
+    """A folded dense dilated 3x3 conv + activation: the fused atrous-conv op's job."""
+
+    def forward(self, x):
+        op = _atrous_op()
+        if op is None:
+            return super().forward(x)
+        c = self.conv
+        return op(x, c.weight, c.bias, stride=c.stride[0], padding=c.padding[0], dilation=c.dilation[0],
+                  activation=self.act_name)
+
+
+class FoldedSeparableConv(nn.Module):
+    """depthwise -> pointwise (norm folded in) -> activation."""
+
+    def __init__(self, depthwise: nn.Conv2d, pointwise: nn.Conv2d, act_name: str | None):
+        super().__init__()
+        self.depthwise = depthwise
+        self.pointwise = pointwise
+        self.act = make_activation(act_name)
+        self.act_name = act_name
+
+    def forward(self, x):
+        return self.act(self.pointwise(self.depthwise(x)))
+
+
+def _aspp_op():
+    """The fastseg.ops.aspp module when that op is part of this tree, else None."""
+    try:
+        from ..ops import aspp
+    except ImportError:
+        return None
+    return aspp
+
+
+class FusedASPP(nn.Module):
+    """A folded ASPP. Keeps the folded convs as sub-modules (so the state dict, and save / load, look
+    like any folded model) and hands them to the fused op in its parameter form, built once and
+    rebuilt only when the weights change (device, dtype, in-place edits)."""
+
+    def __init__(self, aspp: ASPP):
+        super().__init__()
+        self.branches, self.pooling, self.project = aspp.branches, aspp.pooling, aspp.project
+        self._params_cache = None
+
+    def op_params(self, ops):
+        key = tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in self.parameters())
+        if self._params_cache is None or self._params_cache[0] != key:
+            convs = [branch.conv for branch in self.branches]
+            spatial = sum(c.out_channels for c in convs)
+            proj = self.project.conv
+            params = ops.AsppParams(
+                [c.weight.detach().contiguous(memory_format=torch.channels_last) for c in convs],
+                [c.bias.detach() for c in convs], tuple(c.dilation[0] for c in convs),
+                self.pooling.proj.conv.weight.detach().flatten(1), self.pooling.proj.conv.bias.detach(),
+                proj.weight.detach()[:, :spatial].contiguous(), proj.weight.detach()[:, spatial:, 0, 0].contiguous(),
+                proj.bias.detach())
+            self._params_cache = (key, params)
+        return self._params_cache[1]
+
+    def forward(self, x):
+        ops = _aspp_op()
+        if ops is None:
+            outputs = [branch(x) for branch in self.branches] + [self.pooling(x)]
+            return self.project(torch.cat(outputs, dim=1))
+        return ops.aspp(x, self.op_params(ops))
+
+
+class FoldedSegFormerHead(nn.Module):
+    """SegFormer head with proj_i folded into the fuse conv. Exact because the bilinear resize is linear
+    with weights summing to one: fuse(cat_i up(P_i f_i + p_i)) = sum_i up(W_i P_i f_i + W_i p_i) + b."""
+
+    def __init__(self, head: SegFormerHead):
+        super().__init__()
+        fuse = head.fuse  # already a FoldedConv (bias = folded batch-norm)
+        channels, stages = fuse.conv.out_channels, len(head.proj)
+        weight = fuse.conv.weight.detach().double()[:, :, 0, 0]
+        convs = []
+        for i, proj in enumerate(head.proj):
+            part = weight[:, (stages - 1 - i) * channels:(stages - i) * channels]  # concat is coarse-first
+            conv = nn.Conv2d(proj.in_features, channels, 1, device=fuse.conv.weight.device, dtype=fuse.conv.weight.dtype)
+            with torch.no_grad():
+                conv.weight.copy_((part @ proj.weight.double())[:, :, None, None])
+                bias = part @ proj.bias.double()
+                conv.bias.copy_(bias + fuse.conv.bias.double() if i == 0 else bias)
+            convs.append(conv)
+        self.proj = nn.ModuleList(convs)
+        self.act = fuse.act
+        self.classifier = head.classifier
+
+    def forward(self, features):
+        size = features[0].shape[-2:]
+        x = self.proj[0](features[0])
+        for feature, conv in zip(features[1:], self.proj[1:]):
+            x = x + F.interpolate(conv(feature), size=size, mode="bilinear", align_corners=False)
+        return self.classifier(self.act(x))
+
+
+def is_atrous(conv: nn.Conv2d) -> bool:
+    return conv.kernel_size == (3, 3) and conv.groups == 1 and max(conv.dilation) > 1
+
+
+def _rewrite(module: nn.Module) -> nn.Module:
+    if isinstance(module, ConvBNAct):
+        conv = _folded_conv2d(module.conv, module.bn)
+        return (AtrousConv if is_atrous(conv) else FoldedConv)(conv, module.act_name)
+    if isinstance(module, SeparableConvBNAct):
+        return FoldedSeparableConv(module.depthwise, _folded_conv2d(module.pointwise, module.bn), module.act_name)
+    if isinstance(module, nn.Dropout):
+        return nn.Identity()
+    for name, child in module.named_children():
+        new = _rewrite(child)
+        if new is not child:
+            setattr(module, name, new)
+    if isinstance(module, ASPP) and all(isinstance(b, FoldedConv) for b in module.branches):
+        return FusedASPP(module)  # separable ASPP (smp's DeepLabV3+) stays branch by branch
+    if isinstance(module, SegFormerHead):
+        return FoldedSegFormerHead(module)
+    return module
+
+
+def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """The inference form of `model` (eval mode); the original is left untouched unless inplace."""
+    if getattr(model, "fused", False):
+        return model
+    if not inplace:
+        model = copy.deepcopy(model)
+    model = _rewrite(model.eval())
+    model.fused = True
+    return model
