@@ -11,6 +11,14 @@
 #include "common/macros.h"
 #include "common/permutohedral.h"
 
+// `omp simd` on the host: it lets g++ if-convert the selects of exp/log (plain -O3 keeps them as
+// branches because float comparisons may trap) and vectorise the loop.
+#if !defined(__CUDACC__) && defined(_OPENMP)
+#define FS_SIMD _Pragma("omp simd")
+#else
+#define FS_SIMD
+#endif
+
 namespace fastseg {
 namespace meanfield {
 
@@ -20,18 +28,20 @@ constexpr float kPadLogit = -1e30f;
 // the value itself for logits.
 FS_HOST_DEVICE inline float neg_unary(float v, bool logits) {
   if (logits) return v;
-  return logf(fminf(fmaxf(v, 1e-5f), 1.0f));
+  v = v < 1e-5f ? 1e-5f : v;
+  v = v > 1.0f ? 1.0f : v;
+  return lattice::log_approx(v);
 }
 
 // Q = softmax(a) over one pixel row (subtract the max, exponentiate, divide by the sum).
 FS_HOST_DEVICE inline void softmax_row(const float* a, float* q, int lp) {
   float m = a[0];
-  for (int k = 1; k < lp; ++k) m = fmaxf(m, a[k]);
+  for (int k = 1; k < lp; ++k) m = a[k] > m ? a[k] : m;
+  // Three loops: the exponentials and the division vectorise; the ordered sum cannot.
+  FS_SIMD
+  for (int k = 0; k < lp; ++k) q[k] = lattice::exp_approx(a[k] - m);  // a may be q: lane k read, then written
   float s = 0.f;
-  for (int k = 0; k < lp; ++k) {  // a may be q: each lane is read before it is written
-    q[k] = lattice::exp_approx(a[k] - m);
-    s += q[k];
-  }
+  for (int k = 0; k < lp; ++k) s += q[k];
   for (int k = 0; k < lp; ++k) q[k] = q[k] / s;
 }
 

@@ -24,20 +24,33 @@ constexpr int kMaxDim = 16;  // feature channels per pairwise term (positions in
 enum Rounding : int { kHalfEven = 0, kTiesDown = 1 };
 
 // ---------------------------------------------------------------------------------------------
-// Scalar helpers that must not be contracted into FMAs (nvcc and g++ -march=native both would).
+// The lattice location must not be contracted into FMAs (nvcc and g++ -march=native both would): a
+// one-ulp change moves points that sit exactly on a rounding or rank tie into another simplex. On
+// the device the products use __fmul_rn; on the host the functions below are compiled with
+// fp-contract=off.
+#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define FS_LATTICE_NO_CONTRACT 1
+#endif
+
 FS_HOST_DEVICE inline float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
 #else
-  volatile float r = a * b;  // volatile: a separately rounded product, never fused
-  return r;
+  return a * b;
 #endif
 }
+// Round to nearest, ties to even (SSE's cvtps2dq under the default MXCSR, which pydensecrf's SSE
+// build uses), for |v| < 2^22: adding and removing 1.5 * 2^23 leaves the rounded value. (std::rint
+// would do, but glibc's nearbyint is slow and rint may call out of line.)
 FS_HOST_DEVICE inline float round_half_even(float v) {
 #if defined(__CUDA_ARCH__)
   return rintf(v);
 #else
-  return std::nearbyint(v);  // default rounding mode: to nearest, ties to even (SSE cvtps2dq)
+  volatile float big = 12582912.0f;  // volatile: no compiler may fold (v + big) - big
+  const float b = big;
+  return (v + b) - b;
 #endif
 }
 
@@ -69,6 +82,7 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d, int
   const float up = static_cast<float>(d + 1);
   float sum = 0.f;
   for (int i = 0; i <= d; ++i) {
+    if (!(fabsf(elevated[i]) < 4.0e6f)) return false;  // NaN, or too far out for exact rounding
     float v;
     if (rounding == kHalfEven) {
       v = round_half_even(mul_rn(down, elevated[i]));
@@ -81,7 +95,6 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d, int
       v = mul_rn(rem[i], down);
       sum += v;
     }
-    if (!(fabsf(rem[i]) < 1.0e9f)) return false;  // NaN or beyond the int32 keys
   }
   // Rank of each coordinate's residual (pairwise comparison, ties to the later coordinate).
   for (int i = 0; i <= d; ++i) rk[i] = 0.f;
@@ -116,6 +129,11 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d, int
   return true;
 }
 
+#if defined(FS_LATTICE_NO_CONTRACT)
+#pragma GCC pop_options
+#undef FS_LATTICE_NO_CONTRACT
+#endif
+
 // Key (first d coordinates) of vertex `remainder` of the simplex: rem0 + canonical[remainder][rank].
 FS_HOST_DEVICE inline void vertex_key(const int* rem0, const int* rank, int d, int remainder, int* key) {
   for (int i = 0; i < d; ++i)
@@ -130,11 +148,13 @@ FS_HOST_DEVICE inline void neighbour_key(const int* key, int d, int j, int dir, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Open-addressing hash table of lattice vertices (linear probing, power-of-two capacity).
-// state[slot]: kEmpty, kBusy (a thread is writing its key) or kFull; keys[slot*d .. slot*d+d).
+// Open-addressing hash table of lattice vertices (linear probing, power-of-two capacity, at most
+// half full). A slot is d+1 ints: [id or kEmpty / kBusy, key_0 .. key_{d-1}], so a probe touches one
+// cache line. Ids are handed out densely (0, 1, ...) by an atomic counter when a key is first
+// inserted, and the key is also stored by id (for the blur-neighbour search and for rehashing into
+// a bigger table: ids stay valid when the table grows).
 constexpr int kEmpty = -1;
 constexpr int kBusy = -2;
-constexpr int kFull = 1;
 
 FS_HOST_DEVICE inline uint32_t hash_key(const int* key, int d) {
   uint64_t h = 0x9E3779B97F4A7C15ull;
@@ -196,12 +216,12 @@ FS_HOST_DEVICE inline void atomic_add(float* p, float v) {
 }
 
 struct HashTable {
-  int* state;     // capacity entries
-  int* keys;      // capacity * d entries
-  int* filled;    // one counter: slots claimed so far
+  int* slots;     // capacity * (d + 1)
+  int* keys;      // limit * d: the key of each id
+  int* count;     // ids handed out so far (may run past `limit` when an insert fails)
   uint32_t mask;  // capacity - 1
   int d;
-  int max_fill;   // inserting beyond this fails (the caller grows the table and retries)
+  int limit;      // at most this many ids: an insert beyond fails (grow the table and retry)
 };
 
 FS_HOST_DEVICE inline bool keys_equal(const int* a, const int* b, int d) {
@@ -210,37 +230,44 @@ FS_HOST_DEVICE inline bool keys_equal(const int* a, const int* b, int d) {
   return true;
 }
 
-// Slot of `key`, inserting it when absent. -1 when the table is over its fill limit.
-FS_HOST_DEVICE inline int hash_insert(const HashTable& t, const int* key) {
+// Id of `key`, inserting it when absent (with a new id, or with `fixed_id` when rehashing).
+// -1 when the table has no id left: the caller grows it and inserts again.
+FS_HOST_DEVICE inline int hash_insert(const HashTable& t, const int* key, int fixed_id = -1) {
+  const int stride = t.d + 1;
   uint32_t h = hash_key(key, t.d) & t.mask;
   for (;;) {
-    int s = atomic_load(t.state + h);
+    int* slot = t.slots + static_cast<int64_t>(h) * stride;
+    int s = atomic_load(slot);
     if (s == kEmpty) {
-      s = atomic_cas(t.state + h, kEmpty, kBusy);
-      if (s == kEmpty) {  // this thread owns the slot: publish its key
-        if (atomic_add(t.filled, 1) >= t.max_fill) {
-          atomic_store(t.state + h, kEmpty);
+      s = atomic_cas(slot, kEmpty, kBusy);
+      if (s == kEmpty) {  // this thread owns the slot: write the key, then publish the id
+        const int id = fixed_id >= 0 ? fixed_id : atomic_add(t.count, 1);
+        if (id >= t.limit) {
+          atomic_store(slot, kEmpty);
           return -1;
         }
-        for (int i = 0; i < t.d; ++i) t.keys[static_cast<int64_t>(h) * t.d + i] = key[i];
-        atomic_store(t.state + h, kFull);
-        return static_cast<int>(h);
+        for (int i = 0; i < t.d; ++i) slot[1 + i] = key[i];
+        if (fixed_id < 0)
+          for (int i = 0; i < t.d; ++i) t.keys[static_cast<int64_t>(id) * t.d + i] = key[i];
+        atomic_store(slot, id);
+        return id;
       }
     }
-    while (s == kBusy) s = atomic_load(t.state + h);  // another thread is writing this key
-    if (s == kFull && keys_equal(t.keys + static_cast<int64_t>(h) * t.d, key, t.d)) return static_cast<int>(h);
-    if (s == kEmpty) continue;  // a failed insert released the slot: look again
+    while (s == kBusy) s = atomic_load(slot);  // another thread is writing this slot's key
+    if (s == kEmpty) continue;                 // its insert failed and released the slot: look again
+    if (keys_equal(slot + 1, key, t.d)) return s;
     h = (h + 1) & t.mask;
   }
 }
 
-// Slot of `key` or -1 (read-only; the table is complete).
+// Id of `key` or -1 (read-only, once the table is complete).
 FS_HOST_DEVICE inline int hash_find(const HashTable& t, const int* key) {
+  const int stride = t.d + 1;
   uint32_t h = hash_key(key, t.d) & t.mask;
   for (;;) {
-    const int s = t.state[h];
-    if (s == kEmpty) return -1;
-    if (keys_equal(t.keys + static_cast<int64_t>(h) * t.d, key, t.d)) return static_cast<int>(h);
+    const int* slot = t.slots + static_cast<int64_t>(h) * stride;
+    if (slot[0] == kEmpty) return -1;
+    if (keys_equal(slot + 1, key, t.d)) return slot[0];
     h = (h + 1) & t.mask;
   }
 }
@@ -261,11 +288,33 @@ FS_HOST_DEVICE inline float int_as_float(int i) {
 #endif
 }
 
-// exp(x) to about one ulp (Cephes' expf, the one Eigen uses), branch-free so loops over labels
-// vectorise; 0 below -87.
+// Round to the nearest integer (any tie rule) for |v| < 2^22, vectorisable.
+FS_HOST_DEVICE inline float round_fast(float v) {
+#if defined(__CUDA_ARCH__)
+  return rintf(v);
+#else
+  return (v + 12582912.0f) - 12582912.0f;  // not folded: g++ keeps IEEE semantics without -ffast-math
+#endif
+}
+
+FS_HOST_DEVICE inline int float_as_int(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  int i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+#endif
+}
+
+// exp(x) to about one ulp (Cephes' expf, as in Eigen, which pydensecrf uses) for x in [-80, 88];
+// below -80 it returns e^-80 ~ 1.8e-35 (negligible next to the softmax's largest term, 1, and far
+// from the denormals that would slow every later multiply). Straight-line code, so loops over labels
+// vectorise: clamps are plain selects of values, never of arithmetic that g++ must assume can trap.
 FS_HOST_DEVICE inline float exp_approx(float x) {
-  const float xc = fminf(fmaxf(x, -87.0f), 88.0f);
-  const float n = floorf(xc * 1.44269504088896341f + 0.5f);
+  float xc = x < -80.0f ? -80.0f : x;
+  xc = xc > 88.0f ? 88.0f : xc;
+  const float n = round_fast(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float y = 1.9875691500e-4f;
@@ -275,8 +324,30 @@ FS_HOST_DEVICE inline float exp_approx(float x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * r * r + r + 1.0f;
-  const float scale = int_as_float((static_cast<int>(n) + 127) << 23);
-  return x < -87.0f ? 0.0f : y * scale;
+  return y * int_as_float((static_cast<int>(n) + 127) << 23);
+}
+
+// log(x) for positive normal x to about one ulp (Cephes' logf); straight-line integer bit work.
+FS_HOST_DEVICE inline float log_approx(float x) {
+  const int bits = float_as_int(x);
+  float m = int_as_float((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
+  const int small = -static_cast<int>(m < 0.707106781186547524f);  // all ones when m < sqrt(1/2)
+  const float e = static_cast<float>(((bits >> 23) & 0xff) - 126 + small);
+  m = m + int_as_float(float_as_int(m) & small) - 1.0f;  // 2m - 1 when small, else m - 1
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * e;
 }
 
 }  // namespace lattice

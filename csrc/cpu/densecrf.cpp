@@ -10,11 +10,21 @@
 //    as the CUDA build, common/permutohedral.h), then compacted to dense ids.
 //  * Label vectors are padded to a multiple of 4 and the hot loops are instantiated for each padded
 //    count up to 32, so they vectorise; larger label counts use the same code with a runtime count.
+// Float operations do not trap here (no FP exceptions are enabled), and saying so lets g++ if-convert
+// and vectorise the exp/log/softmax loops; it changes no result. (First, so the whole file agrees and
+// inlining is not blocked by differing options.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include "cpu/densecrf.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
 #include <atomic>
 #include <climits>
 #include <cmath>
@@ -31,6 +41,24 @@
 namespace fastseg {
 namespace crf {
 namespace {
+
+// FASTSEG_CRF_PROFILE=1 prints the process CPU time of each stage to stderr (development aid; CPU
+// time because the shared machines make wall time too noisy to profile with).
+inline double cpu_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+struct StageTimer {
+  bool on = std::getenv("FASTSEG_CRF_PROFILE") != nullptr;
+  double t = cpu_ms();
+  void operator()(const char* stage) {
+    if (!on) return;
+    const double now = cpu_ms();
+    std::fprintf(stderr, "  crf %-24s %8.2f ms\n", stage, now - t);
+    t = now;
+  }
+};
 
 using lattice::HashTable;
 using lattice::kEmpty;
@@ -92,20 +120,31 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
   int* off = L.off.data();
   float* bary_all = L.sw.data();
 
-  // 1. Locate every pixel's simplex and insert its d+1 vertices (concurrently, compare-and-swap).
-  const uint64_t cap_max = pow2_at_least(2 * static_cast<uint64_t>(N) * d1);
-  uint64_t cap = std::min(cap_max, pow2_at_least(2 * static_cast<uint64_t>(N)));
-  Array<int> state, keys;
-  for (;;) {
-    state.resize(cap);
-    keys.resize(static_cast<int64_t>(cap) * std::max(d, 1));
-    std::fill(state.data(), state.data() + cap, kEmpty);
-    int filled = 0;
+  StageTimer timer;
+  // 1. Locate every pixel's simplex and insert its d+1 vertices, all threads at once (atomic
+  //    compare-and-swap). The table starts small (natural images have few vertices, and a small
+  //    table stays in cache); pixels go in blocks, and a block that runs out of ids is inserted
+  //    again after the table has grown (ids survive the rehash).
+  const int64_t max_ids = N * d1;
+  const int stride = d + 1;
+  uint64_t cap = pow2_at_least(std::max<uint64_t>(4096, static_cast<uint64_t>(N) / 4));
+  auto limit_of = [&](uint64_t c) { return static_cast<int>(std::min<uint64_t>(c / 2, static_cast<uint64_t>(max_ids))); };
+  Array<int> slots, keys;
+  slots.resize(static_cast<int64_t>(cap) * stride);
+  keys.resize(static_cast<int64_t>(limit_of(cap)) * std::max(d, 1));
+  int count = 0;
+  auto clear = [&](int* p, int64_t slots_n) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t h = 0; h < slots_n; ++h) p[h * stride] = kEmpty;
+  };
+  clear(slots.data(), static_cast<int64_t>(cap));
+  HashTable table{slots.data(), keys.data(), &count, static_cast<uint32_t>(cap - 1), d, limit_of(cap)};
+  const int64_t block = std::max<int64_t>(1 << 15, (N + 7) / 8);
+  for (int64_t start = 0; start < N;) {
+    const int64_t end = std::min(N, start + block);
     std::atomic<int> overflow{0}, bad{0};
-    HashTable table{state.data(), keys.data(), &filled, static_cast<uint32_t>(cap - 1), d,
-                    static_cast<int>(std::min<uint64_t>(cap / 2, INT_MAX))};
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 4096)
-    for (int64_t p = 0; p < N; ++p) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1024)
+    for (int64_t p = start; p < end; ++p) {
       if (overflow.load(std::memory_order_relaxed)) continue;
       float f[kMaxDim];
       term.features(b, p / W, p % W, f);
@@ -117,12 +156,12 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
       }
       for (int r = 0; r < d1; ++r) {
         lattice::vertex_key(rem0, rank, d, r, key);
-        const int slot = lattice::hash_insert(table, key);
-        if (slot < 0) {
+        const int id = lattice::hash_insert(table, key);
+        if (id < 0) {
           overflow.store(1, std::memory_order_relaxed);
           break;
         }
-        off[p * d1 + r] = slot;
+        off[p * d1 + r] = id;
         bary_all[p * d1 + r] = bary[r];
       }
     }
@@ -130,71 +169,59 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
       throw std::invalid_argument(
           "densecrf: a feature is NaN, infinite or too large for the lattice (a scale such as srgb or "
           "sxy, or a feature channel, is far out of range)");
-    if (!overflow.load()) break;
-    cap *= 4;  // more distinct vertices than expected: grow and rebuild
-    if (cap > cap_max) cap = cap_max;
+    if (!overflow.load()) {
+      start = end;
+      continue;
+    }
+    // Out of ids: every id below the limit is a complete vertex. Grow 4x, rehash, redo the block.
+    const int have = table.limit;
+    cap = std::min(cap * 4, pow2_at_least(2 * static_cast<uint64_t>(max_ids)));
+    Array<int> new_slots, new_keys;
+    new_slots.resize(static_cast<int64_t>(cap) * stride);
+    new_keys.resize(static_cast<int64_t>(limit_of(cap)) * std::max(d, 1));
+    clear(new_slots.data(), static_cast<int64_t>(cap));
+    std::memcpy(new_keys.data(), keys.data(), sizeof(int) * static_cast<size_t>(have) * d);
+    slots = std::move(new_slots);
+    keys = std::move(new_keys);
+    count = have;
+    table = HashTable{slots.data(), keys.data(), &count, static_cast<uint32_t>(cap - 1), d, limit_of(cap)};
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t id = 0; id < have; ++id) lattice::hash_insert(table, keys.data() + id * d, static_cast<int>(id));
   }
-
-  // 2. Compact the filled slots to dense ids 0..M-1 (state[slot] becomes the id, or stays empty).
-  std::vector<int64_t> counts(nt + 1, 0);
-  int team = 1;
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num(), T = omp_get_num_threads();
-#pragma omp single
-    team = T;
-    int64_t lo, hi, c = 0;
-    chunk(static_cast<int64_t>(cap), t, T, lo, hi);
-    for (int64_t s = lo; s < hi; ++s) c += state[s] != kEmpty;
-    counts[t + 1] = c;
-#pragma omp barrier
-#pragma omp single
-    for (int i = 0; i < T; ++i) counts[i + 1] += counts[i];
-    int64_t id = counts[t];
-    for (int64_t s = lo; s < hi; ++s)
-      if (state[s] != kEmpty) state[s] = static_cast<int>(id++);
-  }
-  const int64_t M = counts[team];
+  const int64_t M = count;
   L.M = static_cast<int>(M);
-  Array<int> slot_of;
-  slot_of.resize(M);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t s = 0; s < static_cast<int64_t>(cap); ++s)
-    if (state[s] != kEmpty) slot_of[state[s]] = static_cast<int>(s);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t k = 0; k < N * d1; ++k) off[k] = state[off[k]];
+  timer("locate+insert");
 
-  // 3. Blur neighbours: along axis j, key - 1 with +d on j (n1) and key + 1 with -d on j (n2).
+  // 2. Blur neighbours: along axis j, key - 1 with +d on j (n1) and key + 1 with -d on j (n2).
   L.nbr.resize(static_cast<int64_t>(d1) * M * 2);
   {
-    HashTable table{state.data(), keys.data(), nullptr, static_cast<uint32_t>(cap - 1), d, 0};
     int* nbr = L.nbr.data();
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t v = 0; v < M; ++v) {
-      const int* key = keys.data() + static_cast<int64_t>(slot_of[v]) * d;
+      const int* key = keys.data() + v * d;
       int nk[kMaxDim];
       for (int j = 0; j < d1; ++j) {
         for (int side = 0; side < 2; ++side) {
           lattice::neighbour_key(key, d, j, side == 0 ? -1 : 1, nk);
-          const int s = lattice::hash_find(table, nk);
-          nbr[(j * M + v) * 2 + side] = s < 0 ? static_cast<int>(M) : state[s];
+          const int id = lattice::hash_find(table, nk);
+          nbr[(j * M + v) * 2 + side] = id < 0 ? static_cast<int>(M) : id;
         }
       }
     }
   }
-  state.release();
+  slots.release();
   keys.release();
-  slot_of.release();
 
-  // 4. Per-vertex lists of (pixel, weight) in pixel order: each thread counts its own pixel range,
+  timer("neighbours");
+  // 3. Per-vertex lists of (pixel, weight) in pixel order: each thread counts its own pixel range,
   //    so the lists come out ascending whatever the thread count.
   L.ptr.resize(M + 1);
   L.pix.resize(N * d1);
   L.w.resize(N * d1);
   {
-    std::vector<int> per_thread(static_cast<size_t>(team) * (M + 1), 0);
+    std::vector<int> per_thread(static_cast<size_t>(nt) * (M + 1), 0);
     int* ptr = L.ptr.data();
-#pragma omp parallel num_threads(team)
+#pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num(), T = omp_get_num_threads();
       int64_t lo, hi;
@@ -225,7 +252,8 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
     }
   }
 
-  // 5. Normalisation: n = K * 1 through the lattice, norm = 1 / sqrt(n + 1e-20).
+  timer("csr");
+  // 4. Normalisation: n = K * 1 through the lattice, norm = 1 / sqrt(n + 1e-20).
   const float alpha = lattice::slice_alpha(d);
   std::vector<float> norm(N);
   {
@@ -250,7 +278,7 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
     }
   }
 
-  // 6. Fold the normalisation (both sides), alpha and the Potts weight into the weights.
+  // 5. Fold the normalisation (both sides), alpha and the Potts weight into the weights.
   if (keep_splat_weights) L.spw.resize(N * d1);
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < N; ++p)
@@ -261,6 +289,8 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
     }
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t e = 0; e < N * d1; ++e) L.w[e] *= norm[L.pix[e]];
+  timer("normalise");
+  if (timer.on) std::fprintf(stderr, "  crf lattice d=%d: %lld vertices for %lld pixels\n", d, (long long)M, (long long)N);
 }
 
 struct Workspace {
@@ -278,6 +308,10 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
   float* A = ws.a.data();
 
   // -U and Q0 = softmax(-U); bad probabilities are reported, not propagated.
+  StageTimer timer;
+  double t_splat = 0, t_blur = 0, t_slice = 0, t_softmax = 0;
+  auto now = [] { return cpu_ms(); };
+  auto ms = [](double a, double b) { return b - a; };
   std::atomic<int> bad{0};
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t p = 0; p < N; ++p) {
@@ -302,6 +336,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
       const int d1 = L.d1;
       float* V = ws.v1.data();
       float* V2 = ws.v2.data();
+      auto t0 = now();
       // Splat.
       if (P.atomic_splat) {
         std::fill(V, V + (M + 1) * lp, 0.f);
@@ -325,6 +360,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
       }
       for (int k = 0; k < lp; ++k) V[M * lp + k] = 0.f;
       for (int k = 0; k < lp; ++k) V2[M * lp + k] = 0.f;
+      auto t1 = now();
       // Blur along each of the d+1 axes.
       for (int j = 0; j < d1; ++j) {
         const int* nb = L.nbr.data() + static_cast<int64_t>(j) * M * 2;
@@ -332,6 +368,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
         for (int64_t v = 0; v < M; ++v) meanfield::blur_vertex(V, V2, v, nb[2 * v], nb[2 * v + 1], lp);
         std::swap(V, V2);
       }
+      auto t2 = now();
       // Slice into the logits: A = -U + sum_t compat_t * message_t(Q).
       const bool first = t == 0;
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -347,11 +384,19 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
         if (LP > 0)
           for (int k = 0; k < lp; ++k) a[k] = s[k];
       }
+      auto t3 = now();
+      t_splat += ms(t0, t1);
+      t_blur += ms(t1, t2);
+      t_slice += ms(t2, t3);
     }
+    auto t4 = now();
     const float* logits = lats.empty() ? U : A;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t p = 0; p < N; ++p) meanfield::softmax_row(logits + p * lp, Q + p * lp, lp);
+    t_softmax += ms(t4, now());
   }
+  if (timer.on)
+    std::fprintf(stderr, "  crf splat %.2f blur %.2f slice %.2f softmax %.2f ms\n", t_splat, t_blur, t_slice, t_softmax);
 
   // Hand back Q in the caller's layout, and the labels.
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -380,6 +425,7 @@ void run_image(const Problem& P, int64_t b, int nt) {
     max_m = std::max<int64_t>(max_m, lats[t].M);
   }
   const int lp = padded_labels(P.C);
+  StageTimer timer;
   Workspace ws;
   ws.unary.resize(N * lp);
   ws.q.resize(N * lp);
@@ -395,25 +441,30 @@ void run_image(const Problem& P, int64_t b, int nt) {
 #undef FS_CASE
     default: mean_field<0>(P, b, lats, lp, ws, nt);
   }
+  timer("mean field total");
 }
 
 }  // namespace
 
 int64_t densecrf_cpu_bytes(int64_t H, int64_t W, int64_t C, const int* term_dims, int n_terms) {
+  // Mirrors the allocations above, with every simplex corner a distinct vertex (M = N (d+1)).
   const int64_t N = H * W, lp = padded_labels(C);
-  int64_t lattice_bytes = 0, build_peak = 0, max_m = 0;
+  int64_t kept_total = 0, build_peak = 0, max_m = 0;
   for (int t = 0; t < n_terms; ++t) {
-    const int64_t d = term_dims[t], d1 = d + 1, corners = N * d1, M = corners;  // worst case
-    const int64_t kept = corners * 4 * 4 + (M + 1) * 4 + d1 * M * 2 * 4;     // off, sw, pix, w, ptr, nbr
+    const int64_t d = term_dims[t], d1 = d + 1, corners = N * d1, M = corners;
+    const int64_t kept = corners * 4 * 4 + (M + 1) * 4 + d1 * M * 2 * 4;  // off, sw, pix, w, ptr, nbr
     const int64_t cap = static_cast<int64_t>(pow2_at_least(2 * static_cast<uint64_t>(corners)));
-    const int64_t transient = cap * 4 * (1 + std::max<int64_t>(d, 1)) + M * 4  // hash table, slot ids
-                              + 2 * (M + 1) * 4 + N * 4 + 2 * (M + 1) * 4;      // CSR cursors, norm
-    build_peak = std::max(build_peak, lattice_bytes + transient + kept);
-    lattice_bytes += kept;
+    // Largest moment of the build: the grown table and the one before it (a quarter of its size)
+    // during a rehash, or the table with the neighbours, CSR cursors and normalisation buffers.
+    const int64_t table = cap * d1 * 4 + M * std::max<int64_t>(d, 1) * 4;
+    const int64_t transient = table + table / 4 + static_cast<int64_t>(omp_get_max_threads()) * (M + 1) * 4 +
+                              4 * (M + 1) * 4 + N * 4;
+    build_peak = std::max(build_peak, kept_total + transient + kept);
+    kept_total += kept;
     max_m = std::max(max_m, M);
   }
-  const int64_t mean_field = 3 * N * lp * 4 + 2 * (max_m + 1) * lp * 4;
-  return std::max(build_peak, lattice_bytes + mean_field);
+  const int64_t mean_field = 3 * N * lp * 4 + 2 * (max_m + 1) * lp * 4;  // -U, Q, logits; two vertex buffers
+  return std::max(build_peak, kept_total + mean_field);
 }
 
 void densecrf_cpu(const Problem& P, int num_threads) {

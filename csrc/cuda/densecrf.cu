@@ -45,9 +45,9 @@ struct DeviceArray {
   DeviceArray& operator=(const DeviceArray&) = delete;
 };
 
-__global__ void fill_int(int* p, int64_t n, int v) {
+__global__ void fill_int(int* p, int64_t n, int64_t stride, int v) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) p[i] = v;
+  if (i < n) p[i * stride] = v;
 }
 
 __global__ void fill_float(float* p, int64_t n, float v) {
@@ -81,32 +81,18 @@ __global__ void locate_insert(Term term, int64_t b, int64_t H, int64_t W, const 
   }
 }
 
-// 2. Dense ids for the filled slots (state[slot] becomes the id).
-__global__ void number_slots(int* state, int64_t cap, int* count, int* slot_of) {
-  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (s >= cap || state[s] == kEmpty) return;
-  const int id = atomicAdd(count, 1);
-  state[s] = id;
-  slot_of[id] = static_cast<int>(s);
-}
-
-__global__ void remap(int* off, int64_t n, const int* state) {
-  const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (k < n) off[k] = state[off[k]];
-}
-
-// 3. Blur neighbours of every vertex along every axis.
-__global__ void neighbours(HashTable table, const int* slot_of, int M, int* nbr) {
+// 2. Blur neighbours of every vertex along every axis.
+__global__ void neighbours(HashTable table, int M, int* nbr) {
   const int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (v >= M) return;
   const int d = table.d;
-  const int* key = table.keys + static_cast<int64_t>(slot_of[v]) * d;
+  const int* key = table.keys + v * d;
   int nk[kMaxDim];
   for (int j = 0; j <= d; ++j)
     for (int side = 0; side < 2; ++side) {
       lattice::neighbour_key(key, d, j, side == 0 ? -1 : 1, nk);
-      const int s = lattice::hash_find(table, nk);
-      nbr[(static_cast<int64_t>(j) * M + v) * 2 + side] = s < 0 ? M : table.state[s];
+      const int id = lattice::hash_find(table, nk);
+      nbr[(static_cast<int64_t>(j) * M + v) * 2 + side] = id < 0 ? M : id;
     }
 }
 
@@ -219,33 +205,29 @@ void build(DeviceLattice& L, const Term& term, int64_t b, int64_t H, int64_t W, 
   DeviceArray<int> counters(4, st);  // bad, overflow, filled, vertex count
   check(cudaMemcpyAsync(scale.p, scale_host, sizeof scale_host, cudaMemcpyHostToDevice, st), "copy");
 
+  // The table starts small and, when it runs out of ids, the whole image is inserted again into
+  // one four times larger (the CPU build grows it block by block instead).
   const uint64_t cap_max = pow2_at_least(2 * static_cast<uint64_t>(N) * d1);
-  uint64_t cap = std::min(cap_max, pow2_at_least(2 * static_cast<uint64_t>(N)));
+  uint64_t cap = std::min(cap_max, pow2_at_least(std::max<uint64_t>(4096, static_cast<uint64_t>(N) / 4)));
   for (;;) {
-    DeviceArray<int> state(cap, st), keys(static_cast<int64_t>(cap) * std::max(d, 1), st);
-    fill_int<<<blocks(cap), kThreads, 0, st>>>(state.p, cap, kEmpty);
+    const int limit = static_cast<int>(std::min<uint64_t>(cap / 2, static_cast<uint64_t>(N) * d1));
+    DeviceArray<int> slots(static_cast<int64_t>(cap) * d1, st), keys(static_cast<int64_t>(limit) * std::max(d, 1), st);
+    fill_int<<<blocks(cap), kThreads, 0, st>>>(slots.p, cap, d1, kEmpty);
     check(cudaMemsetAsync(counters.p, 0, 4 * sizeof(int), st), "memset");
-    HashTable table{state.p, keys.p, counters.p + 2, static_cast<uint32_t>(cap - 1), d, static_cast<int>(cap / 2)};
+    HashTable table{slots.p, keys.p, counters.p + 2, static_cast<uint32_t>(cap - 1), d, limit};
     locate_insert<<<blocks(N), kThreads, 0, st>>>(term, b, H, W, scale.p, rounding, table, L.off, L.sw, counters.p);
-    int flags[2];
+    int flags[3];
     check(cudaMemcpyAsync(flags, counters.p, sizeof flags, cudaMemcpyDeviceToHost, st), "copy");
     check(cudaStreamSynchronize(st), "locate");
     if (flags[0])
       throw std::invalid_argument("densecrf: a feature is NaN, infinite or too large for the lattice");
-    if (flags[1] && cap < cap_max) {
+    if (flags[1]) {
       cap = std::min(cap * 4, cap_max);
       continue;
     }
-    // Dense ids, neighbours.
-    DeviceArray<int> slot_of(std::min<uint64_t>(cap / 2, static_cast<uint64_t>(N) * d1), st);
-    number_slots<<<blocks(cap), kThreads, 0, st>>>(state.p, cap, counters.p + 3, slot_of.p);
-    int M = 0;
-    check(cudaMemcpyAsync(&M, counters.p + 3, sizeof M, cudaMemcpyDeviceToHost, st), "copy");
-    check(cudaStreamSynchronize(st), "number");
-    L.M = M;
-    remap<<<blocks(N * d1), kThreads, 0, st>>>(L.off, N * d1, state.p);
-    L.nbr = static_cast<int*>(alloc(sizeof(int) * static_cast<size_t>(d1) * M * 2));
-    neighbours<<<blocks(M), kThreads, 0, st>>>(table, slot_of.p, M, L.nbr);
+    L.M = flags[2];
+    L.nbr = static_cast<int*>(alloc(sizeof(int) * static_cast<size_t>(d1) * L.M * 2));
+    neighbours<<<blocks(L.M), kThreads, 0, st>>>(table, L.M, L.nbr);
     break;
   }
   // Normalisation through the lattice, folded into the weights.
