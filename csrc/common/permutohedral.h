@@ -64,8 +64,11 @@ inline void scale_factors(int d, float* scale) {
 // The simplex enclosing one feature vector: the remainder-0 vertex rem0, the rank of every
 // coordinate and the d+1 barycentric weights (bary[0..d]). Returns false when a coordinate is too
 // large for the integer keys (features scaled far outside any sensible range).
-FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d, int rounding,
+// D > 0 fixes the dimension at compile time (unrolled loops); D = 0 reads it from d.
+template <int D = 0>
+FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d_runtime, int rounding,
                                   int* rem0, int* rank, float* bary) {
+  const int d = D > 0 ? D : d_runtime;
   float elevated[kMaxDim + 1];
   float rem[kMaxDim + 1];
   float rk[kMaxDim + 1];
@@ -100,9 +103,10 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d, int
   for (int i = 0; i <= d; ++i) rk[i] = 0.f;
   for (int i = 0; i < d; ++i) {
     const float di = elevated[i] - rem[i];
-    for (int j = i + 1; j <= d; ++j) {
-      if (di < elevated[j] - rem[j]) rk[i] += 1.f;
-      else rk[j] += 1.f;
+    for (int j = i + 1; j <= d; ++j) {  // branch-free: these comparisons are unpredictable
+      const float c = di < elevated[j] - rem[j] ? 1.f : 0.f;
+      rk[i] += c;
+      rk[j] += 1.f - c;
     }
   }
   // Bring the point back onto the lattice plane (sum of rem0 must be 0): wrap ranks around.

@@ -104,6 +104,74 @@ struct Lattice {
   Array<int> nbr;     // d1 * M * 2: blur neighbours per axis (M = none)
 };
 
+// Locates pixels [start, end) of image b in the lattice and inserts their simplices' vertices
+// (off = vertex ids, bary = barycentric weights). Neighbouring pixels often fall in the same simplex
+// (same remainder-0 point and ranks): then the previous pixel's ids are reused without hashing.
+// Locates pixels [start, end) of image b in the lattice and inserts their simplices' vertices
+// (off = vertex ids, bary = barycentric weights). Many pixels fall in a simplex seen shortly before
+// (same remainder-0 point and ranks; natural images have far fewer simplices than pixels), so each
+// thread keeps a small direct-mapped cache simplex -> vertex ids in front of the shared hash table.
+template <int D>
+void insert_pixels(const Term& term, int64_t b, int64_t W, int64_t start, int64_t end, const float* scale,
+                   int rounding, const HashTable& table, int* off, float* bary_all, std::atomic<int>& overflow,
+                   std::atomic<int>& bad, int nt) {
+  const int d = D > 0 ? D : term.dim();
+  const int d1 = d + 1;
+  constexpr int kD1 = D > 0 ? D + 1 : kMaxDim + 1;
+  constexpr int kEntries = 256;
+  struct Entry {
+    int rem0[kD1], rank[kD1], ids[kD1];
+    bool valid;
+  };
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<Entry> cache(kEntries);
+    for (auto& e : cache) e.valid = false;
+#pragma omp for schedule(dynamic, 1024)
+    for (int64_t p = start; p < end; ++p) {
+      if (overflow.load(std::memory_order_relaxed)) continue;
+      float f[kMaxDim];
+      term.features(b, p / W, p % W, f);
+      int rem0[kMaxDim + 1], rank[kMaxDim + 1], key[kMaxDim];
+      float bary[kMaxDim + 1];
+      if (!lattice::locate<D>(f, scale, d, rounding, rem0, rank, bary)) {
+        bad.store(1, std::memory_order_relaxed);
+        continue;
+      }
+      for (int r = 0; r < d1; ++r) bary_all[p * d1 + r] = bary[r];
+      uint32_t h = 0;
+      for (int i = 0; i < d1; ++i) h = (h ^ static_cast<uint32_t>(rem0[i] * (d1 + 1) + rank[i])) * 0x9E3779B1u;
+      Entry& e = cache[(h >> 16) & (kEntries - 1)];
+      bool same = e.valid;
+      for (int i = 0; i < d1 && same; ++i) same = rem0[i] == e.rem0[i] && rank[i] == e.rank[i];
+      if (same) {
+        for (int r = 0; r < d1; ++r) off[p * d1 + r] = e.ids[r];
+        continue;
+      }
+      e.valid = false;
+      bool ok = true;
+      for (int r = 0; r < d1; ++r) {
+        lattice::vertex_key(rem0, rank, d, r, key);
+        const int id = lattice::hash_insert(table, key);
+        if (id < 0) {
+          overflow.store(1, std::memory_order_relaxed);
+          ok = false;
+          break;
+        }
+        off[p * d1 + r] = id;
+        e.ids[r] = id;
+      }
+      if (ok) {
+        for (int i = 0; i < d1; ++i) {
+          e.rem0[i] = rem0[i];
+          e.rank[i] = rank[i];
+        }
+        e.valid = true;
+      }
+    }
+  }
+}
+
 // Builds the lattice of `term` for image b and the symmetric normalisation it implies.
 void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W, int rounding,
                    bool keep_splat_weights, int nt) {
@@ -143,27 +211,10 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
   for (int64_t start = 0; start < N;) {
     const int64_t end = std::min(N, start + block);
     std::atomic<int> overflow{0}, bad{0};
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1024)
-    for (int64_t p = start; p < end; ++p) {
-      if (overflow.load(std::memory_order_relaxed)) continue;
-      float f[kMaxDim];
-      term.features(b, p / W, p % W, f);
-      int rem0[kMaxDim + 1], rank[kMaxDim + 1], key[kMaxDim];
-      float bary[kMaxDim + 1];
-      if (!lattice::locate(f, scale, d, rounding, rem0, rank, bary)) {
-        bad.store(1, std::memory_order_relaxed);
-        continue;
-      }
-      for (int r = 0; r < d1; ++r) {
-        lattice::vertex_key(rem0, rank, d, r, key);
-        const int id = lattice::hash_insert(table, key);
-        if (id < 0) {
-          overflow.store(1, std::memory_order_relaxed);
-          break;
-        }
-        off[p * d1 + r] = id;
-        bary_all[p * d1 + r] = bary[r];
-      }
+    switch (d) {  // the common dimensions get unrolled lattice code
+      case 2: insert_pixels<2>(term, b, W, start, end, scale, rounding, table, off, bary_all, overflow, bad, nt); break;
+      case 5: insert_pixels<5>(term, b, W, start, end, scale, rounding, table, off, bary_all, overflow, bad, nt); break;
+      default: insert_pixels<0>(term, b, W, start, end, scale, rounding, table, off, bary_all, overflow, bad, nt);
     }
     if (bad.load())
       throw std::invalid_argument(
@@ -312,18 +363,33 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
   double t_splat = 0, t_blur = 0, t_slice = 0, t_softmax = 0;
   auto now = [] { return cpu_ms(); };
   auto ms = [](double a, double b) { return b - a; };
+  // Row by row and label by label, so the logarithms vectorise over x.
   std::atomic<int> bad{0};
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t p = 0; p < N; ++p) {
-    const int64_t y = p / W, x = p % W;
-    float* u = U + p * lp;
-    for (int64_t c = 0; c < C; ++c) {
-      const float v = P.probs[b * P.ps[0] + c * P.ps[1] + y * P.ps[2] + x * P.ps[3]];
-      if (P.logits ? !std::isfinite(v) : !(v >= 0.f)) bad.store(1, std::memory_order_relaxed);
-      u[c] = meanfield::neg_unary(v, P.logits);
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> row(W);
+    int row_bad = 0;
+#pragma omp for schedule(static)
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t c = 0; c < C; ++c) {
+        const float* src = P.probs + b * P.ps[0] + c * P.ps[1] + y * P.ps[2];
+        for (int64_t x = 0; x < W; ++x) row[x] = src[x * P.ps[3]];
+        if (P.logits) {
+          for (int64_t x = 0; x < W; ++x) row_bad |= !(std::fabs(row[x]) <= 3.4e38f);
+        } else {
+          for (int64_t x = 0; x < W; ++x) row_bad |= !(row[x] >= 0.f);
+          for (int64_t x = 0; x < W; ++x) row[x] = meanfield::neg_unary(row[x], false);
+        }
+        float* u = U + y * W * lp + c;
+        for (int64_t x = 0; x < W; ++x) u[x * lp] = row[x];
+      }
+      for (int64_t x = 0; x < W; ++x) {
+        float* u = U + (y * W + x) * lp;
+        for (int k = static_cast<int>(C); k < lp; ++k) u[k] = meanfield::kPadLogit;
+        meanfield::softmax_row(u, Q + (y * W + x) * lp, lp);
+      }
     }
-    for (int k = static_cast<int>(C); k < lp; ++k) u[k] = meanfield::kPadLogit;
-    meanfield::softmax_row(u, Q + p * lp, lp);
+    if (row_bad) bad.store(1, std::memory_order_relaxed);
   }
   if (bad.load())
     throw std::invalid_argument(P.logits ? "probs: logits contain NaN or infinite values"
