@@ -236,7 +236,7 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
     keys = std::move(new_keys);
     count = have;
     table = HashTable{slots.data(), keys.data(), &count, static_cast<uint32_t>(cap - 1), d, limit_of(cap)};
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if(have > (1 << 16))
     for (int64_t id = 0; id < have; ++id) lattice::hash_insert(table, keys.data() + id * d, static_cast<int>(id));
   }
   const int64_t M = count;
@@ -247,7 +247,7 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
   L.nbr.resize(static_cast<int64_t>(d1) * M * 2);
   {
     int* nbr = L.nbr.data();
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if(M * d1 > (1 << 15))
     for (int64_t v = 0; v < M; ++v) {
       const int* key = keys.data() + v * d;
       int nk[kMaxDim];
@@ -309,7 +309,7 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
   std::vector<float> norm(N);
   {
     std::vector<float> a(M + 1, 0.f), c(M + 1, 0.f);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if(M > (1 << 16))
     for (int64_t v = 0; v < M; ++v) {
       float s = 0.f;
       for (int e = L.ptr[v]; e < L.ptr[v + 1]; ++e) s += L.w[e];
@@ -317,7 +317,7 @@ void build_lattice(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W
     }
     for (int j = 0; j < d1; ++j) {
       const int* nb = L.nbr.data() + static_cast<int64_t>(j) * M * 2;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if(M > (1 << 17))
       for (int64_t v = 0; v < M; ++v) c[v] = a[v] + 0.5f * (a[nb[2 * v]] + a[nb[2 * v + 1]]);
       std::swap(a, c);
     }
@@ -430,7 +430,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp_
       // Blur along each of the d+1 axes.
       for (int j = 0; j < d1; ++j) {
         const int* nb = L.nbr.data() + static_cast<int64_t>(j) * M * 2;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if(M * lp > (1 << 18))  // small lattices: a barrier costs more than the pass
         for (int64_t v = 0; v < M; ++v) meanfield::blur_vertex(V, V2, v, nb[2 * v], nb[2 * v + 1], lp);
         std::swap(V, V2);
       }
@@ -555,7 +555,18 @@ void densecrf_cpu(const Problem& P, int num_threads) {
     }
     if (error) std::rethrow_exception(error);
   } else {
-    for (int64_t b = 0; b < P.B; ++b) run_image(P, b, nt);
+    // Inside one image the threads meet at ~100 barriers; on a machine with more runnable threads
+    // than cores a descheduled thread stalls every one of them. OpenMP's dynamic adjustment (libgomp:
+    // cores minus load average) shrinks the team then, for this call only.
+    const int dynamic = omp_get_dynamic();
+    omp_set_dynamic(1);
+    try {
+      for (int64_t b = 0; b < P.B; ++b) run_image(P, b, nt);
+    } catch (...) {
+      omp_set_dynamic(dynamic);
+      throw;
+    }
+    omp_set_dynamic(dynamic);
   }
 }
 
