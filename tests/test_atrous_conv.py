@@ -5,6 +5,10 @@ backend is torch's convolution on folded weights. Shapes are tiny so the interpr
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -192,3 +196,14 @@ def test_bad_backend_is_a_clear_error():
     x, w, b = _args()
     with pytest.raises(ValueError, match="backend must be one of"):
         atrous_conv(x, w, b, backend="cuda")
+
+
+def test_kernel_compiles_for_a_real_gpu():
+    """Same source, lowered for sm_80 through ptxas (no GPU needed): fp16 operands use tensor cores."""
+    script = Path(__file__).with_name("compile_for_gpu.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "fastseg.kernels.atrous_conv:_atrous_conv_kernel", "fp16", "80",
+         "HAS_BIAS=1", "ACT=3", "UPCAST=0", "BLOCK_M=128", "BLOCK_N=64", "BLOCK_K=32"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[0] == "mma"
