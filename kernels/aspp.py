@@ -38,7 +38,7 @@ def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, w
     offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     mask_n = offs_n < Cout
     acc = conv_tile(x_ptr, w_branch, n, oh, ow, mask_m, offs_n, mask_n,
-                    H, W, Cin, Cout, sxn, sxc, sxh, sxw,
+                    H, W, 0, Cin, Cout, sxn, sxc, sxh, sxw,
                     k, k, 1, 1, pad, pad, dil, dil,
                     BLOCK_M, BLOCK_N, BLOCK_K, UPCAST)
     bias_activation_store(acc, out_ptr, bias_ptr + branch * Cout, n, oh, ow, mask_m, offs_n, mask_n,

@@ -31,11 +31,14 @@ ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
 
 @triton.jit
 def conv_tile(x_ptr, w_ptr, n, oh, ow, mask_m, offs_n, mask_n,
-              H, W, Cin, Cout, sxn, sxc, sxh, sxw,
+              H, W, cin_base, Cin, Cout, sxn, sxc, sxh, sxw,
               KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
               UPCAST: tl.constexpr):
-    """fp32 accumulator [BLOCK_M, BLOCK_N] of one output tile; w_ptr points at a [KH*KW*Cin, Cout] block."""
+    """fp32 accumulator [BLOCK_M, BLOCK_N] of one output tile.
+
+    Reads input channels [cin_base, cin_base + Cin) (one group's); w_ptr points at that group's
+    packed [KH*KW*Cin, Cout] weight block, Cout being the group's output channels."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
     for kh in range(0, KH):
@@ -49,7 +52,7 @@ def conv_tile(x_ptr, w_ptr, n, oh, ow, mask_m, offs_n, mask_n,
             for c0 in range(0, Cin, BLOCK_K):
                 ck = c0 + offs_k
                 k_ok = ck < Cin
-                a = tl.load(x_ptr + (x_row[:, None] + ck[None, :] * sxc),
+                a = tl.load(x_ptr + (x_row[:, None] + (cin_base + ck)[None, :] * sxc),
                             mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
                 b = tl.load(w_ptr + ((w_row + ck)[:, None] * Cout + offs_n[None, :]),
                             mask=k_ok[:, None] & mask_n[None, :], other=0.0)
@@ -92,22 +95,25 @@ def output_pixels(pid_m, M, OH, OW, BLOCK_M: tl.constexpr):
 
 @triton.jit
 def _atrous_conv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr,
-                        M, H, W, Cin, Cout, OH, OW,
+                        M, H, W, Cin, Cout, OH, OW, GROUP_BLOCKS,
                         sxn, sxc, sxh, sxw, son, soc, soh, sow, sbn,
                         KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Cin / Cout are per group; grid axis 1 runs over (group, block of that group's Cout)."""
     pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    group = tl.program_id(1) // GROUP_BLOCKS
+    pid_n = tl.program_id(1) % GROUP_BLOCKS
     n, oh, ow, mask_m = output_pixels(pid_m, M, OH, OW, BLOCK_M)
     offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     mask_n = offs_n < Cout
-    acc = conv_tile(x_ptr, w_ptr, n, oh, ow, mask_m, offs_n, mask_n,
-                    H, W, Cin, Cout, sxn, sxc, sxh, sxw,
+    w_group = w_ptr + group.to(tl.int64) * (KH * KW * Cin * Cout)
+    acc = conv_tile(x_ptr, w_group, n, oh, ow, mask_m, offs_n, mask_n,
+                    H, W, group * Cin, Cin, Cout, sxn, sxc, sxh, sxw,
                     KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                     BLOCK_M, BLOCK_N, BLOCK_K, UPCAST)
-    bias_activation_store(acc, out_ptr, bias_ptr, n, oh, ow, mask_m, offs_n, mask_n,
-                          sbn, son, soc, soh, sow, 0, HAS_BIAS, ACT)
+    bias_activation_store(acc, out_ptr, bias_ptr + group * Cout, n, oh, ow, mask_m, offs_n, mask_n,
+                          sbn, son, soc, soh, sow, group * Cout, HAS_BIAS, ACT)
 
 
 def interpreted() -> bool:
@@ -138,10 +144,12 @@ def launch_config(dtype: torch.dtype, M: int, Cin: int, Cout: int) -> dict:
                 num_warps=8 if Cout >= 128 else 4, num_stages=3)
 
 
-def pack_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[Cout, Cin, KH, KW] -> [KH*KW*Cin, Cout] contiguous (tap-major rows, Cout contiguous)."""
-    cout, cin, kh, kw = weight.shape
-    return weight.to(dtype).permute(2, 3, 1, 0).reshape(kh * kw * cin, cout).contiguous()
+def pack_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int = 1) -> torch.Tensor:
+    """[Cout, Cin/groups, KH, KW] -> [groups, KH*KW*Cin/groups, Cout/groups] contiguous: per group,
+    tap-major rows with output channels contiguous (each B tile is a dense row block)."""
+    cout, cin_g, kh, kw = weight.shape
+    w = weight.to(dtype).reshape(groups, cout // groups, cin_g, kh, kw)
+    return w.permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cin_g, cout // groups).contiguous()
 
 
 def upcast(dtype: torch.dtype) -> bool:
@@ -149,15 +157,19 @@ def upcast(dtype: torch.dtype) -> bool:
     return interpreted() and dtype == torch.bfloat16
 
 
-def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation):
-    """Launch on validated arguments: x [N,Cin,H,W], weight [Cout,Cin,KH,KW] (folded), bias None,
+def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, groups=1):
+    """Launch on validated arguments: x [N,Cin,H,W], weight [Cout,Cin/groups,KH,KW] (folded), bias None,
     [Cout] or [N, Cout] (per image), out [N,Cout,OH,OW] with any strides (channels_last or a channel
-    slice). Returns out."""
-    N, Cin, H, W = x.shape
-    Cout, _, KH, KW = weight.shape
+    slice). Returns out.
+
+    Grouped (e.g. depthwise) convolutions are correct but not efficient here: tl.dot's tiles are at
+    least 16 wide, so a depthwise group uses 1/16 of each dimension of them."""
+    N, _, H, W = x.shape
+    Cout, Cin, KH, KW = weight.shape  # Cin per group
+    Cout //= groups
     _, _, OH, OW = out.shape
     x = x.contiguous(memory_format=torch.channels_last)  # channels contiguous: the K dimension
-    w = pack_weight(weight, x.dtype)
+    w = pack_weight(weight, x.dtype, groups)
     has_bias = bias is not None
     if has_bias:
         b = bias.to(device=x.device, dtype=torch.float32).contiguous()
@@ -166,9 +178,10 @@ def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation):
         b, sbn = w, 0  # never read
     M = N * OH * OW
     cfg = launch_config(x.dtype, M, Cin, Cout)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(Cout, cfg["BLOCK_N"]))
+    group_blocks = triton.cdiv(Cout, cfg["BLOCK_N"])
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]), groups * group_blocks)
     _atrous_conv_kernel[grid](
-        x, w, b, out, M, H, W, Cin, Cout, OH, OW,
+        x, w, b, out, M, H, W, Cin, Cout, OH, OW, group_blocks,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3), sbn,
         KH, KW, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],

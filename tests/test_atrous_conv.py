@@ -103,6 +103,29 @@ def test_half_precision_accumulates_in_fp32(case, backend, dtype):
     assert_close(y, expected, dtype)
 
 
+# (groups, cin, cout, stride, dilation, dtype): grouped and depthwise (MobileNetV3's dilated blocks)
+GROUPED = [(4, 16, 24, 1, 2, torch.float32), (16, 16, 16, 2, 6, torch.float32), (16, 16, 32, 1, 2, torch.float16),
+           (8, 16, 16, 1, 12, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("backend", ["triton", "native", "reference"])
+@pytest.mark.parametrize("groups, cin, cout, stride, dilation, dtype", GROUPED,
+                         ids=[f"g{g}-{i}to{o}-s{s}-d{d}-{str(t)[6:]}" for g, i, o, s, d, t in GROUPED])
+def test_grouped_and_depthwise(groups, cin, cout, stride, dilation, dtype, backend):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, cin, 13, 17, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(cout, cin // groups, 3, 3, generator=gen) / 3
+    bias = torch.randn(cout, generator=gen)
+    bn = random_bn(cout, gen)
+    w, b = fold_bn(weight, bias, bn)
+    w = w.to(dtype)
+    expected = reference(x.double(), w.double(), b.double(), stride=stride, dilation=dilation,
+                         activation="relu6", groups=groups)
+    y = atrous_conv(x, w, b, stride=stride, dilation=dilation, activation="relu6", groups=groups,
+                    backend=backend)
+    assert_close(y, expected, dtype)
+
+
 @pytest.mark.parametrize("backend", ["triton", "native"])
 def test_writes_into_a_channel_slice(backend):
     """out= a channel slice of a larger channels_last buffer (how ASPP concatenates): the rest untouched."""
@@ -130,8 +153,10 @@ def test_per_image_bias(backend):
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish", None])
 def test_module_from_conv_and_bn(activation):
     gen = torch.Generator().manual_seed(4)
-    conv = nn.Conv2d(16, 24, 3, stride=2, padding=6, dilation=6, bias=activation is None)
-    bn = random_bn(24, gen)
+    depthwise = activation == "hardswish"  # MobileNetV3's dilated blocks are depthwise
+    conv = nn.Conv2d(16, 16 if depthwise else 24, 3, stride=2, padding=6, dilation=6, bias=activation is None,
+                     groups=16 if depthwise else 1)
+    bn = random_bn(conv.out_channels, gen)
     act = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(), None: nn.Identity()}[activation]
     block = nn.Sequential(conv, bn, act).eval()
     fused = AtrousConv2d.from_modules(conv, bn, activation)
@@ -184,6 +209,8 @@ def _args():
     (lambda a: dict(a, padding=0, dilation=6), ValueError, "too small"),
     (lambda a: dict(a, weight=a["weight"][:, :, :2, :2]), ValueError, "padding='same' needs an odd kernel"),
     (lambda a: dict(a, out=torch.empty(1, 16, 8, 8)), ValueError, "out must be"),
+    (lambda a: dict(a, groups=3), ValueError, "groups must be a positive int dividing"),
+    (lambda a: dict(a, groups=2), ValueError, "x has 8 channels, the weights expect 16"),
 ])
 def test_bad_input_is_a_clear_error(change, error, match, backend):
     x, w, b = _args()

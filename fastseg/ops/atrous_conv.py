@@ -57,10 +57,11 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
     return y
 
 
-def reference(x, weight, bias=None, bn=None, stride=1, padding=None, dilation=1, activation="relu"):
+def reference(x, weight, bias=None, bn=None, stride=1, padding=None, dilation=1, activation="relu",
+              groups=1):
     """F.conv2d(dilation=d) + BatchNorm (eval, when bn is given) + activation, unfused."""
     stride, padding, dilation = conv_geometry(weight, stride, padding, dilation)
-    y = F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
+    y = F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
     if bn is not None:
         y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
     return activate(y, activation)
@@ -117,13 +118,16 @@ def check_activation(activation, op: str = "atrous_conv") -> None:
         raise ValueError(f"{op}: activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def check_arguments(x, weight, bias, activation):
+def check_arguments(x, weight, bias, activation, groups):
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-        raise ValueError("atrous_conv: weight must be a 4-D tensor [Cout, Cin, KH, KW], got "
+        raise ValueError("atrous_conv: weight must be a 4-D tensor [Cout, Cin/groups, KH, KW], got "
                          f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}")
     if not weight.is_floating_point():
         raise TypeError(f"atrous_conv: weight must be floating point, got {weight.dtype}")
-    check_input(x, "x", weight.shape[1])
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"atrous_conv: groups must be a positive int dividing Cout={weight.shape[0]}, "
+                         f"got {groups!r}")
+    check_input(x, "x", weight.shape[1] * groups)
     cout = weight.shape[0]
     if bias is not None:
         if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
@@ -146,18 +150,21 @@ def resolve(backend: str, device: torch.device, op: str) -> str:
 
 # ----------------------------------------------------------------------------- public op
 def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activation="relu",
-                out=None, backend="auto"):
+                out=None, groups=1, backend="auto"):
     """activation(conv2d(x, weight, bias, stride, padding, dilation)) with batch-norm already folded.
 
     x: [N, Cin, H, W] float32 / float16 / bfloat16, NCHW or channels_last.
-    weight: [Cout, Cin, KH, KW] (e.g. from fold_bn), converted to x's dtype; bias: None, [Cout], or
+    weight: [Cout, Cin/groups, KH, KW] (e.g. from fold_bn), converted to x's dtype; bias: None, [Cout], or
     [N, Cout] for a per-image bias (used by ASPP's folded image-pooling branch).
     padding: int, pair, or None / "same" = dilation * (k - 1) / 2.
     out: optional [N, Cout, OH, OW] tensor (any strides, e.g. a channel slice) to write into.
+    groups: as in F.conv2d (the triton backend runs grouped / depthwise convolutions correctly but
+    without tensor-core efficiency).
+    Inference only: no autograd through the triton backend.
     Returns [N, Cout, OH, OW] in x's dtype (channels_last from the triton backend, and from the
     native backend when x is channels_last).
     """
-    check_arguments(x, weight, bias, activation)
+    check_arguments(x, weight, bias, activation, groups)
     stride, padding, dilation = conv_geometry(weight, stride, padding, dilation)
     oh, ow = output_size(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, dilation)
     if oh < 1 or ow < 1:
@@ -173,14 +180,15 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
 
         if out is None:
             out = torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-        return kernel.atrous_conv(x, weight, bias, out, stride, padding, dilation, activation)
+        return kernel.atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, groups)
     if chosen == "native":
-        y = native(x, weight, bias, stride, padding, dilation, activation)
+        y = native(x, weight, bias, stride, padding, dilation, activation, groups)
     else:
         w = weight.to(x.dtype)
         b = None if bias is None else bias.to(x.dtype)
         per_image = b is not None and b.dim() == 2
-        y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation)
+        y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups)
         if per_image:
             y = y + b[:, :, None, None]
         y = activate(y, activation)
@@ -189,14 +197,15 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
     return y
 
 
-def native(x, weight, bias, stride, padding, dilation, activation):
+def native(x, weight, bias, stride, padding, dilation, activation, groups=1):
     """CPU: torch's convolution on the folded weights, the activation in place on its output."""
     w = weight.to(x.dtype)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         w = w.contiguous(memory_format=torch.channels_last)  # oneDNN's NHWC path, no reorder per call
     b = None if bias is None else bias.to(x.dtype)
     per_image = b is not None and b.dim() == 2
-    y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation)
+    y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation,
+                 groups=groups)
     if per_image:
         y += b[:, :, None, None]
     if activation == "relu":
@@ -211,33 +220,32 @@ def native(x, weight, bias, stride, padding, dilation, activation):
 class AtrousConv2d(nn.Module):
     """Inference module holding folded weights: what a conv + BN + activation block becomes."""
 
-    def __init__(self, weight, bias, stride=1, padding=None, dilation=1, activation="relu"):
+    def __init__(self, weight, bias, stride=1, padding=None, dilation=1, activation="relu", groups=1):
         super().__init__()
         check_activation(activation)
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.stride, self.padding, self.dilation = conv_geometry(weight, stride, padding, dilation)
         self.activation = activation
+        self.groups = groups
         self.backend = "auto"
 
     @classmethod
     def from_modules(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, activation="relu"):
-        """Fold conv (groups=1) [+ bn] into one module; activation is None, relu, relu6 or hardswish."""
-        if conv.groups != 1:
-            raise ValueError(f"AtrousConv2d: grouped convolutions are not supported (groups={conv.groups})")
+        """Fold conv [+ bn] into one module; activation is None, relu, relu6 or hardswish."""
         if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
             raise ValueError(f"AtrousConv2d: needs explicit zero padding, got {conv.padding!r} "
                              f"({conv.padding_mode})")
         weight, bias = conv.weight, conv.bias
         if bn is not None:
             weight, bias = fold_bn(weight, bias, bn)
-        return cls(weight, bias, conv.stride, conv.padding, conv.dilation, activation)
+        return cls(weight, bias, conv.stride, conv.padding, conv.dilation, activation, conv.groups)
 
     def forward(self, x):
         return atrous_conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                           self.activation, backend=self.backend)
+                           self.activation, groups=self.groups, backend=self.backend)
 
     def extra_repr(self):
-        return (f"{self.weight.shape[1]}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"activation={self.activation}")
+                f"groups={self.groups}, activation={self.activation}")
