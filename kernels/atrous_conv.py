@@ -8,8 +8,9 @@ zeros through the mask), and the B tile is that tap's [BLOCK_K, BLOCK_N] slice o
 Nothing im2col-like is ever written to memory.
 
 Layouts: the input is read through its strides, and the launcher makes it channels_last so that the
-K dimension (channels) is contiguous for every pixel. Weights are packed once per call into
-[KH*KW*Cin, Cout] (tap-major, Cout contiguous) so each B tile is a dense row block. Output is
+K dimension (channels) is contiguous for every pixel. Weights are packed per call into
+[groups, KH*KW*Cin/groups, Cout/groups] (tap-major, output channels contiguous) so each B tile is a
+dense row block; grid axis 1 runs over (group, output-channel block). Output is
 written through strides too, so it may be a channels_last tensor or a channel slice of a larger one
 (ASPP's concatenated output, see kernels/aspp.py).
 

@@ -90,7 +90,7 @@ def fuse(module: nn.Module) -> AsppParams:
         if k[0] != k[1] or k[0] % 2 == 0 or d[0] != d[1] or conv.padding != same:
             raise ValueError(f"aspp.fuse: convs[{i}] must be a square odd kernel with 'same' padding: {conv}")
         w, b = fold_bn(conv.weight, conv.bias, bn)
-        weights.append(w)
+        weights.append(w.contiguous(memory_format=torch.channels_last))  # the fast CPU layout
         biases.append(b)
         dilations.append(d[0])
     pool = module.convs[-1]

@@ -199,9 +199,12 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
 
 def native(x, weight, bias, stride, padding, dilation, activation, groups=1):
     """CPU: torch's convolution on the folded weights, the activation in place on its output."""
-    w = weight.to(x.dtype)
+    # Weight in the input's layout: torch picks channels_last output when either is channels_last,
+    # and the modules below store channels_last weights so that the fast NHWC path copies nothing.
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        w = w.contiguous(memory_format=torch.channels_last)  # oneDNN's NHWC path, no reorder per call
+        w = weight.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    else:
+        w = weight.to(x.dtype).contiguous()
     b = None if bias is None else bias.to(x.dtype)
     per_image = b is not None and b.dim() == 2
     y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation,
@@ -223,7 +226,8 @@ class AtrousConv2d(nn.Module):
     def __init__(self, weight, bias, stride=1, padding=None, dilation=1, activation="relu", groups=1):
         super().__init__()
         check_activation(activation)
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        weight = weight.detach().clone(memory_format=torch.channels_last)  # the fast CPU layout
+        self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.stride, self.padding, self.dilation = conv_geometry(weight, stride, padding, dilation)
         self.activation = activation
