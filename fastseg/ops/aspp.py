@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atrous_conv import check_input, fold_bn, native, resolve
+from .atrous_conv import check_input, fold_bn, folded_conv, native, resolve
 
 
 # ----------------------------------------------------------------------------- reference (the spec)
@@ -129,15 +129,15 @@ def aspp(x: torch.Tensor, params: AsppParams, backend: str = "auto") -> torch.Te
         from ..kernels import aspp as kernel
 
         return kernel.aspp(x, params, proj_bias)
-    if chosen == "reference":  # the folded math, plainly
-        branches = [F.relu(F.conv2d(x, w.to(x.dtype), b.to(x.dtype), padding=d * (w.shape[-1] - 1) // 2,
-                                    dilation=d))
-                    for w, b, d in zip(params.branch_weights, params.branch_biases, params.dilations)]
-        y = F.conv2d(torch.cat(branches, 1), params.proj_weight.to(x.dtype))
-        return F.relu(y + proj_bias.to(x.dtype)[:, :, None, None])
-    branches = [native(x, w, b, (1, 1), (d * (w.shape[-1] - 1) // 2,) * 2, (d, d), "relu")
+
+    def conv_relu(inp, w, b, padding, dilation):
+        if chosen == "native":  # torch's convolution, ReLU in place
+            return native(inp, w, b, (1, 1), padding, dilation, "relu")
+        return F.relu(folded_conv(inp, w.to(inp.dtype), b, (1, 1), padding, dilation, 1))  # plainly
+
+    branches = [conv_relu(x, w, b, (d * (w.shape[-1] - 1) // 2,) * 2, (d, d))
                 for w, b, d in zip(params.branch_weights, params.branch_biases, params.dilations)]
-    return native(torch.cat(branches, 1), params.proj_weight, proj_bias, (1, 1), (0, 0), (1, 1), "relu")
+    return conv_relu(torch.cat(branches, 1), params.proj_weight, proj_bias, (0, 0), (1, 1))
 
 
 class FusedASPP(nn.Module):

@@ -183,18 +183,20 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
         return kernel.atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, groups)
     if chosen == "native":
         y = native(x, weight, bias, stride, padding, dilation, activation, groups)
-    else:
-        w = weight.to(x.dtype)
-        b = None if bias is None else bias.to(x.dtype)
-        per_image = b is not None and b.dim() == 2
-        y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation,
-                     groups=groups)
-        if per_image:
-            y = y + b[:, :, None, None]
-        y = activate(y, activation)
+    else:  # the folded math, plainly
+        y = activate(folded_conv(x, weight.to(x.dtype), bias, stride, padding, dilation, groups), activation)
     if out is not None:
         return out.copy_(y)
     return y
+
+
+def folded_conv(x, weight, bias, stride, padding, dilation, groups):
+    """F.conv2d in x's dtype; a [N, Cout] bias (one per image) is added after the convolution."""
+    b = None if bias is None else bias.to(x.dtype)
+    if b is None or b.dim() == 1:
+        return F.conv2d(x, weight, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = F.conv2d(x, weight, None, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return y.add_(b[:, :, None, None])
 
 
 def native(x, weight, bias, stride, padding, dilation, activation, groups=1):
@@ -205,12 +207,7 @@ def native(x, weight, bias, stride, padding, dilation, activation, groups=1):
         w = weight.to(x.dtype).contiguous(memory_format=torch.channels_last)
     else:
         w = weight.to(x.dtype).contiguous()
-    b = None if bias is None else bias.to(x.dtype)
-    per_image = b is not None and b.dim() == 2
-    y = F.conv2d(x, w, None if per_image else b, stride=stride, padding=padding, dilation=dilation,
-                 groups=groups)
-    if per_image:
-        y += b[:, :, None, None]
+    y = folded_conv(x, w, bias, stride, padding, dilation, groups)
     if activation == "relu":
         y.relu_()
     elif activation == "relu6":
