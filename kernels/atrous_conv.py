@@ -153,6 +153,17 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int = 1) -> to
     return w.permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cin_g, cout // groups).contiguous()
 
 
+def packed_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int) -> torch.Tensor:
+    """pack_weight, cached on the weight tensor itself (a model's folded weights are packed once, not
+    on every frame); an in-place change of the weight bumps its version and repacks."""
+    key = (dtype, groups, weight.device, weight._version)
+    cached = getattr(weight, "_fastseg_packed", None)
+    if cached is None or cached[0] != key:
+        cached = (key, pack_weight(weight.detach(), dtype, groups))
+        weight._fastseg_packed = cached
+    return cached[1]
+
+
 def upcast(dtype: torch.dtype) -> bool:
     """Convert operands to fp32 before tl.dot: bf16 under the interpreter (numpy has no bf16)."""
     return interpreted() and dtype == torch.bfloat16
@@ -170,7 +181,7 @@ def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, gro
     Cout //= groups
     _, _, OH, OW = out.shape
     x = x.contiguous(memory_format=torch.channels_last)  # channels contiguous: the K dimension
-    w = pack_weight(weight, x.dtype, groups)
+    w = packed_weight(weight, x.dtype, groups)
     has_bias = bias is not None
     if has_bias:
         b = bias.to(device=x.device, dtype=torch.float32).contiguous()
