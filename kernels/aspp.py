@@ -1,0 +1,93 @@
+"""Triton ASPP: every spatial branch in one launch, written straight into the concatenated output.
+
+DeepLabV3's ASPP runs B spatial branches on the same input (a 1x1 convolution and 3x3 convolutions
+at dilations r1, r2, r3), each conv + BN + ReLU, and concatenates them. Here the grid's third axis is
+the branch: a program loads its branch's kernel size, dilation and weight offset from small tables
+and runs the same implicit-GEMM tile as kernels/atrous_conv.py, storing into channels
+[branch * Cout, (branch + 1) * Cout) of one NHWC buffer. No per-branch tensor, no torch.cat.
+
+The image-pooling branch is constant over space, so it never enters that buffer: the launcher turns
+it into a per-image bias of the projection (proj_bias[n] = b_proj + W_proj[:, pool] @ pool[n]), and
+the projection is one more atrous_conv launch (1x1, per-image bias, ReLU).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .atrous_conv import (ACTIVATIONS, bias_activation_store, conv_tile, launch_config, output_pixels,
+                          pack_weight, upcast)
+from .atrous_conv import atrous_conv as conv_launch
+
+
+@triton.jit
+def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, woff_ptr,
+                          M, H, W, Cin, Cout,
+                          sxn, sxc, sxh, sxw, son, soc, soh, sow,
+                          ACT: tl.constexpr, UPCAST: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    branch = tl.program_id(2)
+    k = tl.load(ksize_ptr + branch)          # 1 for the 1x1 branch, 3 for the atrous ones
+    dil = tl.load(dil_ptr + branch)
+    pad = dil * (k - 1) // 2                 # 'same' padding: output size = input size
+    w_branch = w_ptr + tl.load(woff_ptr + branch)  # this branch's packed [k*k*Cin, Cout] block
+    n, oh, ow, mask_m = output_pixels(pid_m, M, H, W, BLOCK_M)
+    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    mask_n = offs_n < Cout
+    acc = conv_tile(x_ptr, w_branch, n, oh, ow, mask_m, offs_n, mask_n,
+                    H, W, 0, Cin, Cout, sxn, sxc, sxh, sxw,
+                    k, k, 1, 1, pad, pad, dil, dil,
+                    BLOCK_M, BLOCK_N, BLOCK_K, UPCAST)
+    bias_activation_store(acc, out_ptr, bias_ptr + branch * Cout, n, oh, ow, mask_m, offs_n, mask_n,
+                          0, son, soc, soh, sow, branch * Cout, True, ACT)
+
+
+def pack_branches(params, dtype: torch.dtype, device: torch.device) -> dict:
+    """Kernel tables for the spatial branches, cached on params per (dtype, device)."""
+    key = (dtype, device)
+    cache = params.__dict__.setdefault("_triton_cache", {})
+    if key not in cache:
+        blocks = [pack_weight(w.to(device), dtype).reshape(-1) for w in params.branch_weights]
+        offsets = torch.tensor([0] + [b.numel() for b in blocks[:-1]], dtype=torch.int64).cumsum(0)
+        cache[key] = dict(
+            weight=torch.cat(blocks),
+            bias=torch.cat([b.to(device, torch.float32) for b in params.branch_biases]),
+            ksize=torch.tensor([w.shape[-1] for w in params.branch_weights], dtype=torch.int32, device=device),
+            dilation=torch.tensor(params.dilations, dtype=torch.int32, device=device),
+            offsets=offsets.to(device),
+        )
+    return cache[key]
+
+
+def aspp_branches(x: torch.Tensor, params, out: torch.Tensor) -> torch.Tensor:
+    """All spatial branches (conv + folded BN + ReLU) into out [N, B*Cout, H, W] (channels_last)."""
+    N, Cin, H, W = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    t = pack_branches(params, x.dtype, x.device)
+    branches, cout = len(params.branch_weights), params.out_channels
+    M = N * H * W
+    cfg = launch_config(x.dtype, M, Cin, cout)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(cout, cfg["BLOCK_N"]), branches)
+    _aspp_branches_kernel[grid](
+        x, t["weight"], t["bias"], out, t["ksize"], t["dilation"], t["offsets"],
+        M, H, W, Cin, cout,
+        x.stride(0), x.stride(1), x.stride(2), x.stride(3),
+        out.stride(0), out.stride(1), out.stride(2), out.stride(3),
+        ACT=ACTIVATIONS["relu"], UPCAST=upcast(x.dtype), **cfg)
+    return out
+
+
+def aspp(x: torch.Tensor, params, proj_bias: torch.Tensor) -> torch.Tensor:
+    """Fused ASPP forward: one launch for the branches, one for the projection.
+
+    proj_bias [N, Cout] float32 already holds the image-pooling branch (see fastseg/ops/aspp.py)."""
+    N, _, H, W = x.shape
+    cout = params.out_channels
+    cat = torch.empty((N, len(params.branch_weights) * cout, H, W), device=x.device, dtype=x.dtype,
+                      memory_format=torch.channels_last)
+    aspp_branches(x, params, cat)
+    out = torch.empty((N, cout, H, W), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    return conv_launch(cat, params.proj_weight, proj_bias, out, (1, 1), (0, 0), (1, 1), "relu")
