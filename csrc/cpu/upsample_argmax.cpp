@@ -83,7 +83,7 @@ struct Plan {
   int64_t thread_bytes() const {
     return 4 * (2 * C * tile_wp      // two interpolated rows
                 + C * seg_max        // the input row segment, as float
-                + 6 * tile_wp);      // relative indices, x weights, argmax, confidence
+                + 7 * tile_wp);      // relative indices, x weights, argmax, confidence, max
   }
 };
 
@@ -180,7 +180,7 @@ bool interpolate_row(const float* seg, int64_t seg_max, int64_t C, const int32_t
 // Used for rows holding inf / NaN, and as the portable path without AVX2.
 template <bool CONF>
 void vertical_scalar(const float* r0, const float* r1, int64_t cs, int64_t C, float h0, float h1,
-                     int64_t nx, int32_t* arg, float* conf) {
+                     int64_t nx, int32_t* arg, float* conf, float* maxv) {
   for (int64_t x = 0; x < nx; ++x) {
     float best = lerp_torch(r0[x], h0, r1[x], h1), sum = 1.f;
     int32_t k = 0;
@@ -195,6 +195,7 @@ void vertical_scalar(const float* r0, const float* r1, int64_t cs, int64_t C, fl
       }
     }
     arg[x] = k;
+    maxv[x] = best;
     if (CONF) conf[x] = 1.f / sum;
   }
 }
@@ -222,7 +223,7 @@ inline __m256 exp_nonpositive(__m256 t) {
 // registers while the channels stream past. Rows hold only finite values here, so no NaN occurs.
 template <int U, bool CONF>
 inline void vertical_block(const float* r0, const float* r1, int64_t cs, int64_t C, __m256 h0,
-                           __m256 h1, int32_t* arg, float* conf) {
+                           __m256 h1, int32_t* arg, float* conf, float* maxv) {
   __m256 best[U], sum[U];
   __m256i k[U];
   for (int u = 0; u < U; ++u) {
@@ -253,48 +254,66 @@ inline void vertical_block(const float* r0, const float* r1, int64_t cs, int64_t
   }
   for (int u = 0; u < U; ++u) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(arg + 8 * u), k[u]);
+    _mm256_storeu_ps(maxv + 8 * u, best[u]);
     if (CONF) _mm256_storeu_ps(conf + 8 * u, _mm256_div_ps(one, sum[u]));
   }
 }
 
 template <bool CONF>
 void vertical_avx2(const float* r0, const float* r1, int64_t cs, int64_t C, float h0, float h1,
-                   int64_t nxp, int32_t* arg, float* conf) {
+                   int64_t nxp, int32_t* arg, float* conf, float* maxv) {
   const __m256 vh0 = _mm256_set1_ps(h0), vh1 = _mm256_set1_ps(h1);
   constexpr int U = CONF ? 2 : 4;
   int64_t x = 0;
   for (; x + 8 * U <= nxp; x += 8 * U)
-    vertical_block<U, CONF>(r0 + x, r1 + x, cs, C, vh0, vh1, arg + x, conf + x);
+    vertical_block<U, CONF>(r0 + x, r1 + x, cs, C, vh0, vh1, arg + x, conf + x, maxv + x);
   for (; x < nxp; x += 8)
-    vertical_block<1, CONF>(r0 + x, r1 + x, cs, C, vh0, vh1, arg + x, conf + x);
+    vertical_block<1, CONF>(r0 + x, r1 + x, cs, C, vh0, vh1, arg + x, conf + x, maxv + x);
 }
 #endif
 
 template <bool CONF>
 void vertical(const float* r0, const float* r1, bool finite, int64_t cs, int64_t C, float h0,
-              float h1, int64_t nx, int64_t nxp, int32_t* arg, float* conf) {
+              float h1, int64_t nx, int64_t nxp, int32_t* arg, float* conf, float* maxv) {
 #if FS_UPS_AVX2
-  if (finite) return vertical_avx2<CONF>(r0, r1, cs, C, h0, h1, nxp, arg, conf);
+  if (finite) return vertical_avx2<CONF>(r0, r1, cs, C, h0, h1, nxp, arg, conf, maxv);
 #endif
-  vertical_scalar<CONF>(r0, r1, cs, C, h0, h1, nx, arg, conf);
+  vertical_scalar<CONF>(r0, r1, cs, C, h0, h1, nx, arg, conf, maxv);
 }
 
 // ---- driver ------------------------------------------------------------------------------------
 
+// Strided float32 [N,H,W] output, or none.
+struct FloatOut {
+  float* ptr = nullptr;
+  int64_t sN = 0, sH = 0, sW = 0;
+  explicit FloatOut(const Buffer* b) {
+    if (b) {
+      ptr = b->data<float>();
+      sN = b->strides[0];
+      sH = b->strides[1];
+      sW = b->strides[2];
+    }
+  }
+  void write_row(int64_t n, int64_t y, int64_t X0, int64_t nx, const float* row) const {
+    float* dst = ptr + n * sN + y * sH + X0 * sW;
+    for (int64_t x = 0; x < nx; ++x) dst[x * sW] = row[x];
+  }
+};
+
 template <typename T, typename L>
-void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf, int threads) {
+void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
+         const Buffer* mbuf, int threads) {
   const T* logits = in.data<T>();
   const int64_t sN = in.strides[0], sC = in.strides[1], sH = in.strides[2], sW = in.strides[3];
   L* labels = out.data<L>();
   const int64_t lN = out.strides[0], lH = out.strides[1], lW = out.strides[2];
-  float* confidence = cbuf ? cbuf->data<float>() : nullptr;
-  const int64_t cN = cbuf ? cbuf->strides[0] : 0, cH = cbuf ? cbuf->strides[1] : 0,
-                cW = cbuf ? cbuf->strides[2] : 0;
+  const FloatOut confidence(cbuf), max_value(mbuf);
   const int64_t C = p.C, cs = p.tile_wp, n_tasks = p.N * p.n_bands * p.n_tiles;
 
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs);
+    std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs), maxrow(cs);
     std::vector<int32_t> rel0(cs), rel1(cs), arg(cs);
     std::vector<float> w0(cs), w1(cs);
 
@@ -334,13 +353,15 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
         const bool finite = slot_finite[s0] && slot_finite[s1];
         const float* r0 = rows.data() + s0 * C * cs;
         const float* r1 = rows.data() + s1 * C * cs;
-        if (confidence) {
-          vertical<true>(r0, r1, finite, cs, C, tap.w0, tap.w1, nx, nxp, arg.data(), confrow.data());
-          float* cdst = confidence + n * cN + y * cH + X0 * cW;
-          for (int64_t x = 0; x < nx; ++x) cdst[x * cW] = confrow[x];
+        if (confidence.ptr) {
+          vertical<true>(r0, r1, finite, cs, C, tap.w0, tap.w1, nx, nxp, arg.data(),
+                         confrow.data(), maxrow.data());
+          confidence.write_row(n, y, X0, nx, confrow.data());
         } else {
-          vertical<false>(r0, r1, finite, cs, C, tap.w0, tap.w1, nx, nxp, arg.data(), nullptr);
+          vertical<false>(r0, r1, finite, cs, C, tap.w0, tap.w1, nx, nxp, arg.data(), nullptr,
+                          maxrow.data());
         }
+        if (max_value.ptr) max_value.write_row(n, y, X0, nx, maxrow.data());
         L* ldst = labels + n * lN + y * lH + X0 * lW;
         if (lW == 1) {
           for (int64_t x = 0; x < nx; ++x) ldst[x] = static_cast<L>(arg[x]);
@@ -354,19 +375,19 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
 
 template <typename T>
 void run_labels(const Plan& p, const Buffer& in, const std::string& ldt, const Buffer& out,
-                const Buffer* conf, int threads) {
-  if (ldt == "uint8") return run<T, uint8_t>(p, in, out, conf, threads);
-  if (ldt == "int16") return run<T, int16_t>(p, in, out, conf, threads);
-  if (ldt == "int32") return run<T, int32_t>(p, in, out, conf, threads);
-  if (ldt == "int64") return run<T, int64_t>(p, in, out, conf, threads);
+                const Buffer* conf, const Buffer* maxv, int threads) {
+  if (ldt == "uint8") return run<T, uint8_t>(p, in, out, conf, maxv, threads);
+  if (ldt == "int16") return run<T, int16_t>(p, in, out, conf, maxv, threads);
+  if (ldt == "int32") return run<T, int32_t>(p, in, out, conf, maxv, threads);
+  if (ldt == "int64") return run<T, int64_t>(p, in, out, conf, maxv, threads);
   throw std::invalid_argument("labels: unsupported dtype " + ldt);
 }
 
 }  // namespace
 
 void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, const Buffer& labels,
-                     const std::string& labels_dtype, const Buffer* confidence, bool align_corners,
-                     int num_threads) {
+                     const std::string& labels_dtype, const Buffer* confidence,
+                     const Buffer* max_value, bool align_corners, int num_threads) {
   logits.check_rank(4, "logits");
   labels.check_rank(3, "labels");
   const int64_t N = logits.shape[0], C = logits.shape[1], h = logits.shape[2], w = logits.shape[3];
@@ -382,15 +403,20 @@ void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, cons
     if (confidence->shape != labels.shape)
       throw std::invalid_argument("confidence: shape differs from labels");
   }
+  if (max_value) {
+    max_value->check_rank(3, "max_value");
+    if (max_value->shape != labels.shape)
+      throw std::invalid_argument("max_value: shape differs from labels");
+  }
   if (N == 0) return;
   const int threads = std::max(1, num_threads);
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
   if (logits_dtype == "float32")
-    run_labels<float>(plan, logits, labels_dtype, labels, confidence, threads);
+    run_labels<float>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
   else if (logits_dtype == "float16")
-    run_labels<Half>(plan, logits, labels_dtype, labels, confidence, threads);
+    run_labels<Half>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
   else if (logits_dtype == "bfloat16")
-    run_labels<BFloat16>(plan, logits, labels_dtype, labels, confidence, threads);
+    run_labels<BFloat16>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
   else
     throw std::invalid_argument("logits: unsupported dtype " + logits_dtype);
 }

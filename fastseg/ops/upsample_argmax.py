@@ -88,15 +88,29 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
     return _arrays.from_torch(out, kind)
 
 
-def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype):
+def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype, max_value=None):
     N = x.shape[0]
     labels = torch.empty((N, *size), dtype=dtype)
     conf = torch.empty((N, *size), dtype=torch.float32) if return_confidence else None
     _native.ext().upsample_argmax(
         _native.buf(x), str(x.dtype).removeprefix("torch."), _native.buf(labels),
         str(dtype).removeprefix("torch."), None if conf is None else _native.buf(conf),
-        align_corners, _native.num_threads())
+        None if max_value is None else _native.buf(max_value), align_corners,
+        _native.num_threads())
     return (labels, conf) if return_confidence else labels
+
+
+def native_max_logit(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False):
+    """Diagnostic: the native kernel's interpolated maximum logit per pixel, float32 [N,H,W].
+
+    Equals `F.interpolate(logits.float(), size, mode="bilinear").amax(1)` bit for bit wherever
+    torch uses its generic kernel; tests use it to check the kernel's arithmetic, not just labels.
+    """
+    _check_logits(logits)
+    H, W = _check_size(size)
+    out = torch.empty((logits.shape[0], H, W), dtype=torch.float32)
+    _native_upsample_argmax(logits, (H, W), bool(align_corners), False, torch.int64, out)
+    return out
 
 
 def workspace_bytes(C: int, h: int, w: int, size: tuple[int, int], align_corners: bool = False,
