@@ -409,7 +409,9 @@ void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, cons
       throw std::invalid_argument("max_value: shape differs from labels");
   }
   if (N == 0) return;
-  const int threads = std::max(1, num_threads);
+  // Below ~2^18 channel-pixel updates per thread, forking costs more than it saves.
+  const int64_t work = N * C * H * W;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> 18)));
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
   if (logits_dtype == "float32")
     run_labels<float>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
