@@ -304,6 +304,8 @@ struct FloatOut {
 template <typename T, typename L>
 void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
          const Buffer* mbuf, int threads) {
+  if (p.C - 1 > static_cast<int64_t>(std::numeric_limits<L>::max()))
+    throw std::invalid_argument("labels: dtype too small for " + std::to_string(p.C) + " classes");
   const T* logits = in.data<T>();
   const int64_t sN = in.strides[0], sC = in.strides[1], sH = in.strides[2], sW = in.strides[3];
   L* labels = out.data<L>();
