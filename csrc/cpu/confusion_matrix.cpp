@@ -132,7 +132,7 @@ Walk make_walk(const Buffer& pred, const Buffer& target) {
 
 template <typename P, typename T>
 ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, int64_t* out,
-                   int num_threads) {
+                   int num_threads, uint64_t fold_every) {
   const Walk w = make_walk(pred, target);
   const int64_t inner = w.inner(), rows = w.rows();
   const int64_t numel = inner * rows;
@@ -187,7 +187,7 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
       const int64_t r = task / chunks_per_row;
       const int64_t begin = (task % chunks_per_row) * kChunk;
       const int64_t n = std::min(kChunk, inner - begin);
-      if (pending + static_cast<uint64_t>(n) > std::numeric_limits<uint32_t>::max()) fold();
+      if (pending > 0 && pending + static_cast<uint64_t>(n) > fold_every) fold();
       int64_t op, ot;
       w.row_offsets(r, op, ot);
       const P* p = pbase + op + begin * w.sp.back();
@@ -217,17 +217,20 @@ void visit_dtype(const std::string& dtype, const char* name, F&& f) {
 ConfusionFlags confusion_matrix(const Buffer& pred, const std::string& pred_dtype,
                                 const Buffer& target, const std::string& target_dtype,
                                 int64_t num_classes, bool has_ignore, int64_t ignore_index,
-                                int64_t* out, int num_threads) {
+                                int64_t* out, int num_threads, uint64_t fold_every) {
   if (num_classes < 1) throw std::invalid_argument("num_classes: must be at least 1");
   if (pred.shape != target.shape)
     throw std::invalid_argument("pred and target: shapes differ");
   ConfusionFlags flags;
   if (pred.numel() == 0) return flags;
+  const uint64_t limit = std::numeric_limits<uint32_t>::max();
+  fold_every = fold_every == 0 ? limit : std::min(fold_every, limit);
   const int64_t W = num_classes + 1;
   const Layout L{num_classes, W, (num_classes + 2) * W, has_ignore, ignore_index};
   visit_dtype(pred_dtype, "pred", [&](auto p) {
     visit_dtype(target_dtype, "target", [&](auto t) {
-      flags = run<decltype(p), decltype(t)>(pred, target, L, out, std::max(1, num_threads));
+      flags = run<decltype(p), decltype(t)>(pred, target, L, out, std::max(1, num_threads),
+                                            fold_every);
     });
   });
   return flags;
