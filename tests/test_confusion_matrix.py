@@ -160,6 +160,10 @@ def test_native_large_multithreaded_and_folded():
             assert torch.equal(confusion_matrix(p, t, C, 255, backend="native"), want)
     finally:
         torch.set_num_threads(torch_threads)
+    # Many short rows (inner dim of 2 that cannot merge with the next): tasks batch whole rows.
+    ps = labels((300_001, 3), C, torch.uint8, seed=21)[:, :2]
+    ts = labels((300_001, 3), C, torch.uint8, 255, 0.05, seed=22)[:, :2]
+    assert torch.equal(confusion_matrix(ps, ts, C, 255, backend="native"), reference(ps, ts, C, 255))
     for fold_every in (1, 1000, 70000):
         out = torch.zeros(C, C, dtype=torch.int64)
         flags = _native.ext().confusion_matrix(_native.buf(p), "uint8", _native.buf(t), "uint8", C,

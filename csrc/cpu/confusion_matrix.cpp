@@ -138,9 +138,11 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
   const int64_t numel = inner * rows;
   const bool contig = w.sp.back() == 1 && w.st.back() == 1;
 
-  constexpr int64_t kChunk = int64_t{1} << 16;  // pixels per task
+  // Tasks of ~64k pixels: a slice of one long row, or a run of whole short rows.
+  constexpr int64_t kChunk = int64_t{1} << 16;
   const int64_t chunks_per_row = (inner + kChunk - 1) / kChunk;
-  const int64_t tasks = rows * chunks_per_row;
+  const int64_t rows_per_task = inner >= kChunk ? 1 : kChunk / inner;
+  const int64_t tasks = (rows + rows_per_task - 1) / rows_per_task * chunks_per_row;
 
   // Four table copies while they fit in a core's L2 share, one beyond.
   const int64_t copies = L.plane * 4 * int64_t(sizeof(uint32_t)) <= (int64_t{1} << 20) ? 4 : 1;
@@ -182,20 +184,24 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
       pending = 0;
     };
 
+    const int64_t step = copies == 4 ? L.plane : 0;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t r = task / chunks_per_row;
+      const int64_t r0 = task / chunks_per_row * rows_per_task;
+      const int64_t r1 = std::min(rows, r0 + rows_per_task);
       const int64_t begin = (task % chunks_per_row) * kChunk;
       const int64_t n = std::min(kChunk, inner - begin);
-      if (pending > 0 && pending + static_cast<uint64_t>(n) > fold_every) fold();
-      int64_t op, ot;
-      w.row_offsets(r, op, ot);
-      const P* p = pbase + op + begin * w.sp.back();
-      const T* t = tbase + ot + begin * w.st.back();
-      const int64_t step = copies == 4 ? L.plane : 0;
-      if (contig) count_span<true>(p, 1, t, 1, n, mp, mt, tab.data(), step);
-      else count_span<false>(p, w.sp.back(), t, w.st.back(), n, mp, mt, tab.data(), step);
-      pending += static_cast<uint64_t>(n);
+      const uint64_t pixels = static_cast<uint64_t>(n * (r1 - r0));
+      if (pending > 0 && pending + pixels > fold_every) fold();
+      for (int64_t r = r0; r < r1; ++r) {
+        int64_t op, ot;
+        w.row_offsets(r, op, ot);
+        const P* p = pbase + op + begin * w.sp.back();
+        const T* t = tbase + ot + begin * w.st.back();
+        if (contig) count_span<true>(p, 1, t, 1, n, mp, mt, tab.data(), step);
+        else count_span<false>(p, w.sp.back(), t, w.st.back(), n, mp, mt, tab.data(), step);
+      }
+      pending += pixels;
     }
     if (pending) fold();
   }
