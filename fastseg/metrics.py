@@ -22,6 +22,7 @@ Conventions (the ones Cityscapes, ADE20K and mmsegmentation report):
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -117,10 +118,14 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, backend: str = "auto"):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        try:
+            C = -1 if isinstance(num_classes, bool) else operator.index(num_classes)
+        except TypeError:
+            C = -1
+        if C < 1:
             raise ValueError(f"ConfusionMatrix: num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
+        self.num_classes = C
+        self.ignore_index = None if ignore_index is None else operator.index(ignore_index)
         self.backend = backend
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 

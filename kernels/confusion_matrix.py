@@ -81,7 +81,6 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     flags = torch.zeros(2, dtype=torch.int32, device=p.device)
     has_ignore = ignore_index is not None
     ignore = int(ignore_index) if has_ignore else 0
-    ignore = max(min(ignore, 2**63 - 1), -(2**63))
     grid = (triton.cdiv(n, BLOCK), tiles)
     _confusion_kernel[grid](p, t, out, flags, n, C, ignore,
                             HAS_IGNORE=has_ignore, BLOCK=BLOCK, BINS=bins)

@@ -229,6 +229,11 @@ def test_bad_arguments(backend):
         confusion_matrix(p, t, 3.0, backend=backend)
     with pytest.raises(TypeError, match="ignore_index must be an int or None"):
         confusion_matrix(p, t, 3, ignore_index=2.5, backend=backend)
+    with pytest.raises(ValueError, match="ignore_index must fit in int64"):
+        confusion_matrix(p, t, 3, ignore_index=2**64, backend=backend)
+    # numpy integers are ints
+    assert torch.equal(confusion_matrix(p, t, np.int64(3), np.uint8(255), backend=backend),
+                       confusion_matrix(p, t, 3, 255, backend="reference"))
     with pytest.raises(ValueError, match=r"shapes differ: \(3, 4\) vs \(4, 3\)"):
         confusion_matrix(p, t.T.contiguous(), 3, backend=backend)
     with pytest.raises(ValueError, match="empty"):

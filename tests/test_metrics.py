@@ -129,8 +129,10 @@ def test_update_accumulates_like_one_big_matrix_any_kind():
 
 
 def test_meter_rejects_bad_input():
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
-        ConfusionMatrix(0)
+    for bad in (0, -2, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="num_classes must be a positive int"):
+            ConfusionMatrix(bad)
+    assert ConfusionMatrix(np.int32(4)).matrix.shape == (4, 4)
     meter = ConfusionMatrix(3)
     with pytest.raises(ValueError, match="pred holds the value 3"):
         meter.update(torch.tensor([0, 3]), torch.tensor([0, 1]))

@@ -16,6 +16,8 @@ CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from .. import _arrays, _native
@@ -65,13 +67,24 @@ def raise_out_of_range(pred: torch.Tensor, target: torch.Tensor, num_classes: in
     raise AssertionError(f"{OP}: a kernel flagged an out-of-range value that is not there")
 
 
-def _check(pred: torch.Tensor, target: torch.Tensor, num_classes, ignore_index) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"{OP}: num_classes must be an int, got {type(num_classes).__name__}")
+def _as_int(value, name: str, allow_none: bool = False):
+    """value as a Python int (numpy integers accepted), or a TypeError naming the argument."""
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        kinds = "an int or None" if allow_none else "an int"
+        raise TypeError(f"{OP}: {name} must be {kinds}, got {type(value).__name__}") from None
+
+
+def _check(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
     if num_classes < 1:
         raise ValueError(f"{OP}: num_classes must be at least 1, got {num_classes}")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"{OP}: ignore_index must be an int or None, got {type(ignore_index).__name__}")
+    if ignore_index is not None and not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"{OP}: ignore_index must fit in int64, got {ignore_index}")
     for name, x in (("pred", pred), ("target", target)):
         if x.dtype not in _INTEGER_DTYPES:
             raise TypeError(f"{OP}: {name} must hold integer labels (uint8, int16, int32, int64, ...), "
@@ -92,16 +105,11 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
     out = torch.zeros(C, C, dtype=torch.int64)
     bad_pred, bad_target = _native.ext().confusion_matrix(
         _native.buf(pred), _NATIVE_DTYPES[pred.dtype], _native.buf(target), _NATIVE_DTYPES[target.dtype],
-        C, ignore_index is not None, 0 if ignore_index is None else _clamp64(ignore_index),
+        C, ignore_index is not None, 0 if ignore_index is None else ignore_index,
         _native.buf(out), _native.num_threads())
     if bad_pred or bad_target:
         raise_out_of_range(pred, target, C, ignore_index)
     return out
-
-
-def _clamp64(v: int) -> int:
-    # An ignore_index beyond int64 can match no label: any out-of-range stand-in does the same.
-    return max(min(v, 2**63 - 1), -(2**63))
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255,
@@ -110,6 +118,8 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
 
     See the module docstring for the full contract.
     """
+    num_classes = _as_int(num_classes, "num_classes")
+    ignore_index = _as_int(ignore_index, "ignore_index", allow_none=True)
     p, kind = _arrays.to_torch(pred, "pred")
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
