@@ -150,8 +150,8 @@ def test_native_large_multithreaded_and_folded():
     # Large enough for several threads and tasks; folding the 32-bit counters many times
     # (fold_every, a test hook) must not change the counts.
     C = 19
-    p = blocky((3, 301, 1003), C, torch.uint8, seed=15)
-    t = labels((3, 301, 1003), C, torch.uint8, 255, 0.05, seed=16)
+    p = blocky((3, 501, 1003), C, torch.uint8, seed=15)
+    t = labels((3, 501, 1003), C, torch.uint8, 255, 0.05, seed=16)
     want = reference(p, t, C, 255)
     torch_threads = torch.get_num_threads()
     try:
@@ -161,8 +161,8 @@ def test_native_large_multithreaded_and_folded():
     finally:
         torch.set_num_threads(torch_threads)
     # Many short rows (inner dim of 2 that cannot merge with the next): tasks batch whole rows.
-    ps = labels((300_001, 3), C, torch.uint8, seed=21)[:, :2]
-    ts = labels((300_001, 3), C, torch.uint8, 255, 0.05, seed=22)[:, :2]
+    ps = labels((600_001, 3), C, torch.uint8, seed=21)[:, :2]
+    ts = labels((600_001, 3), C, torch.uint8, 255, 0.05, seed=22)[:, :2]
     assert torch.equal(confusion_matrix(ps, ts, C, 255, backend="native"), reference(ps, ts, C, 255))
     for fold_every in (1, 1000, 70000):
         out = torch.zeros(C, C, dtype=torch.int64)

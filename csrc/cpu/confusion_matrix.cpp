@@ -147,8 +147,10 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
   // Four table copies while they fit in a core's L2 share, one beyond.
   const int64_t copies = L.plane * 4 * int64_t(sizeof(uint32_t)) <= (int64_t{1} << 20) ? 4 : 1;
   const int64_t table_size = L.plane * copies;
-  // Threads: no more than the work warrants (~128k pixels each), and tables under ~256 MB in all.
-  int64_t nt = std::min<int64_t>(num_threads, std::max<int64_t>(1, numel >> 17));
+  // Threads: at least ~512k pixels (~0.5 ms of work) each, since waking a thread and meeting it
+  // at the closing barrier can cost more than a small input (far more on a loaded machine);
+  // and the tables under ~256 MB in all.
+  int64_t nt = std::min<int64_t>(num_threads, std::max<int64_t>(1, numel >> 19));
   nt = std::max<int64_t>(1, std::min<int64_t>(nt, (int64_t{1} << 28) / (table_size * 4)));
 
   const P* pbase = pred.data<const P>();
