@@ -21,6 +21,8 @@ def to_torch(x, name: str) -> tuple[torch.Tensor, str]:
             x = x.astype(x.dtype.newbyteorder("<"))
         if x.dtype == np.bool_:
             x = x.view(np.uint8)
+        if any(s < 0 for s in x.strides):  # torch cannot view negative strides (e.g. a[::-1])
+            x = np.ascontiguousarray(x)
         with warnings.catch_warnings():
             # torch warns about non-writable arrays; inputs are only read.
             warnings.simplefilter("ignore", UserWarning)

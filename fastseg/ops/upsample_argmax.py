@@ -1,0 +1,176 @@
+"""Fused bilinear upsampling + per-pixel argmax: logits [N,C,h,w] -> labels [N,H,W].
+
+The full-resolution logits ([N,C,H,W] float32, 160 MB for 19 classes at 1024x2048) are never
+materialised: the native and Triton kernels interpolate each channel of a pixel and keep only the
+running maximum, its index and, on request, the running softmax denominator.
+
+`reference` is the specification. Labels equal
+`F.interpolate(logits.float(), size, mode="bilinear", align_corners=...).argmax(1)`: fp16 / bf16
+logits are upcast to float32 first, ties go to the first channel, a NaN counts as the maximum.
+The native kernel reproduces PyTorch's CPU bilinear arithmetic (the float32 index / weight formulas
+and operation order of upsample_bilinear2d's generic kernel), so its labels and interpolated values
+equal the reference's bit for bit wherever torch uses that kernel (NCHW input, H + W > 128).
+PyTorch uses a differently rounded kernel for channels_last input and for small outputs; there, and
+in the Triton kernel, labels can differ from the reference only where two channels' interpolated
+values are within float rounding of each other.
+
+The confidence is the maximum softmax probability over channels, `1 / sum_c exp(v_c - max_c v)`,
+accumulated online in the same pass as the argmax.
+
+An empty batch (N = 0) is an error (ValueError naming `logits`), like every other shape that
+cannot be segmented.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import _arrays, _native
+from ._dispatch import resolve
+
+__all__ = ["upsample_argmax", "reference"]
+
+OP = "upsample_argmax"
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+LABEL_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
+_LABEL_MAX = {torch.uint8: 255, torch.int16: 2**15 - 1, torch.int32: 2**31 - 1, torch.int64: 2**63 - 1}
+
+
+def reference(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False,
+              return_confidence: bool = False, out_dtype: torch.dtype = torch.int64):
+    """The specification, in plain PyTorch (materialises the full-resolution logits)."""
+    z = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=align_corners)
+    labels = z.argmax(1).to(out_dtype)
+    if not return_confidence:
+        return labels
+    return labels, torch.softmax(z, dim=1).amax(1)
+
+
+def upsample_argmax(logits, size, align_corners: bool = False, return_confidence: bool = False,
+                    out_dtype=None, backend: str = "auto"):
+    """Bilinearly resize `logits` [N,C,h,w] to `size` = (H, W) and take the argmax over channels.
+
+    logits: float32 / float16 / bfloat16, NCHW or channels_last (any strides), as a torch tensor,
+        numpy array (read-only is fine) or DLPack array (CuPy).
+    size: (H, W) of the output (an int means (size, size)); up or down, any ratio.
+    align_corners: as in F.interpolate.
+    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W].
+    out_dtype: labels dtype: uint8 (default when C <= 256, else int64), int16, int32 or int64;
+        a torch dtype, numpy dtype or its name.
+    backend: "auto" (CPU -> native, CUDA -> triton), "reference", "native" or "triton".
+
+    Returns labels [N,H,W] (and the confidence) as the same array kind as `logits`.
+    """
+    x, kind = _arrays.to_torch(logits, "logits")
+    H, W = _check_size(size)
+    if not isinstance(align_corners, (bool, np.bool_)):
+        raise TypeError(f"align_corners: expected a bool, got {type(align_corners).__name__}")
+    if not isinstance(return_confidence, (bool, np.bool_)):
+        raise TypeError(f"return_confidence: expected a bool, got {type(return_confidence).__name__}")
+    _check_logits(x)
+    dtype = _label_dtype(out_dtype, x.shape[1])
+    which = resolve(backend, x.device, OP)
+
+    if which == "reference":
+        out = reference(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+    elif which == "native":
+        out = _native_upsample_argmax(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+    else:
+        from ..kernels.upsample_argmax import upsample_argmax_triton
+
+        out = upsample_argmax_triton(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+
+    if return_confidence:
+        return _arrays.from_torch(out[0], kind), _arrays.from_torch(out[1], kind)
+    return _arrays.from_torch(out, kind)
+
+
+def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype, max_value=None):
+    N = x.shape[0]
+    labels = torch.empty((N, *size), dtype=dtype)
+    conf = torch.empty((N, *size), dtype=torch.float32) if return_confidence else None
+    _native.ext().upsample_argmax(
+        _native.buf(x), str(x.dtype).removeprefix("torch."), _native.buf(labels),
+        str(dtype).removeprefix("torch."), None if conf is None else _native.buf(conf),
+        None if max_value is None else _native.buf(max_value), align_corners,
+        _native.num_threads())
+    return (labels, conf) if return_confidence else labels
+
+
+def native_max_logit(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False):
+    """Diagnostic: the native kernel's interpolated maximum logit per pixel, float32 [N,H,W].
+
+    Equals `F.interpolate(logits.float(), size, mode="bilinear").amax(1)` bit for bit wherever
+    torch uses its generic kernel; tests use it to check the kernel's arithmetic, not just labels.
+    """
+    _check_logits(logits)
+    H, W = _check_size(size)
+    out = torch.empty((logits.shape[0], H, W), dtype=torch.float32)
+    _native_upsample_argmax(logits, (H, W), bool(align_corners), False, torch.int64, out)
+    return out
+
+
+def workspace_bytes(C: int, h: int, w: int, size: tuple[int, int], align_corners: bool = False,
+                    num_threads: int | None = None) -> int:
+    """Scratch memory (bytes, all threads) the native kernel allocates beyond input and output."""
+    H, W = _check_size(size)
+    threads = _native.num_threads() if num_threads is None else num_threads
+    return _native.ext().upsample_argmax_workspace_bytes(C, h, w, H, W, align_corners, threads)
+
+
+# ---- argument checks: every error names the argument ---------------------------------------------
+
+def _check_size(size) -> tuple[int, int]:
+    if isinstance(size, bool):
+        raise TypeError(f"size: expected (H, W) or an int, got {size!r}")
+    try:
+        dims = (operator.index(size),) * 2
+    except TypeError:
+        try:
+            dims = tuple(size)
+        except TypeError:
+            raise TypeError(f"size: expected (H, W) or an int, got {size!r}") from None
+    if len(dims) != 2:
+        raise ValueError(f"size: expected two values (H, W), got {size!r}")
+    try:
+        if any(isinstance(d, bool) for d in dims):
+            raise TypeError
+        H, W = (operator.index(d) for d in dims)
+    except TypeError:
+        raise TypeError(f"size: expected integers, got {size!r}") from None
+    if H < 1 or W < 1:
+        raise ValueError(f"size: H and W must be positive, got {size!r}")
+    return H, W
+
+
+def _check_logits(x: torch.Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"logits: expected a 4-D array [N, C, h, w], got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"logits: expected float32, float16 or bfloat16, got {x.dtype}")
+    N, C, h, w = x.shape
+    if C == 0:
+        raise ValueError(f"logits: needs at least one channel (C = 0), shape {tuple(x.shape)}")
+    if N == 0:
+        raise ValueError(f"logits: empty batch (N = 0), shape {tuple(x.shape)}")
+    if h == 0 or w == 0:
+        raise ValueError(f"logits: empty spatial size, shape {tuple(x.shape)}")
+
+
+def _label_dtype(out_dtype, C: int) -> torch.dtype:
+    if out_dtype is None:
+        return torch.uint8 if C <= 256 else torch.int64
+    dtype = out_dtype
+    if not isinstance(dtype, torch.dtype):
+        try:
+            dtype = getattr(torch, np.dtype(out_dtype).name)
+        except (TypeError, AttributeError):
+            raise TypeError(f"out_dtype: expected one of uint8, int16, int32, int64, got {out_dtype!r}") from None
+    if dtype not in LABEL_DTYPES:
+        raise TypeError(f"out_dtype: expected one of uint8, int16, int32, int64, got {out_dtype!r}")
+    if C - 1 > _LABEL_MAX[dtype]:
+        raise ValueError(f"out_dtype: {dtype} cannot hold labels up to {C - 1} (C = {C})")
+    return dtype
