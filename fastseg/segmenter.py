@@ -104,6 +104,8 @@ class _Split:
 
 
 def _from_numpy(x: np.ndarray) -> torch.Tensor:
+    if any(st < 0 for st in x.strides):  # torch cannot view negative strides (e.g. img[:, ::-1])
+        x = np.ascontiguousarray(x)
     with warnings.catch_warnings():  # read-only arrays are fine: inputs are only read
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(x)
@@ -118,7 +120,7 @@ def _check_torch_dtype(x: torch.Tensor, where: str) -> None:
 def _single_image(x, where: str):
     """One image: (tensor, hwc, kind, device)."""
     if type(x).__module__.startswith("PIL."):
-        return torch.from_numpy(np.asarray(x.convert("RGB"))), True, "numpy", None
+        return _from_numpy(np.asarray(x.convert("RGB"))), True, "numpy", None
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8:
             raise TypeError(f"{where}: numpy images must be uint8 [H,W,3], got dtype {x.dtype}")

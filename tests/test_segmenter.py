@@ -1,0 +1,373 @@
+"""fastseg.Segmenter: every input kind, both CPU runtimes, tiling, TTA, stream, precision, CRF, errors.
+
+The reference for labels is the unfused model's own `forward(x).argmax(1)` on the input normalised
+independently here (float64 arithmetic), so preprocessing, the inference rewrite, the runtime and
+the fused tail are all under test together.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+import fastseg
+from fastseg.models import base as model_base
+from fastseg.segmenter import Segmenter
+
+RUNTIMES = ["torch", "onnxruntime"]
+AGREE = 0.999
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return fastseg.models.create("lraspp_mobilenet_v3_large", num_classes=7).eval()
+
+
+@pytest.fixture(scope="module")
+def segs(model):
+    return {rt: Segmenter(model, runtime=rt) for rt in RUNTIMES}
+
+
+class Patchify(model_base.SegmentationModel):
+    """A purely local toy model: logits of a stride-4 cell depend on that cell's pixels only, so
+    tiled and whole inference are exactly equal; the 1x1 variant (stride 1) commutes with flips."""
+
+    def __init__(self, stride=4, classes=5):
+        super().__init__()
+        self.output_stride = stride
+        self.embed = nn.Conv2d(3, 16, stride, stride=stride)
+        self.classify = nn.Conv2d(16, classes, 1)
+
+    def forward_logits(self, x):
+        return self.classify(torch.tanh(self.embed(x)))
+
+
+def image(h, w, seed=0, n=None):
+    """A smooth random image (blobs, not noise), uint8 HWC (or NHWC with n)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n or 1, 3, max(2, h // 8), max(2, w // 8))
+    low = torch.rand(shape, generator=g)
+    full = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    full = full + 0.05 * torch.rand(full.shape, generator=g)
+    out = (full.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out if n else out[0]
+
+
+def normalise(img_nhwc: np.ndarray, model) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(img_nhwc)).permute(0, 3, 1, 2).double() / 255
+    mean = torch.tensor(model.mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, dtype=torch.float64).view(1, 3, 1, 1)
+    return ((x - mean) / std).float()
+
+
+def reference_labels(model, img_nhwc) -> np.ndarray:
+    with torch.no_grad():
+        return model.eval()(normalise(img_nhwc, model)).argmax(1).numpy()
+
+
+def agreement(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a == b).mean())
+
+
+# ----------------------------------------------------------------------------- input kinds
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("hw", [(64, 96), (37, 53), (31, 120)])
+def test_numpy_single_image(model, segs, runtime, hw):
+    img = image(*hw, seed=hw[0])
+    labels = segs[runtime].predict(img).labels
+    assert isinstance(labels, np.ndarray) and labels.shape == hw and labels.dtype == np.uint8
+    assert agreement(labels, reference_labels(model, img[None])[0]) >= AGREE
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_numpy_batch(model, segs, runtime):
+    img = image(45, 67, seed=3, n=3)
+    labels = segs[runtime].predict(img).labels
+    assert isinstance(labels, np.ndarray) and labels.shape == (3, 45, 67)
+    assert agreement(labels, reference_labels(model, img)) >= AGREE
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_list_of_sizes_and_kinds(model, segs, runtime):
+    a, b, c = image(40, 56, 1), image(33, 71, 2), image(40, 56, 3)
+    d = torch.from_numpy(image(29, 45, 4)).permute(2, 0, 1).contiguous()  # torch uint8 [3,H,W]
+    result = segs[runtime].predict([a, Image.fromarray(b), c, d], return_confidence=True)
+    labels = result.labels
+    assert isinstance(labels, list) and len(labels) == 4
+    assert [type(x) for x in labels] == [np.ndarray, np.ndarray, np.ndarray, torch.Tensor]
+    assert [tuple(x.shape) for x in labels] == [(40, 56), (33, 71), (40, 56), (29, 45)]
+    assert [tuple(x.shape) for x in result.confidence] == [(40, 56), (33, 71), (40, 56), (29, 45)]
+    for got, img in zip(labels, (a, b, c, d.permute(1, 2, 0).numpy())):
+        assert agreement(np.asarray(got), reference_labels(model, img[None])[0]) >= AGREE
+
+
+def test_pil_image(model, segs):
+    img = image(50, 70, 5)
+    labels = segs["torch"].predict(Image.fromarray(img)).labels
+    assert isinstance(labels, np.ndarray) and labels.shape == (50, 70)
+    assert agreement(labels, reference_labels(model, img[None])[0]) >= AGREE
+    gray = Image.fromarray(img[:, :, 0])  # converted to RGB inside
+    assert segs["torch"].predict(gray).labels.shape == (50, 70)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_torch_uint8_and_float(model, segs, runtime):
+    img = image(41, 59, seed=6, n=2)
+    u8 = torch.from_numpy(img).permute(0, 3, 1, 2)  # [N,3,H,W] uint8, channels_last strides
+    f32 = u8.float() / 255
+    ref = reference_labels(model, img)
+    for x in (u8, u8.contiguous(), f32, f32.contiguous(), f32.to(torch.float16)):
+        labels = segs[runtime].predict(x).labels
+        assert isinstance(labels, torch.Tensor) and labels.shape == (2, 41, 59) and labels.dtype == torch.uint8
+        assert agreement(labels.numpy(), ref) >= (AGREE if x.dtype != torch.float16 else 0.99)
+    single = segs[runtime].predict(f32[1]).labels
+    assert single.shape == (41, 59) and agreement(single.numpy(), ref[1]) >= AGREE
+
+
+def test_readonly_and_noncontiguous_numpy(model, segs):
+    img = image(48, 64, 7)
+    ro = img.copy()
+    ro.setflags(write=False)
+    flipped = img[:, ::-1]  # negative strides
+    ref = reference_labels(model, img[None])[0]
+    assert agreement(segs["torch"].predict(ro).labels, ref) >= AGREE
+    assert agreement(segs["torch"].predict(flipped).labels,
+                     reference_labels(model, np.ascontiguousarray(flipped)[None])[0]) >= AGREE
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_confidence_and_timings(model, segs, runtime):
+    img = image(36, 52, 8)
+    result = segs[runtime].predict(img, return_confidence=True)
+    with torch.no_grad():
+        ref = torch.softmax(model(normalise(img[None], model)), 1).amax(1)[0].numpy()
+    assert result.confidence.dtype == np.float32 and result.confidence.shape == (36, 52)
+    np.testing.assert_allclose(result.confidence, ref, atol=2e-4)
+    assert set(result.timings) == {"preprocess", "model", "tail", "total"}
+    assert all(v >= 0 for v in result.timings.values())
+    assert segs[runtime].predict(img).confidence is None
+
+
+def test_channels_last_and_nchw_agree(model):
+    img = image(43, 61, 9, n=2)
+    a = Segmenter(model, runtime="torch", channels_last=True).predict(img).labels
+    b = Segmenter(model, runtime="torch", channels_last=False).predict(img).labels
+    assert agreement(a, b) >= AGREE
+
+
+def test_pad_to(model):
+    img = image(45, 70, 10)
+    labels = Segmenter(model, runtime="torch", pad_to=32).predict(img).labels
+    assert labels.shape == (45, 70)
+    # padding changes the border context only: most pixels keep their label
+    assert agreement(labels, reference_labels(model, img[None])[0]) >= 0.8
+
+
+# ----------------------------------------------------------------------------- model sources
+def test_model_by_name_and_by_file(tmp_path, model):
+    seg = Segmenter("lraspp_mobilenet_v3_large", num_classes=4, runtime="torch")
+    assert seg.predict(image(32, 40)).labels.max() < 4
+    path = tmp_path / "m.safetensors"
+    fastseg.models.save(model, path)
+    loaded = Segmenter(str(path), runtime="torch")
+    img = image(33, 47, 11)
+    assert agreement(loaded.predict(img).labels, reference_labels(model, img[None])[0]) >= AGREE
+
+
+def test_model_errors(tmp_path, model):
+    with pytest.raises(ValueError, match="num_classes"):
+        Segmenter("lraspp_mobilenet_v3_large")
+    with pytest.raises(ValueError, match="registered"):
+        Segmenter("no_such_model", num_classes=3)
+    with pytest.raises(TypeError, match="forward_logits"):
+        Segmenter(nn.Conv2d(3, 3, 1))
+    with pytest.raises(TypeError, match="model_or_name"):
+        Segmenter(42)
+    with pytest.raises(ValueError, match="num_classes"):
+        Segmenter(model, num_classes=3)
+
+
+# ----------------------------------------------------------------------------- tiling
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("tile_batch", [1, 3])
+def test_tiles_equal_whole_for_a_local_model(overlap, tile_batch):
+    torch.manual_seed(1)
+    toy = Patchify(stride=4)
+    img = image(70, 101, 12, n=2)
+    whole = Segmenter(toy, runtime="torch", pad_to=4).predict(img, return_confidence=True)
+    tiled = Segmenter(toy, runtime="torch", tile=(24, 32), overlap=overlap, tile_batch=tile_batch)
+    out = tiled.predict(img, return_confidence=True)
+    assert out.labels.shape == (2, 70, 101)
+    assert agreement(out.labels, whole.labels) >= AGREE
+    np.testing.assert_allclose(out.confidence, whole.confidence, atol=1e-5)
+
+
+def test_tiles_close_to_whole_for_a_real_model(model):
+    img = image(96, 160, 13)
+    whole = Segmenter(model, runtime="torch", pad_to=8).predict(img).labels
+    tiled = Segmenter(model, runtime="onnxruntime", tile=(64, 64), overlap=0.5).predict(img).labels
+    assert tiled.shape == whole.shape
+    assert agreement(tiled, whole) >= 0.6  # context differs (global pooling sees one tile), labels mostly not
+    small = Segmenter(model, runtime="torch", tile=(128, 256)).predict(img).labels  # one tile: whole
+    assert agreement(small, whole) >= AGREE
+
+
+def test_tile_arguments():
+    toy = Patchify()
+    with pytest.raises(ValueError, match="overlap"):
+        Segmenter(toy, tile=(16, 16), overlap=1.0)
+    with pytest.raises(TypeError, match="tile"):
+        Segmenter(toy, tile=16)
+    with pytest.raises(ValueError, match="tile_batch"):
+        Segmenter(toy, tile=(16, 16), tile_batch=0)
+    assert Segmenter(toy, tile=(17, 30)).tile == (20, 32)  # rounded up to the output stride
+
+
+# ----------------------------------------------------------------------------- test-time augmentation
+def test_flip_tta_is_the_average_of_both_views(model):
+    img = image(40, 64, 14)
+    seg = Segmenter(model, runtime="torch", tta_flip=True)
+    got = seg.predict(img, return_confidence=True)
+    x = normalise(img[None], model)
+    with torch.no_grad():
+        p = (torch.softmax(model.forward_logits(x), 1) + torch.softmax(model.forward_logits(x.flip(3)), 1).flip(3)) / 2
+        z = F.interpolate(p.log(), size=(40, 64), mode="bilinear", align_corners=False)
+    assert agreement(got.labels, z.argmax(1)[0].numpy()) >= AGREE
+    np.testing.assert_allclose(got.confidence, torch.softmax(z, 1).amax(1)[0].numpy(), atol=1e-4)
+
+
+def test_tta_sanity():
+    torch.manual_seed(2)
+    toy = Patchify(stride=1)  # per-pixel model: flipping commutes with it, scale 1 only is plain
+    img = image(30, 44, 15, n=2)
+    plain = Segmenter(toy, runtime="torch").predict(img).labels
+    for kwargs in ({"tta_flip": True}, {"tta_scales": (1.0,)}, {"tta_flip": True, "tta_average": "logits"}):
+        assert agreement(Segmenter(toy, runtime="torch", **kwargs).predict(img).labels, plain) >= AGREE
+    multi = Segmenter(toy, runtime="torch", tta_scales=(0.5, 1.0, 1.5), tta_flip=True).predict(img).labels
+    assert multi.shape == plain.shape and agreement(multi, plain) >= 0.7
+    only_half = Segmenter(toy, runtime="torch", tta_scales=(0.5,)).predict(img).labels
+    assert only_half.shape == plain.shape
+    with pytest.raises(ValueError, match="tta_scales"):
+        Segmenter(toy, tta_scales=(0.0,))
+    with pytest.raises(ValueError, match="tta_average"):
+        Segmenter(toy, tta_average="max")
+
+
+# ----------------------------------------------------------------------------- stream
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_stream_reuses_buffers(model, segs, runtime):
+    seg = segs[runtime]
+    frames = [image(40, 60, s) for s in range(3)] + [image(32, 48, 9), image(32, 48, 10)]
+    seen = []
+    for frame, result in zip(frames, seg.stream(iter(frames), return_confidence=True)):
+        ref = seg.predict(frame, return_confidence=True)
+        assert agreement(result.labels, ref.labels) == 1.0
+        np.testing.assert_array_equal(result.confidence, ref.confidence)
+        seen.append((result.labels, result.confidence, next(iter(seg._buffers.values())).data_ptr()))
+    # the same output arrays and input buffer while the frame size stays, new ones when it changes
+    assert seen[0][0] is seen[1][0] is seen[2][0] and seen[0][1] is seen[2][1]
+    assert seen[0][2] == seen[1][2] == seen[2][2]
+    assert seen[3][0] is seen[4][0] and seen[3][0] is not seen[0][0]
+    assert seen[3][0].shape == (32, 48)
+
+
+# ----------------------------------------------------------------------------- precision and runtimes
+def test_precision_checks(model):
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native_fp16 = torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    for precision, native in (("bf16", native_bf16), ("fp16", native_fp16)):
+        if native:
+            assert Segmenter(model, precision=precision).precision == precision
+        else:
+            with pytest.raises(ValueError, match="precision"):
+                Segmenter(model, precision=precision)
+    with pytest.raises(ValueError, match="precision"):
+        Segmenter(model, precision="fp8")
+    with pytest.raises(ValueError, match="onnxruntime"):
+        Segmenter(model, precision="bf16", runtime="onnxruntime", allow_emulated_precision=True)
+    with pytest.raises(ValueError, match="runtime"):
+        Segmenter(model, runtime="tensorrt")
+    with pytest.raises(ValueError, match="compile"):
+        Segmenter(model, runtime="onnxruntime", compile=True)
+    with pytest.raises(ValueError, match="channels_last"):
+        Segmenter(model, runtime="onnxruntime", channels_last=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            Segmenter(model, device="cuda")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_runs(model, precision):
+    img = image(40, 56, 16, n=2)
+    seg = Segmenter(model, precision=precision, allow_emulated_precision=True)
+    assert seg.runtime == "torch" and next(seg.model.parameters()).dtype == seg.dtype
+    result = seg.predict(img, return_confidence=True)
+    assert result.labels.dtype == np.uint8 and result.confidence.dtype == np.float32
+    # random weights give small logit margins; reduced precision flips only near-ties
+    assert agreement(result.labels, reference_labels(model, img)) >= 0.9
+
+
+def test_default_runtime(model):
+    assert Segmenter(model).runtime == "onnxruntime"  # the CPU default for fp32 (see segmenter.py)
+    assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime == "torch"
+
+
+def test_compile_inductor():
+    torch.manual_seed(3)
+    toy = Patchify(stride=2)
+    img = image(34, 50, 17)
+    seg = Segmenter(toy, compile=True)
+    assert seg.runtime == "inductor"
+    ref = Segmenter(toy, runtime="torch").predict(img).labels
+    assert agreement(seg.predict(img).labels, ref) >= AGREE
+
+
+# ----------------------------------------------------------------------------- CRF stage
+def test_crf_stage(model):
+    crf = fastseg.crf.DenseCRF(n_iter=2)
+    img = image(40, 52, 18)
+    result = Segmenter(model, runtime="torch", crf=crf).predict(img, return_confidence=True)
+    assert set(result.timings) >= {"crf", "tail", "model"}
+    x = normalise(img[None], model)
+    with torch.no_grad():
+        z = model(x)
+    probs = crf(img, torch.softmax(z, 1)[0].numpy())
+    assert result.labels.shape == (40, 52) and result.confidence.shape == (40, 52)
+    assert agreement(result.labels, probs.argmax(0)) >= 0.995
+    with pytest.raises(TypeError, match="crf"):
+        Segmenter(model, crf="yes")
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad, error, match", [
+    (np.zeros((8, 8, 3), np.float32), TypeError, "uint8"),
+    (np.zeros((8, 8, 4), np.uint8), ValueError, r"\[H,W,3\]"),
+    (np.zeros((8, 8), np.uint8), ValueError, "batch"),
+    (np.zeros((0, 8, 8, 3), np.uint8), ValueError, "empty"),
+    (np.zeros((2, 8, 8, 1), np.uint8), ValueError, "N,H,W,3"),
+    (np.zeros((0, 8, 3), np.uint8), ValueError, "empty"),
+    (torch.zeros(2, 4, 8, 8), ValueError, "N,3,H,W"),
+    (torch.zeros(0, 3, 8, 8), ValueError, "empty"),
+    (torch.zeros(2, 3, 8, 8, dtype=torch.int32), TypeError, "uint8"),
+    (torch.zeros(8, 8), ValueError, "3,H,W"),
+    ([], ValueError, "empty"),
+    ([np.zeros((8, 8, 3), np.uint8), "x"], TypeError, r"batch\[1\]"),
+    ("image.png", TypeError, "batch"),
+])
+def test_bad_input(segs, bad, error, match):
+    with pytest.raises(error, match=match):
+        segs["torch"].predict(bad)
