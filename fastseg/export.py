@@ -100,7 +100,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike | IO[bytes], *, labels
     h, w = example_size
     example = torch.zeros((1, h, w, 3), dtype=torch.uint8) if uint8_input else torch.zeros((1, 3, h, w))
     image_axes = {0: "batch", 1: "height", 2: "width"} if uint8_input else {0: "batch", 2: "height", 3: "width"}
-    _export(graph, example, _target(path), "labels",
+    _export(graph.eval(), example, _target(path), "labels",
             {"image": image_axes, "labels": {0: "batch", 1: "height", 2: "width"}}, opset)
 
 
@@ -110,7 +110,7 @@ def export_logits_onnx(model: nn.Module, path: str | os.PathLike | IO[bytes], *,
     [N,C,h,w] at the model's output stride."""
     net = _inference_copy(model)
     example = torch.zeros((1, 3, *example_size))
-    _export(_LogitsGraph(net), example, _target(path), "logits",
+    _export(_LogitsGraph(net).eval(), example, _target(path), "logits",
             {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "h", 3: "w"}}, opset)
 
 

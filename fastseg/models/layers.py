@@ -6,6 +6,7 @@ Every convolution that is followed by batch-norm lives in a `ConvBNAct`, so the 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {
@@ -76,6 +77,8 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Hardsigmoid(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
+        # adaptive_avg_pool2d, not mean(): it exports as ONNX GlobalAveragePool, which ONNX Runtime runs in
+        # its blocked NCHWc layout (a ReduceMean forces a reorder out of it and back, in every block)
+        scale = F.adaptive_avg_pool2d(x, 1)
         scale = self.gate(self.expand(self.relu(self.reduce(scale))))
         return x * scale

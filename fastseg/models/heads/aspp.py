@@ -4,6 +4,7 @@ DeepLabV3+ variant (depthwise-separable dilated branches)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvBNAct, SeparableConvBNAct
@@ -18,7 +19,7 @@ class ImagePooling(nn.Module):
         self.proj = ConvBNAct(in_channels, out_channels, 1)
 
     def forward(self, x):
-        pooled = self.proj(x.mean((2, 3), keepdim=True))
+        pooled = self.proj(F.adaptive_avg_pool2d(x, 1))  # GlobalAveragePool in ONNX (see layers.py)
         return pooled.expand(-1, -1, x.shape[2], x.shape[3])
 
 

@@ -15,7 +15,7 @@ class LRASPPHead(nn.Module):
         self.high_classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, low, high):
-        gate = self.high_gate(high.mean((2, 3), keepdim=True)).sigmoid()
+        gate = self.high_gate(F.adaptive_avg_pool2d(high, 1)).sigmoid()  # GlobalAveragePool in ONNX (see layers.py)
         x = self.high_proj(high) * gate
         x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.low_classifier(low) + self.high_classifier(x)
