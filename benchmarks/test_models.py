@@ -4,7 +4,9 @@ Task: one uint8 RGB image [H,W,3] in, full-resolution labels out; the uint8 -> n
 conversion is included on every side and nothing is resized. References, same random weights:
   torchvision   `model(x)["out"].argmax(1)` in eager PyTorch (NCHW, as torchvision runs it)
   onnxruntime   the torchvision model exported to ONNX with normalisation and argmax in the graph
-                (uint8 in, labels out), ONNX Runtime with 2 intra-op threads
+                (uint8 in, labels out), ONNX Runtime with 2 intra-op threads, default options;
+                onnxruntime-nospin: the same with idle threads sleeping instead of spinning (the
+                setting fastseg's ORT runtime uses), so that the gain of the setting alone shows
   torch.compile the torchvision model under torch.compile (LR-ASPP only: compiling takes minutes)
 fastseg is the Segmenter with its CPU default runtime (ONNX Runtime for the convolutions, fastseg's
 fused upsample+argmax for the tail); `fastseg-torch` is its eager-torch runtime (channels_last), for
@@ -79,7 +81,7 @@ class TorchvisionLabels(torch.nn.Module):
         return self.model(x)["out"].argmax(1).to(torch.uint8)
 
 
-def ort_reference(tv_model, hw):
+def ort_reference(tv_model, hw, spinning=True):
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -91,6 +93,8 @@ def ort_reference(tv_model, hw):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
@@ -106,6 +110,7 @@ def run(compare, tv_model, hw, rounds, targets, with_compile=False):
     seg = Segmenter(model)                       # the CPU default runtime
     seg_torch = Segmenter(model, runtime="torch")
     sess = ort_reference(tv_model, hw)
+    quiet = ort_reference(tv_model, hw, spinning=False)
 
     def tv():
         with torch.inference_mode():
@@ -116,8 +121,10 @@ def run(compare, tv_model, hw, rounds, targets, with_compile=False):
         "fastseg-torch": lambda: seg_torch.predict(img).labels,
         "torchvision": lambda: tv()[0].numpy(),
         "onnxruntime": lambda: sess.run(None, {"image": batch})[0][0],
+        "onnxruntime-nospin": lambda: quiet.run(None, {"image": batch})[0][0],
     }
-    references = {"torchvision": tv, "onnxruntime": lambda: sess.run(None, {"image": batch})}
+    references = {"torchvision": tv, "onnxruntime": lambda: sess.run(None, {"image": batch}),
+                  "onnxruntime-nospin": lambda: quiet.run(None, {"image": batch})}
     if with_compile:
         compiled = torch.compile(tv_labels)
 

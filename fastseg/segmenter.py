@@ -449,6 +449,10 @@ class _OrtLogits:
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's idle workers spin by default, and spinning threads steal the cores that the
+        # preprocessing and the fused tail (torch / OpenMP threads) run on next; with them asleep
+        # the pipeline is much faster on a busy machine (see benchmarks/test_models.py)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
