@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q "setuptools>=64" "pybind11>=2.12" "cmake>=3.24" ninja
+	$(PIP) install -q "setuptools>=77" "pybind11>=2.12" "cmake>=3.24" ninja
 	$(PIP) install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 

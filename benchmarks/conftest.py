@@ -10,16 +10,11 @@ FASTSEG_BENCH_STRICT=1 asks them to check the issue's targets.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 import pytest
 
-# No GPU on these machines: Triton kernels run under its CPU interpreter. This must be set before
-# triton is imported anywhere; a machine with a GPU runs them for real.
-if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
-    os.environ["TRITON_INTERPRET"] = "1"
+from fastseg._timing import interleaved_medians  # the root conftest.py has settled TRITON_INTERPRET
 
 
 def pytest_addoption(parser):
@@ -30,20 +25,6 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def quick(request) -> bool:
     return bool(request.config.getoption("--quick")) or os.environ.get("FASTSEG_BENCH_QUICK") == "1"
-
-
-def interleaved_medians(candidates: dict, rounds: int, warmup: int = 1) -> dict:
-    """Median seconds per call of each candidate, timed round-robin so drift hits all alike."""
-    for fn in candidates.values():
-        for _ in range(warmup):
-            fn()
-    samples = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 class Comparison:

@@ -20,20 +20,8 @@ from PIL import Image
 from fastseg import crf_demo
 from fastseg.crf import DenseCRF
 
-pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf2 is the reference (pip install pydensecrf2)")
 
 FRAME = "0016E5_07959.png"
-
-
-@pytest.fixture(scope="module")
-def camvid_root() -> Path:
-    """Real frames from ../shared/data/camvid (benchmarks/conftest.py has no such fixture)."""
-    root = Path(os.environ.get("FASTSEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "camvid"
-    if not root.exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{root} is missing")
-        pytest.skip(f"{root} is missing: the CRF benchmarks need real CamVid frames")
-    return root
 
 
 def noisy_softmax(labels: np.ndarray, num_classes: int = 11, seed: int = 0) -> np.ndarray:

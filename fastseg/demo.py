@@ -5,23 +5,10 @@ agree, and prints the speed-up. Absolute times on a shared machine mean little; 
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
-
-def _interleaved(fns: dict, rounds: int) -> dict:
-    for fn in fns.values():
-        fn()  # warm-up
-    samples = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in samples.items()}
+from ._timing import interleaved_medians
 
 
 def _upsample_row(gen: torch.Generator):
@@ -32,7 +19,7 @@ def _upsample_row(gen: torch.Generator):
     ours = lambda: upsample_argmax(logits, size=size)  # noqa: E731
     ref = lambda: F.interpolate(logits, size, mode="bilinear", align_corners=False).argmax(1)  # noqa: E731
     agree = (ours().long() == ref()).float().mean().item()
-    t = _interleaved({"ours": ours, "ref": ref}, rounds=5)
+    t = interleaved_medians({"ours": ours, "ref": ref}, rounds=5)
     return ("upsample + argmax", "1x19x128x256 -> 1024x2048", "F.interpolate + argmax",
             t["ref"], t["ours"], f"{agree * 100:.4f} % labels equal")
 
@@ -52,7 +39,7 @@ def _confusion_row(gen: torch.Generator):
 
     ours = lambda: confusion_matrix(pred, target, c)  # noqa: E731
     equal = torch.equal(ours(), ref())
-    t = _interleaved({"ours": ours, "ref": ref}, rounds=5)
+    t = interleaved_medians({"ours": ours, "ref": ref}, rounds=5)
     return ("confusion matrix", "4x1024x2048 uint8, 19 classes", "torch.bincount(t*C+p)",
             t["ref"], t["ours"], "exactly equal" if equal else "MISMATCH")
 

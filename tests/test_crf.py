@@ -3,14 +3,13 @@ array kinds, dtypes, layouts, batches, hard inputs and clear errors."""
 from __future__ import annotations
 
 import numpy as np
+import pydensecrf.densecrf as dcrf  # the reference: a required test dependency
 import pytest
 import torch
 from PIL import Image
 
 from fastseg import _native
 from fastseg.crf import DenseCRF, PairwiseTerm
-
-dcrf = pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf2 is the reference (pip install pydensecrf2)")
 
 FRAMES = ("0016E5_07959.png", "0016E5_08085.png", "0016E5_08145.png")
 

@@ -34,11 +34,8 @@ class SegmentationModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Labels [N,H,W] at the input's resolution, through the fused upsample+argmax when available."""
+        """Labels [N,H,W] at the input's resolution, through the fused upsample+argmax."""
+        from ..ops.upsample_argmax import upsample_argmax
+
         logits = self.forward_logits(x)
-        try:
-            from ..ops.upsample_argmax import upsample_argmax
-        except ImportError:  # the fused op is not built into this tree yet
-            return F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear",
-                                 align_corners=self.align_corners).argmax(1)
         return upsample_argmax(logits, size=tuple(x.shape[-2:]), align_corners=self.align_corners)

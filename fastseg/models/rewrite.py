@@ -4,11 +4,9 @@
 - every batch-norm is folded into the convolution before it (`ConvBNAct` -> `FoldedConv`,
   `SeparableConvBNAct` -> `FoldedSeparableConv`, the norm goes into the pointwise conv);
 - every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which runs the fused
-  `fastseg.ops.atrous_conv` op when that op exists and plain `F.conv2d` with the folded weights
-  otherwise;
+  `fastseg.ops.atrous_conv` op (on the CPU: torch's conv with the folded weights);
 - a (non-separable) ASPP becomes a `FusedASPP`, which runs the fused `fastseg.ops.aspp` op (spatial
-  branches in one launch, image pooling folded into the projection as a per-image bias) when that
-  op exists, and its folded branches one by one otherwise;
+  branches in one launch, image pooling folded into the projection as a per-image bias);
 - SegFormer's all-MLP head is re-associated: each stage's linear projection is multiplied into its
   slice of the 1x1 fuse conv, so the fuse runs per stage at that stage's own resolution and the
   big concatenated stride-4 tensor is never built (`FoldedSegFormerHead`);
@@ -24,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import aspp as aspp_op
+from ..ops.atrous_conv import atrous_conv
 from .heads.aspp import ASPP
 from .heads.segformer import SegFormerHead
 from .layers import ConvBNAct, SeparableConvBNAct, make_activation
@@ -67,24 +67,12 @@ class FoldedConv(nn.Module):
         return self.act(self.conv(x))
 
 
-def _atrous_op():
-    """fastseg.ops.atrous_conv.atrous_conv when that op is part of this tree, else None."""
-    try:
-        from ..ops.atrous_conv import atrous_conv
-    except ImportError:
-        return None
-    return atrous_conv
-
-
 class AtrousConv(FoldedConv):
     """A folded dense dilated 3x3 conv + activation: the fused atrous-conv op's job."""
 
     def forward(self, x):
-        op = _atrous_op()
-        if op is None:
-            return super().forward(x)
         c = self.conv
-        return op(x, c.weight, c.bias, stride=c.stride[0], padding=c.padding[0], dilation=c.dilation[0],
+        return atrous_conv(x, c.weight, c.bias, stride=c.stride[0], padding=c.padding[0], dilation=c.dilation[0],
                   activation=self.act_name)
 
 
@@ -100,15 +88,6 @@ class FoldedSeparableConv(nn.Module):
 
     def forward(self, x):
         return self.act(self.pointwise(self.depthwise(x)))
-
-
-def _aspp_op():
-    """The fastseg.ops.aspp module when that op is part of this tree, else None."""
-    try:
-        from ..ops import aspp
-    except ImportError:
-        return None
-    return aspp
 
 
 class FusedASPP(nn.Module):
@@ -137,11 +116,7 @@ class FusedASPP(nn.Module):
         return self._params_cache[1]
 
     def forward(self, x):
-        ops = _aspp_op()
-        if ops is None:
-            outputs = [branch(x) for branch in self.branches] + [self.pooling(x)]
-            return self.project(torch.cat(outputs, dim=1))
-        return ops.aspp(x, self.op_params(ops))
+        return aspp_op.aspp(x, self.op_params(aspp_op))
 
 
 class FoldedSegFormerHead(nn.Module):

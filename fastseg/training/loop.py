@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..metrics import ConfusionMatrix
 from .losses import CrossEntropyLoss
 
 IGNORE_INDEX = 255
@@ -41,25 +42,6 @@ BEST = "best.pt"
 
 
 # ---- evaluation --------------------------------------------------------------------------------
-# A small private confusion matrix (rows = ground truth, columns = prediction); fastseg.metrics
-# holds the full-featured, device-side version.
-
-def _confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    keep = target != ignore_index
-    target, pred = target[keep].long(), pred[keep].long()
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"label value outside [0, {num_classes}) and not ignore_index={ignore_index}")
-    index = target * num_classes + pred
-    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes).cpu()
-
-
-def iou_from_confusion(cm: torch.Tensor) -> torch.Tensor:
-    """Per-class IoU (float64); nan for a class absent from both ground truth and prediction."""
-    cm = cm.double()
-    tp = cm.diag()
-    union = cm.sum(0) + cm.sum(1) - tp
-    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
-
 
 def _forward(model: nn.Module, images: torch.Tensor, size) -> torch.Tensor:
     out = model(images)
@@ -77,15 +59,13 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, batch_size: int = 1
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    meter = ConfusionMatrix(num_classes, ignore_index=ignore_index)
     for images, labels in tqdm(loader, desc="val", leave=False, disable=not progress):
         images, labels = images.to(device), labels.to(device)
-        pred = _forward(model, images, labels.shape[-2:]).argmax(1)
-        cm += _confusion(pred, labels, num_classes, ignore_index)
+        meter.update(_forward(model, images, labels.shape[-2:]).argmax(1), labels)
     model.train(was_training)
-    iou = iou_from_confusion(cm)
-    miou = float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else float("nan")
-    return {"confusion": cm, "iou": iou.tolist(), "miou": miou}
+    scores = meter.compute()
+    return {"confusion": meter.matrix.cpu(), "iou": scores.iou.tolist(), "miou": float(scores.miou)}
 
 
 # ---- checkpoints -------------------------------------------------------------------------------

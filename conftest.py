@@ -1,4 +1,4 @@
-"""Shared test fixtures. Real data lives in ../shared/data (never in the repository)."""
+"""Fixtures shared by tests/ and benchmarks/. Real data lives in ../shared/data (never in the repository)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ import pytest
 if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
     os.environ["TRITON_INTERPRET"] = "1"
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FASTSEG_SHARED", REPO.parent / "shared"))
 
 
