@@ -44,7 +44,6 @@ Labels are uint8 when the model has at most 256 classes, int64 otherwise.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
