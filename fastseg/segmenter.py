@@ -23,13 +23,19 @@ these 2-core x86 machines ONNX Runtime's convolutions (NCHWc blocked layout, act
 into the convolution, pre-packed weights) beat everything torch offers for the same fused model:
 measured interleaved on LR-ASPP MobileNetV3-Large at 512x1024 the model stage ran about 2.5x faster
 than eager torch in channels_last (NCHW is slower still) and Inductor with frozen weights was no
-better than eager; on DeepLabV3-ResNet50 at 256x512, ORT 2.1 s, eager torch channels_last 3.4 s,
-Inductor (frozen) 3.7 s, eager NCHW 4.7 s. What ONNX Runtime does badly is the tail (a Resize
+better than eager; on DeepLabV3-ResNet50 at 256x512 (busy machine), ORT 2.1 s, eager torch
+channels_last 3.4 s, Inductor (frozen) 3.7 s, eager NCHW 4.7 s (torchvision 4.3 s). ResNet-50's
+dilated convolutions are where oneDNN is closest to ORT: on a quiet machine the gap to torchvision
+shrinks to ~1.1x at 512x1024. What ONNX Runtime does badly is the tail (a Resize
 to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fastseg's fused
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
-Two details matter on a shared machine: ORT's idle threads are told to sleep rather than spin (a
-spinning ORT pool steals the cores the preprocessing and the tail run on next), and the
-preprocessing is one converting copy plus one in-place multiply-subtract. On a GPU, or for fp16 /
+Two details matter. ORT's idle threads sleep rather than spin by default here (`ort_spinning`): a
+spinning ORT pool steals the cores that the preprocessing and the tail run on next. Measured on
+LR-ASPP at 512x1024, interleaved: on a busy machine (load ~3.5 on 2 cores) 352 ms asleep vs 537 ms
+spinning; on a quiet one (load ~1.3) 115 ms asleep vs 92 ms spinning, with ORT's whole pipeline at
+157 ms. Sleeping is never far from the best and spinning can be far from it, so sleeping is the
+default; a dedicated machine can pass ort_spinning=True. And the preprocessing is one converting
+copy plus one in-place multiply-subtract. On a GPU, or for fp16 /
 bf16, the runtime is torch (the Triton kernels live there).
 
 Inputs (`predict` / `stream`):
@@ -206,6 +212,8 @@ class Segmenter:
         with tta_flip, also mirrored); the class probabilities (tta_average="softmax") or the logits
         ("logits") are averaged at the low resolution of scale 1, and the fused tail runs once on the
         average (for softmax, on its logarithm, so the confidence is the averaged probability).
+    ort_spinning: let ONNX Runtime's idle threads spin between calls (its own default). Faster on a
+        machine whose cores are otherwise idle, much slower on a busy one (see the module note).
     pad_to: pad images (bottom / right, with the mean colour) to a multiple of this, run, crop the
         labels. 1 (the default) runs every image at its own size, which all zoo models accept and
         which gives exactly the source model's answer; tiling always pads to the output stride.
@@ -216,7 +224,7 @@ class Segmenter:
                  compile: bool = False, tile: Sequence[int] | None = None, overlap: float = 1 / 3,
                  tile_batch: int = 1, tta_flip: bool = False, tta_scales: Sequence[float] = (1.0,),
                  tta_average: str = "softmax", pad_to: int = 1, allow_emulated_precision: bool = False,
-                 **model_kwargs):
+                 ort_spinning: bool = False, **model_kwargs):
         from .models import fuse
 
         self.device = torch.device(device)
@@ -264,6 +272,7 @@ class Segmenter:
         if int(pad_to) != pad_to or pad_to < 1:
             raise ValueError(f"pad_to: must be a positive integer, got {pad_to!r}")
         self.pad_to = int(pad_to)
+        self.ort_spinning = bool(ort_spinning)
 
         self._forward = self._build_runtime()
         self._buffers: dict = {}  # (shape, layout) -> preprocessed input, reused by stream()
@@ -364,7 +373,7 @@ class Segmenter:
     # ------------------------------------------------------------------------- model stage
     def _build_runtime(self):
         if self.runtime == "onnxruntime":
-            return _OrtLogits(self.model)
+            return _OrtLogits(self.model, self.ort_spinning)
         fn = self.model.forward_logits
         if self.runtime == "inductor":
             # freezing: parameters become constants, so Inductor folds and pre-packs them (oneDNN
@@ -443,7 +452,7 @@ class Segmenter:
 class _OrtLogits:
     """`forward_logits` exported to ONNX (dynamic batch and size) and run by ONNX Runtime."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, spinning: bool = False):
         import onnxruntime as ort
 
         from .export import export_logits_onnx
@@ -455,9 +464,8 @@ class _OrtLogits:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ORT's idle workers spin by default, and spinning threads steal the cores that the
-        # preprocessing and the fused tail (torch / OpenMP threads) run on next; with them asleep
-        # the pipeline is much faster on a busy machine (see benchmarks/test_models.py)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # preprocessing and the fused tail (torch / OpenMP threads) run on next (see the module note)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

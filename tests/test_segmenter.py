@@ -321,6 +321,12 @@ def test_reduced_precision_runs(model, precision):
     assert agreement(result.labels, reference_labels(model, img)) >= 0.9
 
 
+def test_ort_spinning_option(model, segs):
+    img = image(38, 54, 19)
+    spinning = Segmenter(model, runtime="onnxruntime", ort_spinning=True)
+    assert agreement(spinning.predict(img).labels, segs["onnxruntime"].predict(img).labels) == 1.0
+
+
 def test_default_runtime(model):
     assert Segmenter(model).runtime == "onnxruntime"  # the CPU default for fp32 (see segmenter.py)
     assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime == "torch"
