@@ -97,10 +97,36 @@ struct Array {
 // scalarised and spilled through the stack). Label rows are 32-byte aligned (lp is a multiple of 8).
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
-inline v8f splat8(float x) { return v8f{} + x; }
+inline v8f splat8(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 inline v8f load8(const float* p) { return *reinterpret_cast<const v8f*>(p); }
 inline void store8(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
 inline v8f select8(v8i mask, v8f a, v8f b) { return mask ? a : b; }
+
+inline v8i as_int8(v8f v) { return reinterpret_cast<const v8i&>(v); }
+inline v8f as_float8(v8i v) { return reinterpret_cast<const v8f&>(v); }
+
+// lattice::log_approx on eight lanes (the same operations), for positive normal x.
+inline v8f log8(v8f x) {
+  const v8i bits = as_int8(x);
+  v8f m = as_float8((bits & 0x007fffff) | 0x3f000000);
+  const v8i small = m < splat8(0.707106781186547524f);  // all ones where m < sqrt(1/2)
+  const v8f e = __builtin_convertvector(((bits >> 23) & 0xff) - 126 + small, v8f);
+  m = m + as_float8(as_int8(m) & small) - 1.0f;
+  const v8f z = m * m;
+  v8f y = splat8(7.0376836292e-2f);
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * e;
+}
 
 // lattice::exp_approx on eight lanes (the same operations).
 inline v8f exp8(v8f x) {
@@ -208,21 +234,31 @@ int64_t insert_pixels(const Term& term, const FeatureTables& ft, int64_t b, int6
   const int d = D > 0 ? D : term.dim();
   const int d1 = d + 1;
   constexpr int kEntries = SimplexCache<cache_d1<D>>::kEntries;
+  constexpr int kD1 = cache_d1<D>;
   int64_t y = start / W, x = start % W;
+  const typename SimplexCache<kD1>::Entry* last = nullptr;
   for (int64_t p = start; p < end; ++p) {
     float f[kMaxDim];
     ft.features(term, b, y, x, f);
     if (++x == W) { x = 0; ++y; }
-    int rem0[kMaxDim + 1], rank[kMaxDim + 1], key[kMaxDim];
+    int rem0[kMaxDim + 1], rank[kMaxDim + 1];
     float bary[kMaxDim + 1];
     if (!lattice::locate<D>(f, scale, d, rounding, rem0, rank, bary))
       throw std::invalid_argument(
           "densecrf: a feature is NaN, infinite or too large for the lattice (a scale such as srgb or "
           "sxy, or a feature channel, is far out of range)");
     for (int r = 0; r < d1; ++r) bary_all[p * d1 + r] = bary[r];
+    // The previous pixel's simplex first (in L1), then the cache.
+    bool same_last = last != nullptr;
+    for (int i = 0; i < d1 && same_last; ++i) same_last = rem0[i] == last->rem0[i] && rank[i] == last->rank[i];
+    if (same_last) {
+      for (int r = 0; r < d1; ++r) off[p * d1 + r] = last->ids[r];
+      continue;
+    }
     uint32_t h = 0;
     for (int i = 0; i < d1; ++i) h = (h ^ static_cast<uint32_t>(rem0[i] * (d1 + 1) + rank[i])) * 0x9E3779B1u;
     auto& e = cache.e[(h >> 12) & (kEntries - 1)];
+    last = &e;
     bool same = e.valid;
     for (int i = 0; i < d1 && same; ++i) same = rem0[i] == e.rem0[i] && rank[i] == e.rank[i];
     if (same) {
@@ -230,9 +266,16 @@ int64_t insert_pixels(const Term& term, const FeatureTables& ft, int64_t b, int6
       continue;
     }
     e.valid = false;
+    // All d+1 keys first, their slots prefetched, so the (cache-missing) probes overlap.
+    int keys[kD1][kMaxDim > 0 ? kMaxDim : 1];
+    uint32_t hashes[kD1];
     for (int r = 0; r < d1; ++r) {
-      lattice::vertex_key(rem0, rank, d, r, key);
-      const int id = lattice::hash_insert(table, key);
+      lattice::vertex_key(rem0, rank, d, r, keys[r]);
+      hashes[r] = lattice::hash_key(keys[r], d);
+      __builtin_prefetch(table.slots + (hashes[r] & table.mask));
+    }
+    for (int r = 0; r < d1; ++r) {
+      const int id = lattice::hash_insert_hashed(table, keys[r], hashes[r]);
       if (id < 0) return p;
       off[p * d1 + r] = id;
       e.ids[r] = id;
@@ -270,16 +313,13 @@ void build_lattice_d(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t
   //    images have few vertices, and a small table stays in cache) and grows 4x when it runs out of
   //    ids (ids survive the rehash, so the pixels done so far stay valid).
   const int64_t max_ids = N * d1;
-  const int stride = d + 1;
-  uint64_t cap = pow2_at_least(std::max<uint64_t>(4096, static_cast<uint64_t>(N) / 16));
+  uint64_t cap = pow2_at_least(std::max<uint64_t>(4096, static_cast<uint64_t>(N) / 8));
   auto limit_of = [&](uint64_t c) { return static_cast<int>(std::min<uint64_t>(c / 2, static_cast<uint64_t>(max_ids))); };
   Array<int> slots, keys;
-  slots.resize(static_cast<int64_t>(cap) * stride);
+  slots.resize(static_cast<int64_t>(cap));
   keys.resize(static_cast<int64_t>(limit_of(cap)) * std::max(d, 1));
   int count = 0;
-  auto clear = [&](int* p, int64_t slots_n) {
-    for (int64_t h = 0; h < slots_n; ++h) p[h * stride] = kEmpty;
-  };
+  auto clear = [&](int* p, int64_t slots_n) { std::fill(p, p + slots_n, kEmpty); };
   clear(slots.data(), static_cast<int64_t>(cap));
   HashTable table{slots.data(), keys.data(), &count, static_cast<uint32_t>(cap - 1), d, limit_of(cap)};
   for (int64_t start = 0; start < N;) {
@@ -289,7 +329,7 @@ void build_lattice_d(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t
     const int have = table.limit;
     cap = std::min(cap * 4, pow2_at_least(2 * static_cast<uint64_t>(max_ids)));
     Array<int> new_slots, new_keys;
-    new_slots.resize(static_cast<int64_t>(cap) * stride);
+    new_slots.resize(static_cast<int64_t>(cap));
     new_keys.resize(static_cast<int64_t>(limit_of(cap)) * std::max(d, 1));
     clear(new_slots.data(), static_cast<int64_t>(cap));
     std::memcpy(new_keys.data(), keys.data(), sizeof(int) * static_cast<size_t>(have) * d);
@@ -367,6 +407,42 @@ struct TermBuffers {
   Array<float> blurred;
 };
 
+// Raw pointers of one term for the pixel pass (hoisted out of the per-pixel loop).
+struct TermView {
+  const int* off;
+  const float* sw;
+  const float* spw;
+  const float* blurred;
+  float* splat;
+  int d1;
+};
+
+// a += sum over the D1 corners of slice weight * vertex row (D1 = 0: d1 at run time).
+template <int D1, int LP8>
+inline void slice_corners(const TermView& tv, int64_t p, v8f* a, int n8, int lp) {
+  const int d1 = D1 > 0 ? D1 : tv.d1;
+  const int* o = tv.off + p * d1;
+  const float* w = tv.sw + p * d1;
+  for (int r = 0; r < d1; ++r) {
+    const float* v = tv.blurred + static_cast<int64_t>(o[r]) * lp;
+    const v8f wr = splat8(w[r]);
+    for (int i = 0; i < (LP8 > 0 ? LP8 : n8); ++i) a[i] += wr * load8(v + 8 * i);
+  }
+}
+
+// Vertex rows += splat weight * q over the D1 corners.
+template <int D1, int LP8>
+inline void splat_corners(const TermView& tv, int64_t p, const v8f* q, int n8, int lp) {
+  const int d1 = D1 > 0 ? D1 : tv.d1;
+  const int* o = tv.off + p * d1;
+  const float* w = tv.spw + p * d1;
+  for (int r = 0; r < d1; ++r) {
+    float* v = tv.splat + static_cast<int64_t>(o[r]) * lp;
+    const v8f wr = splat8(w[r]);
+    for (int i = 0; i < (LP8 > 0 ? LP8 : n8); ++i) store8(v + 8 * i, load8(v + 8 * i) + wr * q[i]);
+  }
+}
+
 // One pass over pixels [p0, p1) of image b: logits A = -U + sum_t slice_t, Q = softmax(A), then
 // splat Q into every term's chunk buffer, or write Q (and labels) out on the last iteration. On the
 // first pass -U comes from the probabilities (and is kept) and nothing is sliced.
@@ -380,6 +456,10 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
   const int T = static_cast<int>(lats.size());
   v8f a[LP8 > 0 ? LP8 : 32];  // at most 256 labels
   int bad = 0;
+  std::vector<TermView> tv(T);
+  for (int t = 0; t < T; ++t)
+    tv[t] = TermView{lats[t].off.data(), lats[t].sw.data(), lats[t].spw.data(), bufs[t].blurred.data(),
+                     bufs[t].splat[P.atomic_splat ? 0 : chunk].data(), lats[t].d1};
   int64_t y = p0 / W, x = p0 % W;
   for (int64_t p = p0; p < p1; ++p, ++x) {
     if (x == W) { x = 0; ++y; }
@@ -393,26 +473,25 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
         for (int64_t c = 0; c < C; ++c) bad |= !(std::fabs(row[c]) <= 3.4e38f);
       } else {
         for (int64_t c = 0; c < C; ++c) bad |= !(row[c] >= 0.f);
-        FS_SIMD
-        for (int k = 0; k < lp; ++k) row[k] = meanfield::neg_unary(row[k], false);
       }
-      for (int k = static_cast<int>(C); k < lp; ++k) row[k] = meanfield::kPadLogit;
       for (int i = 0; i < n8; ++i) {
         a[i] = load8(row + 8 * i);
+        if (!P.logits) {  // meanfield::neg_unary: log(clip(p, 1e-5, 1))
+          a[i] = select8(a[i] < splat8(1e-5f), splat8(1e-5f), a[i]);
+          a[i] = select8(a[i] > splat8(1.0f), splat8(1.0f), a[i]);
+          a[i] = log8(a[i]);
+        }
+        const v8i lane = v8i{0, 1, 2, 3, 4, 5, 6, 7} + 8 * i;
+        a[i] = select8(lane < static_cast<int>(C), a[i], splat8(meanfield::kPadLogit));
         store8(u + 8 * i, a[i]);
       }
     } else {
       for (int i = 0; i < n8; ++i) a[i] = load8(u + 8 * i);
       for (int t = 0; t < T; ++t) {
-        const Lattice& L = lats[t];
-        const int d1 = L.d1;
-        const int* o = L.off.data() + p * d1;
-        const float* w = L.sw.data() + p * d1;
-        const float* V = bufs[t].blurred.data();
-        for (int r = 0; r < d1; ++r) {
-          const float* v = V + static_cast<int64_t>(o[r]) * lp;
-          const v8f wr = splat8(w[r]);
-          for (int i = 0; i < n8; ++i) a[i] += wr * load8(v + 8 * i);
+        switch (tv[t].d1) {  // the usual terms (2-D positions, positions and RGB) unrolled
+          case 3: slice_corners<3, LP8>(tv[t], p, a, n8, lp); break;
+          case 6: slice_corners<6, LP8>(tv[t], p, a, n8, lp); break;
+          default: slice_corners<0, LP8>(tv[t], p, a, n8, lp);
         }
       }
     }
@@ -430,21 +509,16 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
     for (int i = 0; i < n8; ++i) a[i] = a[i] / s;
     if (splat) {
       for (int t = 0; t < T; ++t) {
-        const Lattice& L = lats[t];
-        const int d1 = L.d1;
-        const int* o = L.off.data() + p * d1;
-        const float* w = L.spw.data() + p * d1;
-        float* V = bufs[t].splat[P.atomic_splat ? 0 : chunk].data();
         if (P.atomic_splat) {  // the GPU's way (common/meanfield.h), for the tests
           alignas(32) float q[LP8 > 0 ? LP8 * 8 : 256];
           for (int i = 0; i < n8; ++i) store8(q + 8 * i, a[i]);
-          meanfield::splat_pixel_atomic(V, o, w, d1, q, lp);
+          meanfield::splat_pixel_atomic(tv[t].splat, tv[t].off + p * tv[t].d1, tv[t].spw + p * tv[t].d1, tv[t].d1, q, lp);
           continue;
         }
-        for (int r = 0; r < d1; ++r) {
-          float* v = V + static_cast<int64_t>(o[r]) * lp;
-          const v8f wr = splat8(w[r]);
-          for (int i = 0; i < n8; ++i) store8(v + 8 * i, load8(v + 8 * i) + wr * a[i]);
+        switch (tv[t].d1) {
+          case 3: splat_corners<3, LP8>(tv[t], p, a, n8, lp); break;
+          case 6: splat_corners<6, LP8>(tv[t], p, a, n8, lp); break;
+          default: splat_corners<0, LP8>(tv[t], p, a, n8, lp);
         }
       }
     }
@@ -606,7 +680,7 @@ int64_t densecrf_cpu_bytes(int64_t H, int64_t W, int64_t C, const int* term_dims
     const int64_t cap = static_cast<int64_t>(pow2_at_least(2 * static_cast<uint64_t>(corners)));
     // Largest moment of the build: the grown table and the one before it (a quarter of its size)
     // during a rehash, the simplex cache, the feature tables and the normalisation buffers.
-    const int64_t table = cap * d1 * 4 + (cap / 2) * std::max<int64_t>(d, 1) * 4;
+    const int64_t table = cap * 4 + (cap / 2) * std::max<int64_t>(d, 1) * 4;
     transient_total += table + table / 4 + (4096 * 3 * (kMaxDim + 2) * 4) + 2 * (M + 1) * 4 + (H + W + 4096) * 4;
     kept_total += kept;
     vertex_total += splat_buffers * (M + 1) * lp * 4;
