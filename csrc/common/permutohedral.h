@@ -26,18 +26,21 @@ enum Rounding : int { kHalfEven = 0, kTiesDown = 1 };
 // ---------------------------------------------------------------------------------------------
 // The lattice location must not be contracted into FMAs (nvcc and g++ -march=native both would): a
 // one-ulp change moves points that sit exactly on a rounding or rank tie into another simplex. On
-// the device the products use __fmul_rn; on the host the functions below are compiled with
-// fp-contract=off.
-#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#define FS_LATTICE_NO_CONTRACT 1
-#endif
-
+// the device the products use __fmul_rn; on the host an empty asm statement makes the rounded
+// product a value the compiler cannot fuse into a following add (a per-function fp-contract=off
+// would do too, but it keeps these functions from being inlined into their callers).
 FS_HOST_DEVICE inline float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
-#else
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  float r = a * b;
+  asm("" : "+x"(r));  // r must be materialised in an SSE register: no fusion across this point
+  return r;
+#elif defined(__GNUC__) && defined(__aarch64__)
+  float r = a * b;
+  asm("" : "+w"(r));
+  return r;
+#else  // other compilers: build with -ffp-contract=off
   return a * b;
 #endif
 }
@@ -136,10 +139,6 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d_runt
   return true;
 }
 
-#if defined(FS_LATTICE_NO_CONTRACT)
-#pragma GCC pop_options
-#undef FS_LATTICE_NO_CONTRACT
-#endif
 
 // Key (first d coordinates) of vertex `remainder` of the simplex: rem0 + canonical[remainder][rank].
 FS_HOST_DEVICE inline void vertex_key(const int* rem0, const int* rank, int d, int remainder, int* key) {
