@@ -293,7 +293,7 @@ int64_t insert_pixels(const Term& term, const FeatureTables& ft, int64_t b, int6
 // calling thread (with several threads, the terms of an image build concurrently).
 template <int D>
 void build_lattice_d(Lattice& L, const Term& term, int64_t b, int64_t H, int64_t W, int rounding) {
-  const int d = term.dim();
+  const int d = D > 0 ? D : term.dim();  // compile-time for the usual dimensions: loops unroll
   const int d1 = d + 1;
   const int64_t N = H * W;
   L.d = d;
@@ -446,7 +446,9 @@ inline void splat_corners(const TermView& tv, int64_t p, const v8f* q, int n8, i
 // One pass over pixels [p0, p1) of image b: logits A = -U + sum_t slice_t, Q = softmax(A), then
 // splat Q into every term's chunk buffer, or write Q (and labels) out on the last iteration. On the
 // first pass -U comes from the probabilities (and is kept) and nothing is sliced.
-template <int LP8>
+// TWO_TERMS: pydensecrf's usual pair (a 2-D Gaussian term, then a 5-D bilateral one) with their
+// corner counts fixed at compile time, so the per-pixel term loop disappears.
+template <int LP8, bool TWO_TERMS>
 void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector<Lattice>& lats,
                 std::vector<TermBuffers>& bufs, int chunk, float* U, int lp_runtime, bool first, bool splat,
                 bool out, int& bad_out) {
@@ -487,11 +489,16 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
       }
     } else {
       for (int i = 0; i < n8; ++i) a[i] = load8(u + 8 * i);
-      for (int t = 0; t < T; ++t) {
-        switch (tv[t].d1) {  // the usual terms (2-D positions, positions and RGB) unrolled
-          case 3: slice_corners<3, LP8>(tv[t], p, a, n8, lp); break;
-          case 6: slice_corners<6, LP8>(tv[t], p, a, n8, lp); break;
-          default: slice_corners<0, LP8>(tv[t], p, a, n8, lp);
+      if (TWO_TERMS) {
+        slice_corners<3, LP8>(tv[0], p, a, n8, lp);
+        slice_corners<6, LP8>(tv[1], p, a, n8, lp);
+      } else {
+        for (int t = 0; t < T; ++t) {
+          switch (tv[t].d1) {  // the usual terms (2-D positions, positions and RGB) unrolled
+            case 3: slice_corners<3, LP8>(tv[t], p, a, n8, lp); break;
+            case 6: slice_corners<6, LP8>(tv[t], p, a, n8, lp); break;
+            default: slice_corners<0, LP8>(tv[t], p, a, n8, lp);
+          }
         }
       }
     }
@@ -507,7 +514,10 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
     }
     const float s = ((sv[0] + sv[4]) + (sv[1] + sv[5])) + ((sv[2] + sv[6]) + (sv[3] + sv[7]));
     for (int i = 0; i < n8; ++i) a[i] = a[i] / s;
-    if (splat) {
+    if (splat && TWO_TERMS && !P.atomic_splat) {
+      splat_corners<3, LP8>(tv[0], p, a, n8, lp);
+      splat_corners<6, LP8>(tv[1], p, a, n8, lp);
+    } else if (splat) {
       for (int t = 0; t < T; ++t) {
         if (P.atomic_splat) {  // the GPU's way (common/meanfield.h), for the tests
           alignas(32) float q[LP8 > 0 ? LP8 * 8 : 256];
@@ -594,6 +604,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
   }
   timer("mean field buffers");
   const int team = nt > 1 ? std::min(nt, std::max(chunks, T)) : 1;
+  const bool two_terms = T == 2 && lats[0].d1 == 3 && lats[1].d1 == 6;
   int bad = 0;
   double t_pass = 0, t_blur = 0;
 #pragma omp parallel num_threads(team) reduction(| : bad)
@@ -605,7 +616,8 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
     for (int c = 0; c < chunks; ++c) {
       int64_t p0, p1;
       chunk(N, c, chunks, p0, p1);
-      pixel_pass<LP8>(P, b, p0, p1, lats, bufs, c, unary.data(), lp, true, !only, only, bad);
+      if (two_terms) pixel_pass<LP8, true>(P, b, p0, p1, lats, bufs, c, unary.data(), lp, true, !only, only, bad);
+      else pixel_pass<LP8, false>(P, b, p0, p1, lats, bufs, c, unary.data(), lp, true, !only, only, bad);
     }
     // (the implied barrier; `bad` is only known after the region, so a bad input costs the iterations)
     for (int it = 0; it < (only ? 0 : P.n_iter); ++it) {
@@ -618,7 +630,8 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
       for (int c = 0; c < chunks; ++c) {
         int64_t p0, p1;
         chunk(N, c, chunks, p0, p1);
-        pixel_pass<LP8>(P, b, p0, p1, lats, bufs, c, unary.data(), lp, false, !last, last, bad);
+        if (two_terms) pixel_pass<LP8, true>(P, b, p0, p1, lats, bufs, c, unary.data(), lp, false, !last, last, bad);
+        else pixel_pass<LP8, false>(P, b, p0, p1, lats, bufs, c, unary.data(), lp, false, !last, last, bad);
       }
       if (master && timer.on) {
         t_blur += t1 - t0;
