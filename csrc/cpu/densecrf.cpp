@@ -102,6 +102,25 @@ inline v8f load8(const float* p) { return *reinterpret_cast<const v8f*>(p); }
 inline void store8(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
 inline v8f select8(v8i mask, v8f a, v8f b) { return mask ? a : b; }
 
+typedef float v4f __attribute__((vector_size(16)));
+// Horizontal max and sum of eight lanes by halving (a fixed order, so results are reproducible).
+inline float hmax8(v8f v) {
+  v4f m = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+  const v4f h = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  m = m > h ? m : h;
+  const v4f m2 = __builtin_shufflevector(m, m, 2, 3, 0, 1);
+  m = m > m2 ? m : m2;
+  const v4f m1 = __builtin_shufflevector(m, m, 1, 0, 3, 2);
+  m = m > m1 ? m : m1;
+  return m[0];
+}
+inline float hsum8(v8f v) {
+  v4f s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  s = s + __builtin_shufflevector(s, s, 2, 3, 0, 1);
+  s = s + __builtin_shufflevector(s, s, 1, 0, 3, 2);
+  return s[0];
+}
+
 inline v8i as_int8(v8f v) { return reinterpret_cast<const v8i&>(v); }
 inline v8f as_float8(v8i v) { return reinterpret_cast<const v8f&>(v); }
 
@@ -505,14 +524,13 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
     // Softmax: subtract the max, exponentiate, divide by the sum (max and sum as vector reductions).
     v8f mv = a[0];
     for (int i = 1; i < n8; ++i) mv = select8(a[i] > mv, a[i], mv);
-    float m = mv[0];
-    for (int k = 1; k < 8; ++k) m = mv[k] > m ? mv[k] : m;
+    const float m = hmax8(mv);
     v8f sv = v8f{};
     for (int i = 0; i < n8; ++i) {
       a[i] = exp8(a[i] - m);
       sv += a[i];
     }
-    const float s = ((sv[0] + sv[4]) + (sv[1] + sv[5])) + ((sv[2] + sv[6]) + (sv[3] + sv[7]));
+    const float s = hsum8(sv);
     for (int i = 0; i < n8; ++i) a[i] = a[i] / s;
     if (splat && TWO_TERMS && !P.atomic_splat) {
       splat_corners<3, LP8>(tv[0], p, a, n8, lp);
