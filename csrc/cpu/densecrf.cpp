@@ -468,7 +468,7 @@ inline void splat_corners(const TermView& tv, int64_t p, const v8f* q, int n8, i
 // TWO_TERMS: pydensecrf's usual pair (a 2-D Gaussian term, then a 5-D bilateral one) with their
 // corner counts fixed at compile time, so the per-pixel term loop disappears.
 template <int LP8, bool TWO_TERMS>
-void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector<Lattice>& lats,
+void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, const std::vector<const Lattice*>& lats,
                 std::vector<TermBuffers>& bufs, int chunk, float* U, int lp_runtime, bool first, bool splat,
                 bool out, int& bad_out) {
   const int n8 = LP8 > 0 ? LP8 : lp_runtime / 8;
@@ -479,8 +479,8 @@ void pixel_pass(const Problem& P, int64_t b, int64_t p0, int64_t p1, std::vector
   int bad = 0;
   std::vector<TermView> tv(T);
   for (int t = 0; t < T; ++t)
-    tv[t] = TermView{lats[t].off.data(), lats[t].sw.data(), lats[t].spw.data(), bufs[t].blurred.data(),
-                     bufs[t].splat[P.atomic_splat ? 0 : chunk].data(), lats[t].d1};
+    tv[t] = TermView{lats[t]->off.data(), lats[t]->sw.data(), lats[t]->spw.data(), bufs[t].blurred.data(),
+                     bufs[t].splat[P.atomic_splat ? 0 : chunk].data(), lats[t]->d1};
   int64_t y = p0 / W, x = p0 % W;
   for (int64_t p = p0; p < p1; ++p, ++x) {
     if (x == W) { x = 0; ++y; }
@@ -602,7 +602,7 @@ void blur_term(const Lattice& L, TermBuffers& B, int chunks, int lp_runtime) {
 // One pixel pass per iteration (slice, softmax, splat fused) and one blur per term; with several
 // threads the pixel chunks and the terms' blurs are the parallel tasks (two barriers an iteration).
 template <int LP8>
-void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp, int nt) {
+void mean_field(const Problem& P, int64_t b, const std::vector<const Lattice*>& lats, int lp, int nt) {
   const int64_t N = P.H * P.W;
   const int chunks = pixel_chunks(N);
   const int T = static_cast<int>(lats.size());
@@ -611,7 +611,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
   unary.resize(N * lp);
   std::vector<TermBuffers> bufs(T);
   for (int t = 0; t < T; ++t) {
-    const int64_t rows = (lats[t].M + 1) * static_cast<int64_t>(lp);
+    const int64_t rows = (lats[t]->M + 1) * static_cast<int64_t>(lp);
     bufs[t].splat.resize(std::max(chunks, 2));
     for (auto& s : bufs[t].splat) {
       s.resize(rows);
@@ -622,7 +622,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
   }
   timer("mean field buffers");
   const int team = nt > 1 ? std::min(nt, std::max(chunks, T)) : 1;
-  const bool two_terms = T == 2 && lats[0].d1 == 3 && lats[1].d1 == 6;
+  const bool two_terms = T == 2 && lats[0]->d1 == 3 && lats[1]->d1 == 6;
   int bad = 0;
   double t_pass = 0, t_blur = 0;
 #pragma omp parallel num_threads(team) reduction(| : bad)
@@ -641,7 +641,7 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
     for (int it = 0; it < (only ? 0 : P.n_iter); ++it) {
       double t0 = master && timer.on ? cpu_ms() : 0;
 #pragma omp for schedule(dynamic, 1)
-      for (int t = 0; t < T; ++t) blur_term<LP8>(lats[t], bufs[t], chunks, lp);
+      for (int t = 0; t < T; ++t) blur_term<LP8>(*lats[t], bufs[t], chunks, lp);
       double t1 = master && timer.on ? cpu_ms() : 0;
       const bool last = it == P.n_iter - 1;
 #pragma omp for schedule(static)
@@ -665,17 +665,23 @@ void mean_field(const Problem& P, int64_t b, std::vector<Lattice>& lats, int lp,
 
 int padded_labels(int64_t C) { return static_cast<int>((C + 7) / 8 * 8); }
 
-void run_image(const Problem& P, int64_t b, int nt) {
-  std::vector<Lattice> lats(P.terms.size());
-  const int T = static_cast<int>(P.terms.size());
-  StageTimer timer;
-  if (nt > 1 && T > 1) {
+// A term whose features are the same for every image of the batch (positions only, or channels
+// broadcast over the batch) has the same lattice for every image: built once per call.
+bool same_for_batch(const Term& t) { return t.K == 0 || t.cs[0] == 0; }
+
+// Builds the lattices of the terms flagged in `todo` for image b (one term per thread when nt > 1).
+void build_lattices(const Problem& P, int64_t b, const std::vector<bool>& todo, std::vector<Lattice>& lats, int nt) {
+  std::vector<int> list;
+  for (size_t t = 0; t < todo.size(); ++t)
+    if (todo[t]) list.push_back(static_cast<int>(t));
+  const int n = static_cast<int>(list.size());
+  if (nt > 1 && n > 1) {
     // The terms' lattices are independent: one per thread, no barrier inside.
     std::exception_ptr error;
-#pragma omp parallel for num_threads(std::min(nt, T)) schedule(dynamic, 1)
-    for (int t = 0; t < T; ++t) {
+#pragma omp parallel for num_threads(std::min(nt, n)) schedule(dynamic, 1)
+    for (int i = 0; i < n; ++i) {
       try {
-        build_lattice(lats[t], P.terms[t], b, P.H, P.W, P.rounding);
+        build_lattice(lats[list[i]], P.terms[list[i]], b, P.H, P.W, P.rounding);
       } catch (...) {
 #pragma omp critical(fastseg_crf_build_error)
         if (!error) error = std::current_exception();
@@ -683,8 +689,20 @@ void run_image(const Problem& P, int64_t b, int nt) {
     }
     if (error) std::rethrow_exception(error);
   } else {
-    for (int t = 0; t < T; ++t) build_lattice(lats[t], P.terms[t], b, P.H, P.W, P.rounding);
+    for (int i = 0; i < n; ++i) build_lattice(lats[list[i]], P.terms[list[i]], b, P.H, P.W, P.rounding);
   }
+}
+
+// `shared`: the lattices built once for the batch (terms with same_for_batch), or null.
+void run_image(const Problem& P, int64_t b, int nt, const std::vector<Lattice>* shared) {
+  const int T = static_cast<int>(P.terms.size());
+  std::vector<Lattice> own(T);
+  std::vector<bool> todo(T);
+  for (int t = 0; t < T; ++t) todo[t] = !(shared && same_for_batch(P.terms[t]));
+  StageTimer timer;
+  build_lattices(P, b, todo, own, nt);
+  std::vector<const Lattice*> lats(T);
+  for (int t = 0; t < T; ++t) lats[t] = todo[t] ? &own[t] : &(*shared)[t];
   timer("lattices");
   const int lp = padded_labels(P.C);
   switch (lp / 8) {
@@ -727,6 +745,20 @@ void densecrf_cpu(const Problem& P, int num_threads) {
     if (2 * corners >= (int64_t{1} << 31))
       throw std::invalid_argument("densecrf: image too large for the lattice (H*W*(feature dims+1) must be < 2^30)");
   }
+  // Lattices that every image of the batch shares (e.g. the Gaussian position kernel) are built
+  // once, before the images.
+  std::vector<Lattice> shared;
+  const std::vector<Lattice>* shared_ptr = nullptr;
+  if (P.B >= 2) {
+    std::vector<bool> todo(P.terms.size());
+    bool any = false;
+    for (size_t t = 0; t < P.terms.size(); ++t) any |= (todo[t] = same_for_batch(P.terms[t]));
+    if (any) {
+      shared.resize(P.terms.size());
+      build_lattices(P, 0, todo, shared, nt);
+      shared_ptr = &shared;
+    }
+  }
   if (P.B >= 2 && nt >= 2) {
     // Whole images per thread: no synchronisation inside an image, and each image's memory stays
     // local to one core.
@@ -734,7 +766,7 @@ void densecrf_cpu(const Problem& P, int num_threads) {
 #pragma omp parallel for num_threads(static_cast<int>(std::min<int64_t>(nt, P.B))) schedule(dynamic, 1)
     for (int64_t b = 0; b < P.B; ++b) {
       try {
-        run_image(P, b, 1);
+        run_image(P, b, 1, shared_ptr);
       } catch (...) {
 #pragma omp critical(fastseg_crf_error)
         if (!error) error = std::current_exception();
@@ -748,7 +780,7 @@ void densecrf_cpu(const Problem& P, int num_threads) {
     const int dynamic = omp_get_dynamic();
     omp_set_dynamic(1);
     try {
-      for (int64_t b = 0; b < P.B; ++b) run_image(P, b, nt);
+      for (int64_t b = 0; b < P.B; ++b) run_image(P, b, nt, shared_ptr);
     } catch (...) {
       omp_set_dynamic(dynamic);
       throw;
