@@ -35,5 +35,13 @@ bench: build
 bench-quick: build
 	$(PYTHON) -m pytest -q benchmarks --quick --benchmark-columns=median,rounds
 
+# The CUDA build cannot rot: every .cu compiles for each architecture, GPU or not (needs nvcc).
+CUDA_ARCHS ?= 80 90
+cuda-check:
+	@command -v nvcc >/dev/null || { echo "cuda-check: no nvcc on this machine" >&2; exit 1; }
+	@tmp=$$(mktemp -d); for f in csrc/cuda/*.cu; do for a in $(CUDA_ARCHS); do \
+	  nvcc -std=c++17 -O3 --expt-relaxed-constexpr -arch=sm_$$a -Icsrc -c $$f -o $$tmp/out.o \
+	  && echo "nvcc sm_$$a $$f: ok" || { rm -rf $$tmp; exit 1; }; done; done; rm -rf $$tmp
+
 clean:
 	rm -rf build *.egg-info fastseg/_C*.so

@@ -29,3 +29,14 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def camvid_root() -> Path:
     return shared_path("data", "camvid")
+
+
+# Benchmarks' CI mode, registered here so one command line may mix tests/ and benchmarks/
+def pytest_addoption(parser):
+    parser.addoption("--quick", action="store_true", default=False,
+                     help="small shapes and few rounds (CI)")
+
+
+@pytest.fixture(scope="session")
+def quick(request) -> bool:
+    return bool(request.config.getoption("--quick")) or os.environ.get("FASTSEG_BENCH_QUICK") == "1"

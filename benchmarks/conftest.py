@@ -17,16 +17,6 @@ import pytest
 from fastseg._timing import interleaved_medians  # the root conftest.py has settled TRITON_INTERPRET
 
 
-def pytest_addoption(parser):
-    parser.addoption("--quick", action="store_true", default=False,
-                     help="small shapes and few rounds (CI)")
-
-
-@pytest.fixture(scope="session")
-def quick(request) -> bool:
-    return bool(request.config.getoption("--quick")) or os.environ.get("FASTSEG_BENCH_QUICK") == "1"
-
-
 class Comparison:
     """Times `ours` against references in one interleaved run, prints a table, records ratios."""
 

@@ -16,10 +16,10 @@ for CUDA tensors. Beyond pydensecrf: any number of image channels (`srgb` per ch
 depth), extra pairwise terms over arbitrary per-pixel features (`PairwiseTerm`), logits in, float16
 in, numpy or torch (or CuPy) in and the same kind out, read-only and non-contiguous inputs.
 
-Memory (CPU, one image of N = H*W pixels, C labels padded to Cp = 4*ceil(C/4)): 12*Cp bytes per
-pixel for the mean field plus, per pairwise term with d feature dimensions, 16*(d+1) bytes per pixel
-for its lattice and about (8*Cp + 8*(d+1)) bytes per lattice vertex (at most N*(d+1) vertices; natural
-images have far fewer). `DenseCRF.memory_bound(H, W, C)` gives the worst case in bytes.
+Memory (CPU, one image of N = H*W pixels, C labels padded to Cp = 8*ceil(C/8)): 4*Cp bytes per pixel
+for the unary plus, per pairwise term with d feature dimensions, 12*(d+1) bytes per pixel for its
+lattice and about (12*Cp + 8*(d+1)) bytes per lattice vertex (at most N*(d+1) vertices; natural images
+have far fewer). `DenseCRF.memory_bound(H, W, C)` gives the worst case in bytes.
 """
 from __future__ import annotations
 

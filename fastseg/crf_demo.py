@@ -6,7 +6,7 @@ A coarse prediction is made from the ground truth itself, the way a low-resoluti
 looks: labels taken at 1/factor resolution, softened (one-hot mixed with a uniform distribution) and
 bilinearly upsampled back to 480x360. Its argmax is blocky at every object boundary; the CRF, which
 sees the full-resolution image, should move those boundaries onto the image edges. mIoU (11 classes,
-label 11 ignored) is computed before and after from plain bincount confusion matrices.
+label 11 ignored) is computed before and after with fastseg.metrics.
 """
 from __future__ import annotations
 
@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .crf import DenseCRF
+from .data import CamVid
+from .metrics import ConfusionMatrix
 
 NUM_CLASSES = 11
-IGNORE = 11
-CLASS_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
-               "Pedestrian", "Bicyclist")
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
 
@@ -37,8 +35,8 @@ DEMO_CRF = dict(n_iter=5, sxy_gaussian=3, compat_gaussian=1, sxy_bilateral=10, s
 def coarse_prediction(labels: np.ndarray, factor: int = 8, confidence: float = 0.95) -> np.ndarray:
     """Softened one-hot of the labels at 1/factor resolution, upsampled: probabilities [C,H,W] float32."""
     h, w = labels.shape
-    small = labels[factor // 2::factor, factor // 2::factor].astype(np.int64)
-    onehot = np.eye(NUM_CLASSES + 1, dtype=np.float32)[small][..., :NUM_CLASSES]  # unlabelled -> all zeros
+    small = np.minimum(labels[factor // 2::factor, factor // 2::factor], NUM_CLASSES).astype(np.int64)
+    onehot = np.eye(NUM_CLASSES + 1, dtype=np.float32)[small][..., :NUM_CLASSES]  # ignored -> all zeros
     known = onehot.sum(-1, keepdims=True)
     probs = confidence * onehot + (1 - confidence * known) / NUM_CLASSES
     up = F.interpolate(torch.from_numpy(probs).permute(2, 0, 1)[None], size=(h, w), mode="bilinear",
@@ -46,53 +44,30 @@ def coarse_prediction(labels: np.ndarray, factor: int = 8, confidence: float = 0
     return up.numpy()
 
 
-def confusion(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    keep = target != IGNORE
-    idx = target[keep].astype(np.int64) * NUM_CLASSES + pred[keep].astype(np.int64)
-    return np.bincount(idx, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
-def iou(cm: np.ndarray) -> np.ndarray:
-    inter = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, np.nan)
-
-
-def frames(root: Path, limit: int | None = None):
-    names = sorted(p.name for p in (root / "val").glob("*.png"))
-    if not names:
-        raise FileNotFoundError(f"no CamVid val frames under {root / 'val'}")
-    for name in names[:limit]:
-        image = np.array(Image.open(root / "val" / name).convert("RGB"))
-        labels = np.array(Image.open(root / "valannot" / name))
-        yield name, image, labels
-
-
 def evaluate(root: Path, limit: int | None = None, factor: int = 8, crf: DenseCRF | None = None) -> dict:
     """mIoU of the coarse prediction and of its CRF refinement over `limit` val frames."""
     crf = crf or DenseCRF(**DEMO_CRF)
-    cm_coarse = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-    cm_crf = np.zeros_like(cm_coarse)
+    val = CamVid(root, "val")
+    n = len(val) if limit is None else min(limit, len(val))
+    coarse, refined = ConfusionMatrix(NUM_CLASSES), ConfusionMatrix(NUM_CLASSES)
     seconds = 0.0
-    n = 0
-    for _, image, labels in frames(root, limit):
+    for i in range(n):
+        image, labels = val[i]
         probs = coarse_prediction(labels, factor)
         t0 = time.perf_counter()
-        _, refined = crf(image, probs, return_labels=True)
+        _, crf_labels = crf(image, probs, return_labels=True)
         seconds += time.perf_counter() - t0
-        cm_coarse += confusion(probs.argmax(0), labels)
-        cm_crf += confusion(refined, labels)
-        n += 1
-    iou_coarse, iou_crf = iou(cm_coarse), iou(cm_crf)
+        coarse.update(probs.argmax(0).astype(np.uint8), labels)
+        refined.update(crf_labels, labels)
+    a, b = coarse.compute(), refined.compute()
     return {
         "frames": n,
-        "miou_coarse": float(np.nanmean(iou_coarse)),
-        "miou_crf": float(np.nanmean(iou_crf)),
-        "iou_coarse": iou_coarse,
-        "iou_crf": iou_crf,
-        "pixel_acc_coarse": float(np.diag(cm_coarse).sum() / cm_coarse.sum()),
-        "pixel_acc_crf": float(np.diag(cm_crf).sum() / cm_crf.sum()),
+        "miou_coarse": a.miou,
+        "miou_crf": b.miou,
+        "iou_coarse": a.iou.numpy(),
+        "iou_crf": b.iou.numpy(),
+        "pixel_acc_coarse": a.pixel_acc,
+        "pixel_acc_crf": b.pixel_acc,
         "crf_seconds_per_frame": seconds / max(n, 1),
     }
 
@@ -100,7 +75,7 @@ def evaluate(root: Path, limit: int | None = None, factor: int = 8, crf: DenseCR
 def report(r: dict, factor: int) -> str:
     lines = [f"CamVid val, {r['frames']} frames, coarse = 1/{factor}-resolution labels, softened and upsampled",
              f"  {'class':12s} {'IoU coarse':>10s} {'IoU +CRF':>10s}"]
-    for name, a, b in zip(CLASS_NAMES, r["iou_coarse"], r["iou_crf"]):
+    for name, a, b in zip(CamVid.classes, r["iou_coarse"], r["iou_crf"]):
         lines.append(f"  {name:12s} {100 * a:10.2f} {100 * b:10.2f}")
     lines.append(f"  {'mIoU':12s} {100 * r['miou_coarse']:10.2f} {100 * r['miou_crf']:10.2f}"
                  f"   ({100 * (r['miou_crf'] - r['miou_coarse']):+.2f} points)")

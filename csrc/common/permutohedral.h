@@ -26,18 +26,21 @@ enum Rounding : int { kHalfEven = 0, kTiesDown = 1 };
 // ---------------------------------------------------------------------------------------------
 // The lattice location must not be contracted into FMAs (nvcc and g++ -march=native both would): a
 // one-ulp change moves points that sit exactly on a rounding or rank tie into another simplex. On
-// the device the products use __fmul_rn; on the host the functions below are compiled with
-// fp-contract=off.
-#if !defined(__CUDACC__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#define FS_LATTICE_NO_CONTRACT 1
-#endif
-
+// the device the products use __fmul_rn; on the host an empty asm statement makes the rounded
+// product a value the compiler cannot fuse into a following add (a per-function fp-contract=off
+// would do too, but it keeps these functions from being inlined into their callers).
 FS_HOST_DEVICE inline float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
-#else
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  float r = a * b;
+  asm("" : "+x"(r));  // r must be materialised in an SSE register: no fusion across this point
+  return r;
+#elif defined(__GNUC__) && defined(__aarch64__)
+  float r = a * b;
+  asm("" : "+w"(r));
+  return r;
+#else  // other compilers: build with -ffp-contract=off
   return a * b;
 #endif
 }
@@ -110,10 +113,13 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d_runt
     }
   }
   // Bring the point back onto the lattice plane (sum of rem0 must be 0): wrap ranks around.
+  // (Branch-free: the wraps are unpredictable. Adding up - 0 or 0 - up is exactly adding or
+  // subtracting up; adding 0 changes nothing that matters, a -0 remainder becoming +0.)
   for (int i = 0; i <= d; ++i) {
     rk[i] += sum;
-    if (rk[i] < 0.f) { rk[i] += up; rem[i] += up; }
-    else if (rk[i] >= up) { rk[i] -= up; rem[i] -= up; }
+    const float shift = (rk[i] < 0.f ? up : 0.f) - (rk[i] >= up ? up : 0.f);
+    rk[i] += shift;
+    rem[i] += shift;
   }
   // Barycentric coordinates (p.10 of Adams et al.).
   float b[kMaxDim + 2];
@@ -133,10 +139,6 @@ FS_HOST_DEVICE inline bool locate(const float* f, const float* scale, int d_runt
   return true;
 }
 
-#if defined(FS_LATTICE_NO_CONTRACT)
-#pragma GCC pop_options
-#undef FS_LATTICE_NO_CONTRACT
-#endif
 
 // Key (first d coordinates) of vertex `remainder` of the simplex: rem0 + canonical[remainder][rank].
 FS_HOST_DEVICE inline void vertex_key(const int* rem0, const int* rank, int d, int remainder, int* key) {
@@ -153,10 +155,11 @@ FS_HOST_DEVICE inline void neighbour_key(const int* key, int d, int j, int dir, 
 
 // ---------------------------------------------------------------------------------------------
 // Open-addressing hash table of lattice vertices (linear probing, power-of-two capacity, at most
-// half full). A slot is d+1 ints: [id or kEmpty / kBusy, key_0 .. key_{d-1}], so a probe touches one
-// cache line. Ids are handed out densely (0, 1, ...) by an atomic counter when a key is first
-// inserted, and the key is also stored by id (for the blur-neighbour search and for rehashing into
-// a bigger table: ids stay valid when the table grows).
+// half full). A slot is one int, the vertex id (or kEmpty / kBusy); the keys are stored by id (d
+// ints each). Compact slots keep a natural image's table in the L2 cache, the keys are needed anyway
+// (for the blur-neighbour search and for rehashing into a bigger table: ids stay valid when the
+// table grows). Ids are handed out densely (0, 1, ...) by an atomic counter when a key is first
+// inserted.
 constexpr int kEmpty = -1;
 constexpr int kBusy = -2;
 
@@ -220,7 +223,7 @@ FS_HOST_DEVICE inline void atomic_add(float* p, float v) {
 }
 
 struct HashTable {
-  int* slots;     // capacity * (d + 1)
+  int* slots;     // capacity: vertex id or kEmpty / kBusy
   int* keys;      // limit * d: the key of each id
   int* count;     // ids handed out so far (may run past `limit` when an insert fails)
   uint32_t mask;  // capacity - 1
@@ -234,13 +237,12 @@ FS_HOST_DEVICE inline bool keys_equal(const int* a, const int* b, int d) {
   return true;
 }
 
-// Id of `key`, inserting it when absent (with a new id, or with `fixed_id` when rehashing).
-// -1 when the table has no id left: the caller grows it and inserts again.
-FS_HOST_DEVICE inline int hash_insert(const HashTable& t, const int* key, int fixed_id = -1) {
-  const int stride = t.d + 1;
-  uint32_t h = hash_key(key, t.d) & t.mask;
+// Id of `key` (whose hash_key is `hash`), inserting it when absent (with a new id, or with
+// `fixed_id` when rehashing). -1 when the table has no id left: the caller grows it and inserts again.
+FS_HOST_DEVICE inline int hash_insert_hashed(const HashTable& t, const int* key, uint32_t hash, int fixed_id = -1) {
+  uint32_t h = hash & t.mask;
   for (;;) {
-    int* slot = t.slots + static_cast<int64_t>(h) * stride;
+    int* slot = t.slots + h;
     int s = atomic_load(slot);
     if (s == kEmpty) {
       s = atomic_cas(slot, kEmpty, kBusy);
@@ -250,28 +252,30 @@ FS_HOST_DEVICE inline int hash_insert(const HashTable& t, const int* key, int fi
           atomic_store(slot, kEmpty);
           return -1;
         }
-        for (int i = 0; i < t.d; ++i) slot[1 + i] = key[i];
         if (fixed_id < 0)
           for (int i = 0; i < t.d; ++i) t.keys[static_cast<int64_t>(id) * t.d + i] = key[i];
         atomic_store(slot, id);
         return id;
       }
     }
-    while (s == kBusy) s = atomic_load(slot);  // another thread is writing this slot's key
+    while (s == kBusy) s = atomic_load(slot);  // another thread is writing this id's key
     if (s == kEmpty) continue;                 // its insert failed and released the slot: look again
-    if (keys_equal(slot + 1, key, t.d)) return s;
+    if (keys_equal(t.keys + static_cast<int64_t>(s) * t.d, key, t.d)) return s;
     h = (h + 1) & t.mask;
   }
 }
 
+FS_HOST_DEVICE inline int hash_insert(const HashTable& t, const int* key, int fixed_id = -1) {
+  return hash_insert_hashed(t, key, hash_key(key, t.d), fixed_id);
+}
+
 // Id of `key` or -1 (read-only, once the table is complete).
 FS_HOST_DEVICE inline int hash_find(const HashTable& t, const int* key) {
-  const int stride = t.d + 1;
   uint32_t h = hash_key(key, t.d) & t.mask;
   for (;;) {
-    const int* slot = t.slots + static_cast<int64_t>(h) * stride;
-    if (slot[0] == kEmpty) return -1;
-    if (keys_equal(slot + 1, key, t.d)) return slot[0];
+    const int s = t.slots[h];
+    if (s == kEmpty) return -1;
+    if (keys_equal(t.keys + static_cast<int64_t>(s) * t.d, key, t.d)) return s;
     h = (h + 1) & t.mask;
   }
 }

@@ -211,8 +211,8 @@ void build(DeviceLattice& L, const Term& term, int64_t b, int64_t H, int64_t W, 
   uint64_t cap = std::min(cap_max, pow2_at_least(std::max<uint64_t>(4096, static_cast<uint64_t>(N) / 4)));
   for (;;) {
     const int limit = static_cast<int>(std::min<uint64_t>(cap / 2, static_cast<uint64_t>(N) * d1));
-    DeviceArray<int> slots(static_cast<int64_t>(cap) * d1, st), keys(static_cast<int64_t>(limit) * std::max(d, 1), st);
-    fill_int<<<blocks(cap), kThreads, 0, st>>>(slots.p, cap, d1, kEmpty);
+    DeviceArray<int> slots(static_cast<int64_t>(cap), st), keys(static_cast<int64_t>(limit) * std::max(d, 1), st);
+    fill_int<<<blocks(cap), kThreads, 0, st>>>(slots.p, cap, 1, kEmpty);
     check(cudaMemsetAsync(counters.p, 0, 4 * sizeof(int), st), "memset");
     HashTable table{slots.p, keys.p, counters.p + 2, static_cast<uint32_t>(cap - 1), d, limit};
     locate_insert<<<blocks(N), kThreads, 0, st>>>(term, b, H, W, scale.p, rounding, table, L.off, L.sw, counters.p);

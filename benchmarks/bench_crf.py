@@ -1,7 +1,7 @@
 """Dense CRF: fastseg (C++, OpenMP) against pydensecrf2 on real CamVid frames.
 
-  pytest benchmarks/test_crf.py -s            480x360 frames, 11 labels, 5 iterations, both kernels
-  pytest benchmarks/test_crf.py -s --quick    crops and fewer rounds (CI)
+  pytest benchmarks/bench_crf.py -s            480x360 frames, 11 labels, 5 iterations, both kernels
+  pytest benchmarks/bench_crf.py -s --quick    crops and fewer rounds (CI)
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """upsample + argmax: fastseg's fused native kernel against F.interpolate(...).argmax(1), eager and
 under torch.compile, on the issue's shape (19 classes, 128x256 logits -> 1024x2048 labels).
 
-  pytest benchmarks/test_upsample_argmax.py -s            full shape (targets: 30x eager, 5x compile)
-  pytest benchmarks/test_upsample_argmax.py -s --quick    small shape, few rounds, no torch.compile
+  pytest benchmarks/bench_upsample_argmax.py -s            full shape (targets: 30x eager, 5x compile)
+  pytest benchmarks/bench_upsample_argmax.py -s --quick    small shape, few rounds, no torch.compile
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """ASPP on the CPU: fastseg's fused ASPP (folded BN, pooling branch as a per-image projection bias)
 against torchvision's ASPP module with the same weights, eager, channels_last input for both.
 
-    pytest benchmarks/test_aspp.py -s            1x512x32x64 -> 256, rates (12, 24, 36)
-    pytest benchmarks/test_aspp.py -s --quick    tiny (CI)
+    pytest benchmarks/bench_aspp.py -s            1x512x32x64 -> 256, rates (12, 24, 36)
+    pytest benchmarks/bench_aspp.py -s --quick    tiny (CI)
 """
 from __future__ import annotations
 

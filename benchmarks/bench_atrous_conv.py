@@ -3,8 +3,8 @@ users run, F.conv2d(dilation=d) + BatchNorm + ReLU eager, and against the same f
 an out-of-place ReLU, in the same memory layout. The convolution dominates; the gain is the BN pass
 and the activation tensor that folding and the in-place activation remove.
 
-    pytest benchmarks/test_atrous_conv.py -s            1x256x64x128, d=12 (DeepLabV3's ASPP at OS8)
-    pytest benchmarks/test_atrous_conv.py -s --quick    tiny (CI)
+    pytest benchmarks/bench_atrous_conv.py -s            1x256x64x128, d=12 (DeepLabV3's ASPP at OS8)
+    pytest benchmarks/bench_atrous_conv.py -s --quick    tiny (CI)
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ pixels = 255 (ignored). Ground truth is made of blocks of one class, like real l
 prediction agrees on ~85 % of the pixels. uint8 (what upsample_argmax and PNG label files give)
 is the main case; int64 is reported too.
 
-  pytest benchmarks/test_confusion_matrix.py -s            (add --quick for the CI size)
+  pytest benchmarks/bench_confusion_matrix.py -s            (add --quick for the CI size)
   FASTSEG_BENCH_STRICT=1 ... also asserts the issue's targets (5x bincount, 10x torchmetrics)
 """
 from __future__ import annotations
