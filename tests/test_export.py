@@ -13,7 +13,7 @@ import torch
 import fastseg
 from fastseg.export import export_logits_onnx, export_onnx
 
-from test_segmenter import agreement, image, normalise, reference_labels
+from _images import agreement, image, normalise, reference_labels
 
 AGREE = 0.999
 SIZES = [(1, 64, 96), (2, 45, 77), (3, 33, 130)]  # (batch, H, W): odd sizes, batch > 1

@@ -12,8 +12,8 @@ fastseg is the Segmenter with its CPU default runtime (ONNX Runtime for the conv
 fused upsample+argmax for the tail); `fastseg-torch` is its eager-torch runtime (channels_last), for
 information. Every run asserts that all implementations give the same labels on >= 99.9 % of pixels.
 
-  pytest benchmarks/test_models.py -s            512x1024 (the issue's size)
-  pytest benchmarks/test_models.py -s --quick    128x256, few rounds (CI)
+  pytest benchmarks/bench_models.py -s            512x1024 (the issue's size)
+  pytest benchmarks/bench_models.py -s --quick    128x256, few rounds (CI)
 """
 from __future__ import annotations
 

@@ -1,0 +1,35 @@
+"""Images and reference labels shared by the Segmenter and export tests."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def image(h, w, seed=0, n=None):
+    """A smooth random image (blobs, not noise), uint8 HWC (or NHWC with n)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n or 1, 3, max(2, h // 8), max(2, w // 8))
+    low = torch.rand(shape, generator=g)
+    full = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    full = full + 0.05 * torch.rand(full.shape, generator=g)
+    out = (full.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out if n else out[0]
+
+
+def normalise(img_nhwc: np.ndarray, model) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(img_nhwc)).permute(0, 3, 1, 2).double() / 255
+    mean = torch.tensor(model.mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, dtype=torch.float64).view(1, 3, 1, 1)
+    return ((x - mean) / std).float()
+
+
+def reference_labels(model, img_nhwc) -> np.ndarray:
+    with torch.no_grad():
+        return model.eval()(normalise(img_nhwc, model)).argmax(1).numpy()
+
+
+def agreement(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a == b).mean())
