@@ -63,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops.upsample_argmax import upsample_argmax
+
 __all__ = ["Segmenter", "SegmentationResult"]
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -80,17 +82,6 @@ class SegmentationResult:
 
 
 # ----------------------------------------------------------------------------- the fused tail
-def upsample_argmax(logits: torch.Tensor, size, align_corners: bool, confidence: bool):
-    """fastseg.ops.upsample_argmax when this tree has it, else its specification (interpolate + argmax)."""
-    try:
-        from .ops.upsample_argmax import upsample_argmax as op
-    except ImportError:
-        z = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=align_corners)
-        labels = z.argmax(1).to(torch.uint8 if z.shape[1] <= 256 else torch.int64)
-        return (labels, torch.softmax(z, 1).amax(1)) if confidence else labels
-    return op(logits, size=tuple(size), align_corners=align_corners, return_confidence=confidence)
-
-
 # ----------------------------------------------------------------------------- inputs
 @dataclass
 class _Group:
@@ -319,7 +310,8 @@ class Segmenter:
             t2 = self._sync()
             H, W = group.size
             if self.crf is None:
-                out = upsample_argmax(logits, padded, self.align_corners, return_confidence)
+                out = upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
+                                      return_confidence=return_confidence)
                 labels, conf = out if return_confidence else (out, None)
                 if (H, W) != padded:
                     labels, conf = labels[:, :H, :W], (None if conf is None else conf[:, :H, :W])
