@@ -14,17 +14,10 @@ import fastseg
 from fastseg.export import export_logits_onnx, export_onnx
 
 from _images import agreement, image, normalise, reference_labels
+from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 AGREE = 0.999
 SIZES = [(1, 64, 96), (2, 45, 77), (3, 33, 130)]  # (batch, H, W): odd sizes, batch > 1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def session(blob: bytes) -> ort.InferenceSession:

@@ -18,17 +18,10 @@ from fastseg.models import base as model_base
 from fastseg.segmenter import Segmenter
 
 from _images import agreement, image, normalise, reference_labels
+from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 RUNTIMES = ["torch", "onnxruntime"]
 AGREE = 0.999
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
