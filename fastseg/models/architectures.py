@@ -70,12 +70,12 @@ class DeepLabV3Plus(SegmentationModel):
 
 
 class Unet(SegmentationModel):
-    output_stride = 1
-
     def __init__(self, backbone: ResNet, num_classes: int, decoder_channels=(256, 128, 64, 32, 16)):
         super().__init__()
         self.backbone = backbone
         self.head = UnetHead(backbone.out_channels, num_classes, tuple(decoder_channels))
+        # five blocks reach the input size; each block fewer leaves the logits at twice the stride
+        self.output_stride = 2 ** (len(backbone.out_channels) - len(decoder_channels))
 
     def forward_logits(self, x):
         return self.head(self.backbone(x), x.shape[-2:])

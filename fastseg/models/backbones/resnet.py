@@ -1,6 +1,7 @@
 """ResNet-18/34/50/101/152 (torchvision layout, v1.5: stride on the 3x3 conv), optionally dilated.
 
-`output_stride` 8 or 16 replaces the stride of the last stages by dilation. Two conventions exist:
+`base_width` scales every stage (64 is the standard network; 32 gives a quarter of its multiply-adds,
+which is what the real-time default model uses). `output_stride` 8 or 16 replaces the stride of the last stages by dilation. Two conventions exist:
 torchvision keeps the previous dilation in the first block of a dilated stage
 (`first_block_dilated=False`), smp dilates every conv of the stage (`first_block_dilated=True`).
 """
@@ -47,19 +48,23 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, depth: int = 50, output_stride: int = 32, first_block_dilated: bool = False):
+    def __init__(self, depth: int = 50, output_stride: int = 32, first_block_dilated: bool = False,
+                 base_width: int = 64):
         super().__init__()
+        if base_width < 1:
+            raise ValueError(f"ResNet base_width must be positive, got {base_width}")
         if depth not in DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"ResNet output_stride must be 8, 16 or 32, got {output_stride}")
         kind, counts = DEPTHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
-        self.stem = ConvBNAct(3, 64, 7, stride=2)
+        self.stem = ConvBNAct(3, base_width, 7, stride=2)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.out_channels = [64]
-        in_channels, stride_so_far, dilation = 64, 4, 1
-        for index, (width, count) in enumerate(zip((64, 128, 256, 512), counts)):
+        self.out_channels = [base_width]
+        in_channels, stride_so_far, dilation = base_width, 4, 1
+        widths = [base_width * m for m in (1, 2, 4, 8)]
+        for index, (width, count) in enumerate(zip(widths, counts)):
             stride, previous_dilation = (1 if index == 0 else 2), dilation
             if stride_so_far * stride > output_stride:  # trade this stage's stride for dilation
                 dilation, stride = dilation * stride, 1

@@ -1,5 +1,10 @@
 """U-Net decoder (smp): from the coarsest map, repeatedly upsample (nearest) to the next encoder map's
-size, concatenate it, two 3x3 conv/BN/ReLU; the last block has no skip and reaches the input size."""
+size, concatenate it, two 3x3 conv/BN/ReLU; the last block has no skip and reaches the input size.
+
+With fewer decoder blocks than smp's five the decoder stops early: four blocks end on the stride-2
+skip map, three on the stride-4 one. The logits are then coarser than the input and the fused
+upsample+argmax tail brings them to full size, which is cheaper than a decoder block at full resolution.
+"""
 from __future__ import annotations
 
 import torch
@@ -27,8 +32,10 @@ class UnetHead(nn.Module):
         super().__init__()
         # encoder_channels: fine to coarse, without the input itself (e.g. 64, 64, 128, 256, 512)
         coarse_to_fine = list(encoder_channels)[::-1]
+        if not 1 <= len(decoder_channels) <= len(coarse_to_fine):
+            raise ValueError(f"U-Net needs 1 to {len(coarse_to_fine)} decoder_channels, got {tuple(decoder_channels)}")
         in_channels = [coarse_to_fine[0]] + list(decoder_channels[:-1])
-        skip_channels = coarse_to_fine[1:] + [0]
+        skip_channels = (coarse_to_fine[1:] + [0])[:len(decoder_channels)]
         self.blocks = nn.ModuleList(UnetBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels))
         self.classifier = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
 

@@ -1,4 +1,4 @@
-"""`fastseg demo`: the fused ops against the references users would otherwise run, as a table.
+"""The fused ops against the references users would otherwise run, as a table.
 
 Each row times fastseg and its reference interleaved in the same run (medians), checks that they
 agree, and prints the speed-up. Absolute times on a shared machine mean little; the ratio is the claim.

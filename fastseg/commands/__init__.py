@@ -1,0 +1,1 @@
+"""The subcommands of the `fastseg` command line (see fastseg/cli.py)."""
