@@ -154,3 +154,30 @@ def test_load_errors(tmp_path):
 
     with pytest.raises(ValueError, match="no fastseg config"):
         M.save(torch.nn.Conv2d(1, 1, 1), tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("decoder", [(64, 32, 16, 8, 8), (64, 32, 16, 8), (64, 32, 16)])
+@pytest.mark.parametrize("size", [(64, 96), (45, 37)])
+def test_unet_short_decoder_and_base_width(decoder, size):
+    """Fewer decoder blocks leave the logits at stride 2 ** (5 - blocks); base_width scales every stage."""
+    model = randomize_batchnorm(M.create("unet_resnet18", num_classes=3, base_width=16,
+                                         decoder_channels=decoder)).eval()
+    stride = 2 ** (5 - len(decoder))
+    assert model.output_stride == stride
+    assert model.backbone.out_channels == [16, 16, 32, 64, 128]
+    assert model.backbone.layer4[0].conv1.conv.weight.shape[:2] == (128, 64)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        low = model.forward_logits(x)
+        full = model(x)
+    # each ResNet stride rounds up (k=3/7 convs, padding): the logits take the encoder map's size
+    expected = [-(-s // stride) for s in size] if stride > 1 else list(size)
+    assert list(low.shape) == [2, 3, *expected]
+    assert full.shape == (2, 3, *size)
+
+
+def test_unet_decoder_length_errors():
+    with pytest.raises(ValueError, match="decoder_channels"):
+        M.create("unet_resnet18", decoder_channels=(8,) * 6)
+    with pytest.raises(ValueError, match="base_width"):
+        M.create("unet_resnet18", base_width=0)
