@@ -42,7 +42,7 @@ def test_outputs_equal_the_segmenter_and_the_bad_file_is_reported(folder, tmp_pa
     text = capsys.readouterr()
     assert status == 1                                        # one image failed
     assert "broken.png" in text.out and "1 failed" in text.out and "5 segmented" in text.out
-    assert "1 non-image files ignored" in text.out          # notes.txt is not an image: not an error
+    assert "1 non-image file ignored" in text.out          # notes.txt is not an image: not an error
     expected = ["img0.png", "img1.png", "img2.png", "sub/img3.png", "sub/img4.png"]
     for kind in predict.KINDS:
         assert outputs(out, kind) == expected

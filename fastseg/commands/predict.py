@@ -115,9 +115,9 @@ def run(args) -> int:
     todo = [s for s in found.sources
             if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save).values())]
     done_before = len(found.sources) - len(todo)
-    print(f"fastseg predict: {len(found.sources)} images -> {args.out}/{{{','.join(args.save)}}}/"
+    print(f"fastseg predict: {_count(len(found.sources), 'image')} -> {args.out}/{{{','.join(args.save)}}}/"
           + (f"; {done_before} already done, skipped" if done_before else "")
-          + (f"; {found.ignored} non-image files ignored" if found.ignored else ""))
+          + (f"; {_count(found.ignored, 'non-image file')} ignored" if found.ignored else ""))
     if not todo:
         return 1 if found.missing else 0
 
@@ -132,40 +132,48 @@ def run(args) -> int:
     print(chosen.summary())
 
     failed: list[tuple[Path, str]] = []
-    finished = 0
+    finished, interrupted = 0, False
     started = time.perf_counter()
-    bar = tqdm(todo, unit="image", desc="predict", file=sys.stderr)
-    try:
-        for source in bar:
-            try:
-                image = read_image(source.path)
-            except Exception as exc:  # corrupt, truncated, not an image, unreadable: report and go on
-                failed.append((source.path, f"cannot read the image: {exc}"))
-                bar.write(f"failed: {source.path}: {failed[-1][1]}", file=sys.stderr)
-                continue
-            try:
-                labels = seg.predict(image).labels
-                write_outputs(output_paths(args.out, source.key, args.save), image, labels, chosen.palette,
-                              args.alpha)
-            except Exception as exc:  # a failure of one image must not stop the others
-                failed.append((source.path, f"{type(exc).__name__}: {exc}"))
-                bar.write(f"failed: {source.path}: {failed[-1][1]}", file=sys.stderr)
-                continue
-            finished += 1
-    except KeyboardInterrupt:
-        bar.close()
-        _summary(finished, done_before, failed, found.missing, time.perf_counter() - started)
-        print("interrupted: run the same command again to finish (finished images are skipped)",
-              file=sys.stderr)
-        return 130
-    bar.close()
+    with tqdm(todo, unit="image", desc="predict", file=sys.stderr) as bar:
+        try:
+            for source in bar:
+                error = _segment_one(source, seg, chosen.palette, args)
+                if error is None:
+                    finished += 1
+                else:
+                    failed.append((source.path, error))
+                    bar.write(f"failed: {source.path}: {error}", file=sys.stderr)
+        except KeyboardInterrupt:
+            interrupted = True
     _summary(finished, done_before, failed, found.missing, time.perf_counter() - started)
+    if interrupted:
+        print("interrupted: run the same command again to finish (finished images are skipped)", file=sys.stderr)
+        return 130
     return 1 if failed or found.missing else 0
+
+
+def _segment_one(source: _inputs.Source, seg, palette: np.ndarray, args) -> str | None:
+    """Read, segment and write one image; the reason it failed, or None. A failure of one image must
+    not stop the others, so any error is caught here (KeyboardInterrupt is not an Exception)."""
+    try:
+        image = read_image(source.path)
+    except Exception as exc:  # corrupt, truncated, not an image, unreadable
+        return f"cannot read the image: {exc}"
+    try:
+        labels = seg.predict(image).labels
+        write_outputs(output_paths(args.out, source.key, args.save), image, labels, palette, args.alpha)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _summary(finished: int, skipped: int, failed, missing, seconds: float) -> None:
     rate = f" ({seconds / finished:.2f} s per image)" if finished else ""
     print(f"done: {finished} segmented{rate}, {skipped} skipped (already done), {len(failed)} failed"
-          + (f", {len(missing)} inputs not found" if missing else ""))
+          + (f", {_count(len(missing), 'input')} not found" if missing else ""))
     for path, reason in failed:
         print(f"  failed: {path}: {reason}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
