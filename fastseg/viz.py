@@ -20,7 +20,7 @@ IGNORE_INDEX = 255
 # Not black: black is a class colour in several palettes (VOC's background, ADE20K's "other").
 IGNORE_COLOR = (40, 40, 40)
 
-__all__ = ["IGNORE_COLOR", "colorize", "overlay", "boundaries", "zoom", "default_palette", "legend_entries",
+__all__ = ["IGNORE_COLOR", "colorize", "overlay", "boundaries", "outline", "zoom", "default_palette", "legend_entries",
            "grid", "draw_box"]
 
 
@@ -84,6 +84,14 @@ def boundaries(labels) -> np.ndarray:
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
     return edge
+
+
+def outline(image, labels, color=(255, 255, 255)) -> np.ndarray:
+    """The image with the boundaries between label regions drawn over it in `color` (one pixel wide),
+    uint8 [H,W,3]: shows whether a prediction's edges sit on the image's edges."""
+    out = _numpy(image).copy()
+    out[boundaries(labels)] = color
+    return out
 
 
 def zoom(array, factor: int) -> np.ndarray:

@@ -21,7 +21,7 @@ def test_demo_writes_its_pictures(tmp_path, camvid_root, capsys):
     assert str(camvid_root / "val") in text                    # says what the input was
     assert "packaged model 'camvid'" in text
     assert "ms per 480x360 frame" in text
-    assert "without CRF: mIoU" in text and "with CRF:    mIoU" in text
+    assert "without CRF: mIoU" in text and "with CRF   : mIoU" in text
     assert sorted(p.name for p in out.iterdir()) == ["crf_boundaries.png", "segmentation.png"]
     with Image.open(out / "segmentation.png") as im:
         assert im.width >= 4 * 480 and im.height >= 3 * 360        # 3 rows of 4 full-size panels

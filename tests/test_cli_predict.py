@@ -189,3 +189,8 @@ def test_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path):
     with atomic_write(path) as f:
         f.write(b"new")
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["x.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_write(tmp_path / "new.png") as f:
+        f.write(b"x")
+    assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o666 & ~umask   # as open() would make it

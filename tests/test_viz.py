@@ -118,3 +118,12 @@ def test_grid_with_titles_captions_and_legend():
     assert (right_cell[30:] == 128).all()                            # ... in its top-left corner only
     with pytest.raises(ValueError, match="no pictures"):
         viz.grid([])
+
+
+def test_outline_draws_the_boundaries_only():
+    image, labels, _ = random_case(ignored=0)
+    out = viz.outline(image, labels, color=(1, 2, 3))
+    edge = viz.boundaries(labels)
+    assert (out[edge] == (1, 2, 3)).all()
+    np.testing.assert_array_equal(out[~edge], image[~edge])
+    assert out is not image and not (image[edge] == (1, 2, 3)).all()   # the input is not modified

@@ -51,20 +51,29 @@ def segmentation_sheet(frames: list[Frame], classes, palette, title: str) -> Ima
                     legend=viz.legend_entries(classes, palette, ignored="unlabelled (not scored)"))
 
 
-def best_crop(frame: Frame, size: int) -> tuple[int, int, int]:
-    """(top, left, changed): the size x size window where the CRF changed the most labels."""
-    changed = torch.from_numpy((frame.plain != frame.refined).astype(np.float32))[None, None]
-    counts = F.avg_pool2d(changed, size, stride=4)[0, 0] * size * size
+def best_crop(frame: Frame, size: int, band: np.ndarray) -> tuple[int, int, int]:
+    """(top, left, changed): the size x size window where the CRF changed the most labels near true
+    boundaries (inside `band`), i.e. where it moved edges or removed thin objects."""
+    changed = (frame.plain != frame.refined) & band
+    counts = F.avg_pool2d(torch.from_numpy(changed.astype(np.float32))[None, None], size, stride=4)[0, 0]
     flat = int(counts.argmax())
     top, left = divmod(flat, counts.shape[1])
-    return top * 4, left * 4, int(round(float(counts.max())))
+    return top * 4, left * 4, int(round(float(counts.max()) * size * size))
 
 
-def crf_sheet(frames: list[Frame], classes, palette, title: str, crops: int = 4, size: int = 96,
-              factor: int = 3) -> Image.Image:
-    """The crops where the CRF changed the most, enlarged: input | without CRF | with CRF | truth,
-    each prediction drawn over the input; the accuracy of each inside the crop is written on it."""
-    chosen = sorted(((best_crop(f, size), f) for f in frames), key=lambda t: -t[0][2])[:crops]
+def _zoomed(image, labels, palette, factor) -> np.ndarray:
+    """The labels over the image, enlarged, with the label regions' edges drawn in white."""
+    blend = viz.zoom(viz.overlay(image, labels, palette, alpha=0.45), factor)
+    return viz.outline(blend, viz.zoom(labels, factor))
+
+
+def crf_sheet(frames: list[Frame], classes, palette, title: str, band_radius: int, crops: int = 4,
+              size: int = 120, factor: int = 3) -> Image.Image:
+    """Per frame (the `crops` frames where it did most), the crop where the CRF changed the most labels
+    near true boundaries, enlarged: input | without CRF | with CRF | truth, each prediction over the
+    input with its edges in white, and its accuracy inside the crop written on it."""
+    found = [(best_crop(f, size, boundary_band(f.truth, band_radius)), f) for f in frames]
+    chosen = sorted(found, key=lambda t: -t[0][2])[:crops]
     cells, captions = [], []
     for (top, left, changed), f in chosen:
         window = (slice(top, top + size), slice(left, left + size))
@@ -73,11 +82,11 @@ def crf_sheet(frames: list[Frame], classes, palette, title: str, crops: int = 4,
         viz.draw_box(where, (left, top, left + size - 1, top + size - 1), width=3)
         where = where.resize((where.width * size * factor // where.height, size * factor), Image.BILINEAR)
         row = [where, viz.zoom(image, factor)]
-        caption = [f"{f.name}\nCRF changed {changed} px here", None]
+        caption = [f"{f.name}\nCRF changed {changed} px near edges here", None]
         for pred in (f.plain[window], f.refined[window]):
-            row.append(viz.zoom(viz.overlay(image, pred, palette, alpha=0.5), factor))
+            row.append(_zoomed(image, pred, palette, factor))
             caption.append(f"{100 * accuracy(pred, truth):.1f} % right")
-        row.append(viz.zoom(viz.overlay(image, truth, palette, alpha=0.5), factor))
+        row.append(_zoomed(image, truth, palette, factor))
         caption.append(None)
         cells.append(row)
         captions.append(caption)

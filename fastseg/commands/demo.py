@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._atomic import atomic_write
+from . import _demo_pictures as pictures
 from ._model import add_model_arguments, choose_model
 
 HELP = "segment CamVid val frames with the default model and write pictures (prediction, truth, CRF)"
@@ -51,9 +53,6 @@ def run(args) -> int:
     import torch
 
     from ..data import CamVid
-    from ..metrics import ConfusionMatrix
-    from ..segmenter import Segmenter
-    from . import _demo_pictures as pictures
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,14 +72,52 @@ def run(args) -> int:
         print(f"fastseg demo: {exc}", file=sys.stderr)
         return 1
     picks = np.unique(np.linspace(0, len(val) - 1, min(args.frames, len(val))).round().astype(int))
+    card = chosen.card or {}
+    card_note = (f" (model card: val mIoU {100 * card['val_miou']:.1f} % over all {len(val)} val frames)"
+                 if "val_miou" in card else "")
     print(f"input: {len(picks)} of the {len(val)} CamVid val frames (real street video, not used in training), "
           f"from {root / 'val'}")
-    print(chosen.summary())
-    card = chosen.card or {}
-    if "val_miou" in card:
-        print(f"       its model card: val mIoU {100 * card['val_miou']:.1f} % over all {len(val)} val frames")
+    print(chosen.summary() + card_note)
 
     started = time.perf_counter()
+    frames, seconds, crf_seconds = _segment(val, picks, chosen)
+    plain = _score([f.plain for f in frames], frames, val.num_classes)
+    refined = _score([f.refined for f in frames], frames, val.num_classes)
+    h, w = frames[0].image.shape[:2]
+    ms, crf_ms = 1e3 * float(np.median(seconds)), 1e3 * float(np.median(crf_seconds))
+    threads = torch.get_num_threads()
+
+    title = (f"fastseg demo: {len(frames)} CamVid val frames ({w}x{h} street video, not seen in training) "
+             f"from {root / 'val'}\n"
+             f"model: {chosen.description}{card_note}\n"
+             f"on these frames: mIoU {100 * plain.miou:.1f} %, pixel accuracy {100 * plain.pixel_acc:.1f} %; "
+             f"{ms:.0f} ms per frame (Segmenter, {threads} threads)")
+    crf_title = (f"dense CRF stage: crops where it changed the most labels near true boundaries "
+                 f"({BOUNDARY_RADIUS} px), edges of each labelling in white\n"
+                 f"on the {len(frames)} frames: mIoU {100 * plain.miou:.1f} % without, {100 * refined.miou:.1f} % "
+                 f"with the CRF; within {BOUNDARY_RADIUS} px of true boundaries "
+                 f"{100 * plain.boundary_acc:.1f} % vs {100 * refined.boundary_acc:.1f} % of pixels right")
+    sheet, crf_sheet = args.out / "segmentation.png", args.out / "crf_boundaries.png"
+    _save(pictures.segmentation_sheet(frames, chosen.classes, chosen.palette, title), sheet)
+    _save(pictures.crf_sheet(frames, chosen.classes, chosen.palette, crf_title, BOUNDARY_RADIUS), crf_sheet)
+
+    print(f"time:  {ms:.0f} ms per {w}x{h} frame (median of {len(seconds)}; Segmenter.predict, {threads} threads); "
+          f"the CRF stage adds {crf_ms:.0f} ms")
+    print(f"score: against CamVid's labels of these {len(frames)} frames")
+    for name, sc in (("without CRF", plain), ("with CRF", refined)):
+        print(f"       {name:<11}: mIoU {100 * sc.miou:.1f} %, pixel accuracy {100 * sc.pixel_acc:.1f} %, "
+              f"within {BOUNDARY_RADIUS} px of true boundaries {100 * sc.boundary_acc:.1f} %")
+    print(f"pictures (open them):\n  {sheet.resolve()}   input | prediction | ground truth | overlay\n"
+          f"  {crf_sheet.resolve()}   boundary crops without / with the CRF")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _segment(val, picks, chosen):
+    """Each picked frame through the Segmenter without and with the CRF stage; the seconds per frame
+    of the first, and the seconds of the CRF stage of the second."""
+    from ..segmenter import Segmenter
+
     seg = Segmenter(chosen.model)
     seg_crf = Segmenter(chosen.model, crf=chosen.make_crf())
     seg.predict(val.read_image(int(picks[0])))  # warm-up: first-call allocations are not a frame's time
@@ -93,48 +130,29 @@ def run(args) -> int:
         result = seg_crf.predict(image)
         crf_seconds.append(result.timings["crf"])
         frames.append(pictures.Frame(val.pairs[int(i)][0].stem, image, truth, plain, result.labels))
+    return frames, seconds, crf_seconds
 
-    plain_cm, crf_cm = ConfusionMatrix(val.num_classes), ConfusionMatrix(val.num_classes)
-    for f in frames:
-        plain_cm.update(f.plain, f.truth)
-        crf_cm.update(f.refined, f.truth)
-    plain_s, crf_s = plain_cm.compute(), crf_cm.compute()
-    # pooled over the frames (they share one size), like the confusion matrix
-    truths = np.stack([f.truth for f in frames])
+
+@dataclass
+class _Score:
+    miou: float
+    pixel_acc: float
+    boundary_acc: float   # accuracy within BOUNDARY_RADIUS px of a true boundary
+
+
+def _score(predictions, frames, num_classes: int) -> _Score:
+    """Pooled over the frames, like a dataset's confusion matrix (not a mean of per-frame scores)."""
+    from ..metrics import ConfusionMatrix
+
+    meter = ConfusionMatrix(num_classes)
+    for pred, f in zip(predictions, frames):
+        meter.update(pred, f.truth)
+    scores = meter.compute()
     bands = np.stack([pictures.boundary_band(f.truth, BOUNDARY_RADIUS) for f in frames])
-    edge_plain = pictures.accuracy(np.stack([f.plain for f in frames]), truths, bands)
-    edge_crf = pictures.accuracy(np.stack([f.refined for f in frames]), truths, bands)
-    h, w = frames[0].image.shape[:2]
-    ms = 1e3 * float(np.median(seconds))
-
-    title = (f"fastseg demo: {len(frames)} CamVid val frames ({w}x{h} street video, not seen in training) "
-             f"from {root / 'val'}\n"
-             f"model: {chosen.description}\n"
-             f"on these frames: mIoU {100 * plain_s.miou:.1f} %, pixel accuracy {100 * plain_s.pixel_acc:.1f} %; "
-             f"{ms:.0f} ms per frame (Segmenter, {torch.get_num_threads()} threads)")
-    crf_title = (f"dense CRF stage: where it changed the most labels in each of {len(frames)} CamVid val frames\n"
-                 f"on the {len(frames)} frames: mIoU {100 * plain_s.miou:.1f} % without, {100 * crf_s.miou:.1f} % "
-                 f"with the CRF; within {BOUNDARY_RADIUS} px of true boundaries "
-                 f"{100 * edge_plain:.1f} % vs {100 * edge_crf:.1f} % of pixels right")
-    out = args.out
-    sheet = out / "segmentation.png"
-    crf_sheet = out / "crf_boundaries.png"
-    _save(pictures.segmentation_sheet(frames, chosen.classes, chosen.palette, title), sheet)
-    _save(pictures.crf_sheet(frames, chosen.classes, chosen.palette, crf_title), crf_sheet)
-
-    print(f"time:  {ms:.0f} ms per {w}x{h} frame (median of {len(seconds)}; Segmenter.predict, "
-          f"{torch.get_num_threads()} threads); the CRF stage adds {1e3 * float(np.median(crf_seconds)):.0f} ms")
-    print(f"score: against CamVid's labels of these {len(frames)} frames")
-    print(f"       without CRF: mIoU {100 * plain_s.miou:.1f} %, pixel accuracy {100 * plain_s.pixel_acc:.1f} %, "
-          f"near boundaries ({BOUNDARY_RADIUS} px) {100 * edge_plain:.1f} %")
-    print(f"       with CRF:    mIoU {100 * crf_s.miou:.1f} %, pixel accuracy {100 * crf_s.pixel_acc:.1f} %, "
-          f"near boundaries ({BOUNDARY_RADIUS} px) {100 * edge_crf:.1f} %")
-    print(f"pictures (open them):\n  {sheet.resolve()}   input | prediction | ground truth | overlay\n"
-          f"  {crf_sheet.resolve()}   boundary crops without / with the CRF")
-    print(f"done in {time.perf_counter() - started:.0f} s")
-    return 0
+    boundary = pictures.accuracy(np.stack(predictions), np.stack([f.truth for f in frames]), bands)
+    return _Score(scores.miou, scores.pixel_acc, boundary)
 
 
 def _save(picture, path: Path) -> None:
     with atomic_write(path) as f:
-        picture.save(f, format="PNG", optimize=False)
+        picture.save(f, format="PNG")
