@@ -1,5 +1,6 @@
 """`fastseg.Segmenter`: images in, a label per pixel out, as fast as the device allows.
 
+    seg = fastseg.Segmenter()            # the packaged default model (CamVid, 11 classes)
     seg = fastseg.Segmenter("lraspp_mobilenet_v3_large", num_classes=21)   # or a model, or a saved file
     result = seg.predict(image)          # uint8 HWC numpy / PIL / list of those / torch [N,3,H,W]
     result.labels, result.confidence, result.timings
@@ -184,7 +185,9 @@ class Segmenter:
 
     model_or_name: a fastseg model (`fastseg.models.create`, `from_torchvision`, ...), a registered
         name (then `num_classes` and any other model arguments are passed to `create`; the weights
-        are random), or the path of a file written by `fastseg.models.save`.
+        are random), the path of a file written by `fastseg.models.save`, or the name of a model
+        packaged with fastseg (`fastseg.models.pretrained.names()`). None (the default) is the
+        packaged default model, trained on CamVid.
     device: "cpu", "cuda", "cuda:1", a torch.device.
     precision: "fp32", "fp16" or "bf16". Reduced precision needs hardware support: CUDA (bf16 on
         GPUs that have it), or a CPU whose oneDNN has native bf16 / fp16 kernels (AVX512-BF16, AMX,
@@ -210,7 +213,7 @@ class Segmenter:
         which gives exactly the source model's answer; tiling always pads to the output stride.
     """
 
-    def __init__(self, model_or_name, device="cpu", precision: str = "fp32", crf=None, *,
+    def __init__(self, model_or_name=None, device="cpu", precision: str = "fp32", crf=None, *,
                  num_classes: int | None = None, runtime: str = "auto", channels_last: bool | None = None,
                  compile: bool = False, tile: Sequence[int] | None = None, overlap: float = 1 / 3,
                  tile_batch: int = 1, tta_flip: bool = False, tta_scales: Sequence[float] = (1.0,),
@@ -468,7 +471,10 @@ class _OrtLogits:
 # ----------------------------------------------------------------------------- helpers
 def _resolve_model(model_or_name, num_classes, model_kwargs) -> nn.Module:
     from . import models
+    from .models import pretrained
 
+    if model_or_name is None:
+        model_or_name = pretrained.DEFAULT
     if isinstance(model_or_name, nn.Module):
         if not hasattr(model_or_name, "forward_logits"):
             raise TypeError("model_or_name: expected a fastseg model (with forward_logits); convert other "
@@ -483,8 +489,13 @@ def _resolve_model(model_or_name, num_classes, model_kwargs) -> nn.Module:
                                  "not loaded from a file")
             return models.load(model_or_name)
         name = os.fspath(model_or_name)
+        if name in pretrained.names():
+            if num_classes is not None or model_kwargs:
+                raise ValueError(f"num_classes and model arguments do not apply to the packaged model {name!r}")
+            return pretrained.load(name)
         if name not in models.list_models():
-            raise ValueError(f"model_or_name: {name!r} is neither a file nor a registered model "
+            raise ValueError(f"model_or_name: {name!r} is neither a file, a packaged model "
+                             f"({', '.join(pretrained.names())}) nor a registered model "
                              f"(see fastseg.models.list_models())")
         if num_classes is None:
             raise ValueError(f"num_classes: needed to create {name!r} by name")

@@ -4,6 +4,7 @@
     model = fastseg.models.from_torchvision(tv_model)     # also from_smp, from_transformers
     fastseg.models.save(model, "m.safetensors"); model = fastseg.models.load("m.safetensors")
     fast = fastseg.models.fuse(model)                     # BN folded, dropout gone, atrous convs marked
+    model = fastseg.models.pretrained.load()              # the model packaged with fastseg (CamVid)
 
 Every model has `forward_logits(x)` (logits at `model.output_stride`), `forward(x)` (upsampled to the
 input like the source model) and `predict(x)` (labels through the fused upsample+argmax).
@@ -13,8 +14,9 @@ from .convert.smp import from_smp
 from .convert.torchvision import from_torchvision
 from .convert.transformers import from_transformers
 from .rewrite import fuse
+from . import pretrained
 from .io import WeightsMismatchError, load, save
 from .registry import create, list_models, register_model
 
 __all__ = ["create", "list_models", "register_model", "from_torchvision", "from_smp", "from_transformers",
-           "save", "load", "fuse", "WeightsMismatchError"]
+           "save", "load", "fuse", "WeightsMismatchError", "pretrained"]

@@ -19,9 +19,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write
 from ..metrics import ConfusionMatrix
 from .losses import CrossEntropyLoss
 
@@ -72,19 +71,8 @@ def evaluate(model: nn.Module, dataset, num_classes: int, *, batch_size: int = 1
 
 def save_atomic(obj, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then os.replace onto path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -1,0 +1,179 @@
+"""`fastseg predict`: segment image files into label PNGs, colourised masks and overlays.
+
+    fastseg predict photos/ frames/*.jpg one.png --out seg/ [--recursive] [--save labels,color,overlay]
+
+For an input image with output key K (its path relative to the inputs' common folder, without the
+suffix; see _inputs.py) it writes
+    OUT/labels/K.png    class ids as a palette PNG: its pixel values are the ids, viewers show colours
+                        (16-bit greyscale when a model has more than 256 classes)
+    OUT/color/K.png     the class colours
+    OUT/overlay/K.png   the colours blended over the image (--alpha)
+Resumable: an image whose requested outputs all exist is skipped, so an interrupted run continues
+where it stopped when the same command is run again; every file is written atomically (a temporary
+file in the same folder, then os.replace), so an output that exists is complete. An image that
+cannot be read or segmented is reported and skipped; the exit status is 1 when anything failed
+(130 when interrupted), 0 otherwise.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from .._atomic import atomic_write
+from . import _inputs
+from ._model import add_model_arguments, choose_model
+
+HELP = "segment image files, folders or globs into label PNGs, colour masks and overlays"
+KINDS = ("labels", "color", "overlay")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or glob patterns")
+    parser.add_argument("--out", "-o", required=True, type=Path, help="output folder")
+    parser.add_argument("--recursive", "-r", action="store_true", help="also the images in sub-folders of folders")
+    parser.add_argument("--save", default="labels,color,overlay", type=_kinds,
+                        help="which outputs, comma-separated, of: labels, color, overlay (default: all three)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the colours in the overlay")
+    parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    add_model_arguments(parser)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (fastseg.crf.DenseCRF)")
+    parser.add_argument("--tta-flip", action="store_true", help="average with the mirrored image's prediction")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    import argparse
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(KINDS)}, got {text!r}")
+    return tuple(dict.fromkeys(kinds))
+
+
+def output_paths(out: Path, key: str, kinds) -> dict[str, Path]:
+    return {kind: out / kind / f"{key}.png" for kind in kinds}
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 [H,W,3] RGB, turned upright as its EXIF orientation says (as viewers show it)."""
+    with Image.open(path) as im:
+        return np.array(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def labels_picture(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """Class ids as an image whose pixel values are the ids: a palette PNG for up to 256 classes."""
+    if labels.dtype == np.uint8:
+        picture = Image.fromarray(labels)
+        table = np.zeros((256, 3), np.uint8)
+        table[: len(palette)] = palette[:256]
+        picture.putpalette(table.tobytes())
+        return picture
+    return Image.fromarray(labels.astype(np.uint16))  # 16-bit greyscale
+
+
+def write_outputs(paths: dict[str, Path], image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+                  alpha: float) -> None:
+    from ..viz import colorize, overlay
+
+    pictures = {"labels": lambda: labels_picture(labels, palette),
+                "color": lambda: Image.fromarray(colorize(labels, palette)),
+                "overlay": lambda: Image.fromarray(overlay(image, labels, palette, alpha))}
+    for kind, path in paths.items():
+        with atomic_write(path) as f:
+            pictures[kind]().save(f, format="PNG")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..segmenter import Segmenter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 0 <= args.alpha <= 1:
+        print("fastseg predict: --alpha must be in [0, 1]", file=sys.stderr)
+        return 2
+    try:
+        found = _inputs.find_inputs(args.inputs, args.recursive, exclude=args.out)
+    except ValueError as exc:
+        print(f"fastseg predict: {exc}", file=sys.stderr)
+        return 2
+    for arg in found.missing:
+        print(f"fastseg predict: {arg}: no such file, folder, or matching image", file=sys.stderr)
+    if not found.sources:
+        print("fastseg predict: no images to segment", file=sys.stderr)
+        return 1
+
+    todo = [s for s in found.sources
+            if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save).values())]
+    done_before = len(found.sources) - len(todo)
+    print(f"fastseg predict: {_count(len(found.sources), 'image')} -> {args.out}/{{{','.join(args.save)}}}/"
+          + (f"; {done_before} already done, skipped" if done_before else "")
+          + (f"; {_count(found.ignored, 'non-image file')} ignored" if found.ignored else ""))
+    if not todo:
+        return 1 if found.missing else 0
+
+    try:
+        chosen = choose_model(args.model, args.num_classes, args.dataset)
+        seg = Segmenter(chosen.model, device=args.device, precision=args.precision,
+                        crf=chosen.make_crf() if args.crf else None,
+                        tta_flip=args.tta_flip)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"fastseg predict: {exc}", file=sys.stderr)
+        return 2
+    print(chosen.summary())
+
+    failed: list[tuple[Path, str]] = []
+    finished, interrupted = 0, False
+    started = time.perf_counter()
+    with tqdm(todo, unit="image", desc="predict", file=sys.stderr) as bar:
+        try:
+            for source in bar:
+                error = _segment_one(source, seg, chosen.palette, args)
+                if error is None:
+                    finished += 1
+                else:
+                    failed.append((source.path, error))
+                    bar.write(f"failed: {source.path}: {error}", file=sys.stderr)
+        except KeyboardInterrupt:
+            interrupted = True
+    _summary(finished, done_before, failed, found.missing, time.perf_counter() - started)
+    if interrupted:
+        print("interrupted: run the same command again to finish (finished images are skipped)", file=sys.stderr)
+        return 130
+    return 1 if failed or found.missing else 0
+
+
+def _segment_one(source: _inputs.Source, seg, palette: np.ndarray, args) -> str | None:
+    """Read, segment and write one image; the reason it failed, or None. A failure of one image must
+    not stop the others, so any error is caught here (KeyboardInterrupt is not an Exception)."""
+    try:
+        image = read_image(source.path)
+    except Exception as exc:  # corrupt, truncated, not an image, unreadable
+        return f"cannot read the image: {exc}"
+    try:
+        labels = seg.predict(image).labels
+        write_outputs(output_paths(args.out, source.key, args.save), image, labels, palette, args.alpha)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _summary(finished: int, skipped: int, failed, missing, seconds: float) -> None:
+    rate = f" ({seconds / finished:.2f} s per image)" if finished else ""
+    print(f"done: {finished} segmented{rate}, {skipped} skipped (already done), {len(failed)} failed"
+          + (f", {_count(len(missing), 'input')} not found" if missing else ""))
+    for path, reason in failed:
+        print(f"  failed: {path}: {reason}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
