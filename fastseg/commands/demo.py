@@ -9,6 +9,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .ops_table import run as ops_table
+    from .bench import ops_table
 
     return ops_table()
