@@ -14,11 +14,16 @@ CPU, NCCL for CUDA (each rank on cuda:LOCAL_RANK).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+
+
+class PeerFailed(RuntimeError):
+    """Another rank failed in a block run `together`."""
 
 
 def _env_int(name: str, default: int) -> int:
@@ -95,6 +100,18 @@ class Workers:
         t = values.to(self.device) if dist.get_backend() == "nccl" else values.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.to(values.device)
+
+    @contextlib.contextmanager
+    def together(self, what: str):
+        """A block every rank runs; when it raises on any rank, it raises on every rank (there as
+        PeerFailed), so that no rank is left waiting for the others in a later collective."""
+        try:
+            yield
+        except BaseException:
+            self.sum(torch.ones(1))
+            raise
+        if self.sum(torch.zeros(1)).item() > 0:
+            raise PeerFailed(f"{what} failed in another process (see its error above)")
 
     def close(self) -> None:
         if self.initialised:

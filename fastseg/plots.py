@@ -25,7 +25,8 @@ def _save(fig, path) -> None:
 
 def confusion_matrix_figure(matrix, class_names, path, title: str = "") -> None:
     """The row-normalised matrix (each ground-truth class sums to 100 %) as a heat map with class
-    names, cell values in percent (up to 30 classes), and each class's IoU next to its row."""
+    names, cell values in percent (up to 30 classes), and each class's IoU next to its row. Larger
+    label sets get a larger picture with smaller print, so that every name stays readable."""
     plt = _pyplot()
     from matplotlib.colors import ListedColormap
 
@@ -43,15 +44,15 @@ def confusion_matrix_figure(matrix, class_names, path, title: str = "") -> None:
 
     cell = 0.55 if C <= 30 else max(0.08, 16 / C)
     side = max(5.0, cell * C + 3.0)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=110 if C <= 60 else 150)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=110 if C <= 30 else 150)
     cmap = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.02, 1, 256))).with_extremes(bad="#dddddd")
     im = ax.imshow(rows, cmap=cmap, vmin=0, vmax=100, interpolation="nearest")
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.12)
     bar.set_label("% of the ground-truth class's pixels")
 
     ticks = np.arange(C)
-    if C <= 80:
-        font = 9 if C <= 30 else 6
+    if C <= 256:  # names fit their rows down to ~5 pt (ADE20K's 150, COCO-Stuff's 171 classes)
+        font = min(9.0, 0.75 * 72 * cell)
         ax.set_xticks(ticks, names, rotation=60, ha="right", rotation_mode="anchor", fontsize=font)
         ax.set_yticks(ticks, names, fontsize=font)
         # each class's IoU on the right of its row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,9 +15,26 @@ from _eval_model import save_small_model
 from fastseg.distributed import Workers, available_cores
 
 FRAMES = 5  # odd: the two ranks get 3 and 2 frames
+# torchrun's own module (the `torchrun` script runs exactly this) from this interpreter's environment;
+# --standalone: a local rendezvous on a free port, so that parallel runs cannot clash
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastseg"]
 
 
-def run_eval(argv_prefix, camvid_root, model, out, threads, timeout=150):
+def run_group(cmd, timeout, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run in a session of its own: on a timeout the whole group is killed, torchrun's
+    worker processes included (killing torchrun alone would leave them running)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\nstdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def run_eval(argv_prefix, camvid_root, model, out, threads, timeout=300, status=0):
     """One `fastseg eval` as a subprocess (as a user runs it), on the first FRAMES val frames."""
     cmd = [*argv_prefix, "eval", "--dataset", "camvid", "--root", str(camvid_root), "--split", "val",
            "--model", str(model), "--limit", str(FRAMES), "--out", str(out), "--no-progress"]
@@ -24,18 +42,17 @@ def run_eval(argv_prefix, camvid_root, model, out, threads, timeout=150):
         cmd += ["--threads", str(threads)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT", "LOCAL_WORLD_SIZE")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=out.parent)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = run_group(cmd, timeout, env=env, cwd=out.parent)
+    assert (proc.returncode == 0) == (status == 0), \
+        f"{' '.join(cmd)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    if status != 0:
+        return None, proc.stderr
     return json.loads((out / "results.json").read_text()), proc.stdout
 
 
 def test_torchrun_two_processes_equal_single_process(camvid_root, tmp_path):
     model = save_small_model(tmp_path / "small.safetensors")
-    # torchrun's own module (the `torchrun` script runs exactly this) from this interpreter's
-    # environment; --standalone: a local rendezvous on a free port, so parallel runs cannot clash
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                "-m", "fastseg"]
-    multi, printed = run_eval(torchrun, camvid_root, model, tmp_path / "two", threads=None)
+    multi, printed = run_eval(TORCHRUN, camvid_root, model, tmp_path / "two", threads=None)
     assert multi["processes"] == 2 and multi["frames"] == FRAMES
     # each rank took its share of the cores; the single process below uses as many threads, so that
     # both runs compute each frame the same way and the matrices can be compared exactly
@@ -51,6 +68,17 @@ def test_torchrun_two_processes_equal_single_process(camvid_root, tmp_path):
     assert multi["results"]["plain"]["miou"] == single["results"]["plain"]["miou"]
     assert printed.count("mean") == 1, "only rank 0 prints the table"
     assert (tmp_path / "two" / "confusion_matrix.png").is_file()
+
+
+def test_torchrun_error_on_one_rank_stops_all(camvid_root, tmp_path):
+    """Only rank 0 creates --out; when that fails the other rank must stop too, not wait for rank 0
+    in the all-reduce (the subprocess timeout catches a hang)."""
+    model = save_small_model(tmp_path / "small.safetensors")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    _, err = run_eval(TORCHRUN, camvid_root, model, blocker, threads=None, status=2)
+    assert "fastseg eval: error:" in err and "File exists" in err, err
+    assert "setup failed in another process" in err, err
 
 
 def test_shards_cover_the_split_once():

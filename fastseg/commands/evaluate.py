@@ -75,7 +75,7 @@ def _check(args) -> None:
 
 
 def run(args) -> int:
-    from ..distributed import Workers
+    from ..distributed import PeerFailed, Workers
 
     try:
         _check(args)
@@ -85,14 +85,14 @@ def run(args) -> int:
         return _fail(exc)
     try:
         return _evaluate(args, workers, crf_params)
-    except (UsageError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (UsageError, OSError, KeyError, ValueError, PeerFailed) as exc:
         return _fail(exc)
     finally:
         workers.close()
 
 
 def _fail(exc: Exception) -> int:
-    message = exc.args[0] if exc.args else str(exc)
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)  # KeyError's str quotes
     print(f"fastseg eval: error: {message}", file=sys.stderr)
     return 2
 
@@ -107,20 +107,20 @@ def _evaluate(args, workers, crf_params) -> int:
     from ..segmenter import Segmenter
 
     started = time.perf_counter()
-    dataset = get_dataset(args.dataset, args.root, args.split)
-    source, model_kwargs = model_source(args)
-    out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
-    if workers.is_main:
-        out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-    seg = Segmenter(source, device=workers.device, runtime=args.runtime, **model_kwargs)
-    crf = None if crf_params is None else DenseCRF(**crf_params)
+    with workers.together("setup"):  # an error on one rank stops all of them
+        dataset = get_dataset(args.dataset, args.root, args.split)
+        source, model_kwargs = model_source(args)
+        out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
+        if workers.is_main:
+            out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
+        seg = Segmenter(source, device=workers.device, runtime=args.runtime, **model_kwargs)
+        crf = None if crf_params is None else DenseCRF(**crf_params)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    mine = workers.shard(range(n))
     where = f" (rank 0 of {workers.world_size})" if workers.world_size > 1 else ""
-    result = evaluate(seg, dataset, mine, crf=crf, batch_size=args.batch_size,
-                   progress=workers.is_main and not args.no_progress,
-                   desc=f"eval {dataset.name}/{args.split}{where}")
-
+    with workers.together("evaluation"):
+        result = evaluate(seg, dataset, workers.shard(range(n)), crf=crf, batch_size=args.batch_size,
+                          progress=workers.is_main and not args.no_progress,
+                          desc=f"eval {dataset.name}/{args.split}{where}")
     result.plain.all_reduce()
     if result.crf is not None:
         result.crf.all_reduce()
