@@ -100,3 +100,53 @@ def _names_and_colours(dataset: str | None, num_classes: int):
         raise ValueError(f"--dataset {dataset}: it has {len(reader.classes)} classes but the model "
                          f"predicts {num_classes}")
     return tuple(reader.classes), np.asarray(reader.palette, dtype=np.uint8)
+
+
+# ---- eval / bench: the dataset is their own argument, so only --model / --num-classes / --device here
+
+class UsageError(ValueError):
+    """A bad command-line argument: reported as `fastseg COMMAND: error: ...`, exit status 2."""
+
+
+def default_model_path():
+    from ..models import pretrained
+
+    return pretrained.get().path
+
+
+# The default model's architecture (tools/train_default_model.py), for timing it where the weights are not installed.
+DEFAULT_ARCHITECTURE = dict(name="unet_resnet18", num_classes=11, base_width=32, decoder_channels=(128, 64, 32, 16))
+
+
+def add_model_source_arguments(parser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="a fastseg model file (fastseg.models.save) or a registered model name "
+                             "(random weights; needs --num-classes); default: the packaged CamVid model")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes of a model given by name")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
+
+
+def model_source(args) -> tuple[str, dict]:
+    """What to hand the Segmenter: (a file path or a registered name, its keyword arguments)."""
+    from ..models import list_models, pretrained
+
+    if args.model is None or args.model in pretrained.names():
+        path = pretrained.get(args.model or pretrained.DEFAULT).path
+        if not path.is_file():
+            raise UsageError(f"the packaged model is not installed ({path} is missing); "
+                             "pass --model FILE or --model NAME --num-classes N")
+        if args.num_classes is not None:
+            raise UsageError("--num-classes applies only with --model NAME")
+        return os.fspath(path), {}
+    if os.path.exists(args.model):
+        if not os.path.isfile(args.model):
+            raise UsageError(f"--model: {args.model} is a directory, not a model file")
+        if args.num_classes is not None:
+            raise UsageError("--num-classes applies only with --model NAME, not with a model file")
+        return args.model, {}
+    if args.model not in list_models():
+        raise UsageError(f"--model: {args.model!r} is neither an existing file nor a registered model "
+                         f"(registered: {', '.join(list_models())})")
+    if args.num_classes is None or args.num_classes < 1:
+        raise UsageError(f"--model {args.model}: a registered name needs --num-classes N (N >= 1)")
+    return args.model, {"num_classes": args.num_classes}
