@@ -73,11 +73,13 @@ def run(args) -> int:
         return 1
     picks = np.unique(np.linspace(0, len(val) - 1, min(args.frames, len(val))).round().astype(int))
     card = chosen.card or {}
-    card_note = (f" (model card: val mIoU {100 * card['val_miou']:.1f} % over all {len(val)} val frames)"
-                 if "val_miou" in card else "")
+    card_note = ""
+    if "val_miou" in card:
+        with_crf = f", {100 * card['val_miou_crf']:.1f} % with the CRF" if "val_miou_crf" in card else ""
+        card_note = f" (model card: val mIoU {100 * card['val_miou']:.1f} %{with_crf}, all {len(val)} val frames)"
     print(f"input: {len(picks)} of the {len(val)} CamVid val frames (real street video, not used in training), "
           f"from {root / 'val'}")
-    print(chosen.summary() + card_note)
+    print(chosen.summary() + (f"\n      {card_note}" if card_note else ""))
 
     started = time.perf_counter()
     frames, seconds, crf_seconds = _segment(val, picks, chosen)
@@ -102,7 +104,7 @@ def run(args) -> int:
     _save(pictures.crf_sheet(frames, chosen.classes, chosen.palette, crf_title, BOUNDARY_RADIUS), crf_sheet)
 
     print(f"time:  {ms:.0f} ms per {w}x{h} frame (median of {len(seconds)}; Segmenter.predict, {threads} threads); "
-          f"the CRF stage adds {crf_ms:.0f} ms")
+          f"the CRF stage adds {crf_ms:.0f} ms{_load_note()}")
     print(f"score: against CamVid's labels of these {len(frames)} frames")
     for name, sc in (("without CRF", plain), ("with CRF", refined)):
         print(f"       {name:<11}: mIoU {100 * sc.miou:.1f} %, pixel accuracy {100 * sc.pixel_acc:.1f} %, "
@@ -120,7 +122,8 @@ def _segment(val, picks, chosen):
 
     seg = Segmenter(chosen.model)
     seg_crf = Segmenter(chosen.model, crf=chosen.make_crf())
-    seg.predict(val.read_image(int(picks[0])))  # warm-up: first-call allocations are not a frame's time
+    for _ in range(2):  # warm-up: first-call allocations are not a frame's time
+        seg.predict(val.read_image(int(picks[0])))
     frames, seconds, crf_seconds = [], [], []
     for i in picks:
         image, truth = val[int(i)]
@@ -151,6 +154,15 @@ def _score(predictions, frames, num_classes: int) -> _Score:
     bands = np.stack([pictures.boundary_band(f.truth, BOUNDARY_RADIUS) for f in frames])
     boundary = pictures.accuracy(np.stack(predictions), np.stack([f.truth for f in frames]), bands)
     return _Score(scores.miou, scores.pixel_acc, boundary)
+
+
+def _load_note() -> str:
+    """Times on a shared machine depend on what else runs: say how busy it was."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return ""
+    return f" (load average {load:.1f} on {os.cpu_count()} cores)"
 
 
 def _save(picture, path: Path) -> None:
