@@ -23,7 +23,7 @@ using TermSpec = std::tuple<bool, float, float, int, std::optional<Buffer>, std:
 
 Problem make_problem(const Buffer& probs, bool logits, const std::vector<TermSpec>& specs, int n_iter,
                      const std::optional<Buffer>& out, const std::optional<Buffer>& labels, int rounding,
-                     bool atomic_splat) {
+                     bool atomic_splat, bool reference_lattice) {
   probs.check_rank(4, "probs");
   Problem P;
   P.probs = probs.data<const float>();
@@ -40,6 +40,7 @@ Problem make_problem(const Buffer& probs, bool logits, const std::vector<TermSpe
     throw std::invalid_argument("rounding must be 0 (half-even) or 1 (ties-down)");
   P.rounding = rounding;
   P.atomic_splat = atomic_splat;
+  P.reference_lattice = reference_lattice;
   for (const auto& s : specs) {
     Term t;
     t.use_xy = std::get<0>(s);
@@ -81,15 +82,16 @@ Problem make_problem(const Buffer& probs, bool logits, const std::vector<TermSpe
 
 void densecrf_cpu_py(const Buffer& probs, bool logits, const std::vector<TermSpec>& terms, int n_iter,
                      const std::optional<Buffer>& out, const std::optional<Buffer>& labels, int num_threads,
-                     int rounding, bool atomic_splat) {
-  densecrf_cpu(make_problem(probs, logits, terms, n_iter, out, labels, rounding, atomic_splat), num_threads);
+                     int rounding, bool atomic_splat, bool reference_lattice) {
+  densecrf_cpu(make_problem(probs, logits, terms, n_iter, out, labels, rounding, atomic_splat, reference_lattice),
+               num_threads);
 }
 
 #ifdef FASTSEG_WITH_CUDA
 void densecrf_cuda_py(const Buffer& probs, bool logits, const std::vector<TermSpec>& terms, int n_iter,
                       const std::optional<Buffer>& out, const std::optional<Buffer>& labels,
                       std::uintptr_t stream, int rounding) {
-  densecrf_cuda(make_problem(probs, logits, terms, n_iter, out, labels, rounding, false), stream);
+  densecrf_cuda(make_problem(probs, logits, terms, n_iter, out, labels, rounding, false, false), stream);
 }
 #endif
 
@@ -101,6 +103,7 @@ Registrar reg([](py::module_& m) {
   m.def("densecrf", &densecrf_cpu_py, "Dense CRF mean field on the CPU (see fastseg.crf)", py::arg("probs"),
         py::arg("logits"), py::arg("terms"), py::arg("n_iter"), py::arg("out"), py::arg("labels"),
         py::arg("num_threads"), py::arg("rounding") = 0, py::arg("atomic_splat") = false,
+        py::arg("reference_lattice") = false,
         py::call_guard<py::gil_scoped_release>());
 #ifdef FASTSEG_WITH_CUDA
   m.def("densecrf_cuda", &densecrf_cuda_py, "Dense CRF mean field on a CUDA device (device pointers)",

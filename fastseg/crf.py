@@ -95,7 +95,8 @@ class DenseCRF:
 
     # ------------------------------------------------------------------------------------------
     def __call__(self, image, probs, *, logits: bool = False, return_labels: bool = False,
-                 pairwise: Sequence[PairwiseTerm] = (), _atomic_splat: bool = False):
+                 pairwise: Sequence[PairwiseTerm] = (), _atomic_splat: bool = False,
+                 _reference_lattice: bool = False):
         """Refined probabilities [C,H,W] or [N,C,H,W] (same array kind and float dtype as `probs`).
 
         image: uint8 (or float) [H,W,K] or [N,H,W,K] (K = 3 for RGB; any K with one srgb per
@@ -104,6 +105,8 @@ class DenseCRF:
             pydensecrf.utils.unary_from_softmax) or, with logits=True, unnormalised log-probabilities.
         return_labels: also return the argmax labels, uint8 [H,W] or [N,H,W].
         pairwise: extra PairwiseTerm's, applied after the Gaussian and bilateral terms.
+        (_atomic_splat and _reference_lattice run the CUDA build's splat and lattice location code on
+        the CPU, for the tests.)
         """
         p, kind = to_torch(probs, "probs")
         if p.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
@@ -151,7 +154,8 @@ class DenseCRF:
             with torch.cuda.device(p4.device):
                 _native.ext().densecrf_cuda(*args, stream, _ROUNDING[self.rounding])
         elif p4.device.type == "cpu":
-            _native.ext().densecrf(*args, _native.num_threads(), _ROUNDING[self.rounding], bool(_atomic_splat))
+            _native.ext().densecrf(*args, _native.num_threads(), _ROUNDING[self.rounding], bool(_atomic_splat),
+                                    bool(_reference_lattice))
         else:
             raise ValueError(f"DenseCRF: unsupported device {p4.device}")
         del keep

@@ -224,6 +224,73 @@ def test_atomic_scatter_splat_equals_gather(frames):
     assert (a.argmax(0) == b.argmax(0)).mean() > 0.999
 
 
+@pytest.fixture(scope="module")
+def full_frame(camvid_root):
+    """A whole 480x360 val frame: large enough (>= 2^15 pixels) that lattices and mean field run in
+    two pixel chunks, built separately and merged."""
+    img = np.array(Image.open(camvid_root / "val" / FRAMES[1]).convert("RGB"))
+    lab = np.array(Image.open(camvid_root / "valannot" / FRAMES[1]))
+    return img, lab
+
+
+def test_full_frame_matches_pydensecrf(full_frame):
+    img, lab = full_frame
+    probs = noisy_softmax(lab, 11, seed=12)
+    crf = DenseCRF()
+    labels_equal, mean_dq = agreement(crf(img, probs), crf.reference(img, probs))
+    assert labels_equal >= 0.995 and mean_dq <= 1e-3
+
+
+def test_chunked_image_thread_count_does_not_change_results(full_frame):
+    img, lab = full_frame
+    img, lab = img[:200, :240], lab[:200, :240]  # 48000 pixels: two chunks
+    probs = noisy_softmax(lab, 11, seed=13)
+    noise = np.random.default_rng(0).integers(0, 256, img.shape, dtype=np.uint8)
+    old = torch.get_num_threads()
+    try:
+        for image in (img, noise):  # a natural image, and one whose lattice has a vertex per corner
+            results = []
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                results.append(DenseCRF(n_iter=3)(image, probs))
+            for r in results[1:]:
+                np.testing.assert_array_equal(r, results[0])
+    finally:
+        torch.set_num_threads(old)
+
+
+def _tied_features(h: int, w: int, seed: int) -> np.ndarray:
+    """Float features on a coarse grid: many points sit exactly on rounding and rank ties."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(-12, 12, (h, w, 3)) / 4.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "ties_down"])
+@pytest.mark.parametrize("case", ["frame", "noise", "tied", "six_dims"])
+def test_vector_lattice_equals_shared_scalar_code(full_frame, rounding, case):
+    """The CPU's eight-lane lattice location (cpu/locate8.h) equals the shared scalar lattice::locate
+    (common/permutohedral.h, the CUDA build's) bit for bit: the same simplexes and weights give the
+    same output. Chunked images, random colours (many vertices), exact ties, generic dimensions."""
+    img, lab = full_frame
+    img, lab = img[100:300, 50:250], lab[100:300, 50:250]  # 40000 pixels: two chunks
+    h, w = lab.shape
+    probs = noisy_softmax(lab, 11, seed=14)
+    crf = DenseCRF(n_iter=2, rounding=rounding)
+    pairwise = ()
+    if case == "noise":
+        img = np.random.default_rng(1).integers(0, 256, img.shape, dtype=np.uint8)
+    elif case == "tied":
+        crf = DenseCRF(n_iter=2, rounding=rounding, compat_bilateral=0)
+        pairwise = [PairwiseTerm(_tied_features(h, w, 2), sdev=0.5, sxy=(1.5, 2.0), compat=4)]
+    elif case == "six_dims":
+        depth = (np.arange(h)[:, None] * np.ones((1, w))).astype(np.uint8)
+        img = np.dstack([img, depth])
+        crf = DenseCRF(n_iter=2, rounding=rounding, srgb_bilateral=(13, 13, 13, 5))
+    fast = crf(img, probs, pairwise=pairwise)
+    ref = crf(img, probs, pairwise=pairwise, _reference_lattice=True)
+    np.testing.assert_array_equal(fast, ref)
+
+
 def test_no_pairwise_terms_is_softmax_of_unary():
     probs = np.random.default_rng(0).dirichlet(np.ones(4), size=(5, 6)).transpose(2, 0, 1).astype(np.float32)
     out = DenseCRF(compat_gaussian=0)(None, probs)

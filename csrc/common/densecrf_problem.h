@@ -59,7 +59,8 @@ struct Problem {
   uint8_t* labels = nullptr;  // [B, H, W] argmax (may be null)
   int64_t ls[3] = {0, 0, 0};
   int rounding = lattice::kHalfEven;
-  bool atomic_splat = false;  // CPU only: splat by atomic scatter (the GPU's way) instead of gathering
+  bool atomic_splat = false;       // CPU only: splat by atomic scatter (the GPU's way), for the tests
+  bool reference_lattice = false;  // CPU only: locate with the scalar lattice::locate (the GPU's), for the tests
 };
 
 }  // namespace crf
