@@ -315,35 +315,27 @@ FS_HOST_DEVICE inline int float_as_int(float f) {
 #endif
 }
 
-// exp(x) to about one ulp (Cephes' expf, as in Eigen, which pydensecrf uses) for x in [-80, 88];
-// below -80 it returns e^-80 ~ 1.8e-35 (negligible next to the softmax's largest term, 1, and far
-// from the denormals that would slow every later multiply). Straight-line code, so loops over labels
-// vectorise: clamps are plain selects of values, never of arithmetic that g++ must assume can trap.
-FS_HOST_DEVICE inline float exp_approx(float x) {
-  float xc = x < -80.0f ? -80.0f : x;
-  xc = xc > 88.0f ? 88.0f : xc;
-  const float n = round_fast(xc * 1.44269504088896341f);
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float y = 1.9875691500e-4f;
+// The polynomial cores of exp_approx and log_approx (Cephes' expf / logf coefficients), written
+// once for float and for the CPU's 8-lane vectors (csrc/cpu/simd8.h), whose operators take float
+// constants too: same coefficients, same operation order, bit-identical lanes. `T{} + c` is the
+// constant c in either type (exactly, so compilers fold it).
+// exp(r) for |r| <= ln(2) / 2.
+template <class T>
+FS_HOST_DEVICE inline T exp_poly(T r) {
+  T y = T{} + 1.9875691500e-4f;
   y = y * r + 1.3981999507e-3f;
   y = y * r + 8.3334519073e-3f;
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  return y * int_as_float((static_cast<int>(n) + 127) << 23);
+  return y * r * r + r + 1.0f;
 }
 
-// log(x) for positive normal x to about one ulp (Cephes' logf); straight-line integer bit work.
-FS_HOST_DEVICE inline float log_approx(float x) {
-  const int bits = float_as_int(x);
-  float m = int_as_float((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
-  const int small = -static_cast<int>(m < 0.707106781186547524f);  // all ones when m < sqrt(1/2)
-  const float e = static_cast<float>(((bits >> 23) & 0xff) - 126 + small);
-  m = m + int_as_float(float_as_int(m) & small) - 1.0f;  // 2m - 1 when small, else m - 1
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
+// log((1 + m) * 2^e) for m in [sqrt(1/2) - 1, sqrt(2) - 1), e an integer-valued float.
+template <class T>
+FS_HOST_DEVICE inline T log_poly(T m, T e) {
+  const T z = m * m;
+  T y = T{} + 7.0376836292e-2f;
   y = y * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
@@ -356,6 +348,28 @@ FS_HOST_DEVICE inline float log_approx(float x) {
   y += -2.12194440e-4f * e;
   y += -0.5f * z;
   return m + y + 0.693359375f * e;
+}
+// exp(x) to about one ulp (Cephes' expf, as in Eigen, which pydensecrf uses) for x in [-80, 88];
+// below -80 it returns e^-80 ~ 1.8e-35 (negligible next to the softmax's largest term, 1, and far
+// from the denormals that would slow every later multiply). Straight-line code, so loops over labels
+// vectorise: clamps are plain selects of values, never of arithmetic that g++ must assume can trap.
+FS_HOST_DEVICE inline float exp_approx(float x) {
+  float xc = x < -80.0f ? -80.0f : x;
+  xc = xc > 88.0f ? 88.0f : xc;
+  const float n = round_fast(xc * 1.44269504088896341f);
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  return exp_poly(r) * int_as_float((static_cast<int>(n) + 127) << 23);
+}
+
+// log(x) for positive normal x to about one ulp (Cephes' logf); straight-line integer bit work.
+FS_HOST_DEVICE inline float log_approx(float x) {
+  const int bits = float_as_int(x);
+  float m = int_as_float((bits & 0x007fffff) | 0x3f000000);  // mantissa in [0.5, 1)
+  const int small = -static_cast<int>(m < 0.707106781186547524f);  // all ones when m < sqrt(1/2)
+  const float e = static_cast<float>(((bits >> 23) & 0xff) - 126 + small);
+  m = m + int_as_float(float_as_int(m) & small) - 1.0f;  // 2m - 1 when small, else m - 1
+  return log_poly(m, e);
 }
 
 }  // namespace lattice

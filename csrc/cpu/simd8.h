@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/permutohedral.h"  // exp_poly / log_poly, shared with the scalar code
+
 namespace fastseg {
 namespace simd {
 
@@ -105,20 +107,7 @@ inline v8f log8(v8f x) {
   const v8i small = m < splat8(0.707106781186547524f);  // all ones where m < sqrt(1/2)
   const v8f e = to_float8(((bits >> 23) & 0xff) - 126 + small);
   m = m + as_float8(as_int8(m) & small) - 1.0f;
-  const v8f z = m * m;
-  v8f y = splat8(7.0376836292e-2f);
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  y += -2.12194440e-4f * e;
-  y += -0.5f * z;
-  return m + y + 0.693359375f * e;
+  return lattice::log_poly(m, e);
 }
 
 // lattice::exp_approx on eight lanes (the same operations).
@@ -128,14 +117,7 @@ inline v8f exp8(v8f x) {
   const v8f n = round_even8(xc * 1.44269504088896341f);
   v8f r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v8f y = splat8(1.9875691500e-4f);
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  return y * as_float8((to_int8(n) + 127) << 23);
+  return lattice::exp_poly(r) * as_float8((to_int8(n) + 127) << 23);
 }
 
 }  // namespace simd
