@@ -30,22 +30,15 @@ def _label_reference(labels_fn, seg, image) -> Reference:
 def default_model_case(quick: bool, model: str | None = None) -> list[Row]:
     """The packaged CamVid model (or `model`, a fastseg model file) through the Segmenter, against
     the same weights in eager PyTorch: forward_logits -> F.interpolate -> argmax."""
-    from ..commands._model import DEFAULT_ARCHITECTURE, default_model_path
-    from ..models import create, load
+    from ..models import load, pretrained
     from ..segmenter import Segmenter
 
-    default = default_model_path()
-    path = model or default
-    if os.path.isfile(path):
-        net, what = load(path), os.path.basename(path)
-    else:
-        if model is not None:
-            raise FileNotFoundError(f"--model: {model} is not a file")
-        print(f"bench: the default model is not installed ({default}); timing its architecture "
-              "with random weights", file=sys.stderr)
-        config = dict(DEFAULT_ARCHITECTURE)
-        torch.manual_seed(0)
-        net, what = create(config.pop("name"), **config).eval(), "default model architecture, random weights"
+    path = model or pretrained.get().path
+    if not os.path.isfile(path):
+        what = f"--model: {model} is not a file" if model is not None else \
+            f"the packaged default model is missing ({path}); reinstall fastseg or pass --model FILE"
+        raise FileNotFoundError(what)
+    net, what = load(path), os.path.basename(path)
     net = net.float().eval()
     h, w = 360, 480  # CamVid's frame size, both modes
     image = smooth_image(h, w, seed=2)

@@ -54,31 +54,26 @@ def add_model_arguments(parser, *, positional: bool = False) -> None:
 
 
 def choose_model(spec: str | None, num_classes: int | None = None, dataset: str | None = None) -> ChosenModel:
-    """Resolve --model / --num-classes / --dataset. Raises ValueError / FileNotFoundError with a
-    message meant for the user."""
+    """Resolve --model / --num-classes / --dataset (see model_source) and load the model. Raises
+    ValueError / FileNotFoundError with a message meant for the user."""
     from .. import models
     from ..models import pretrained
 
+    source, kwargs = model_source(spec, num_classes)
     card, crf_params = None, {}
     if spec is None or spec in pretrained.names():
         info = pretrained.get(spec or pretrained.DEFAULT)
         model, card, crf_params = pretrained.load(info.name), info.card(), dict(info.crf)
         description, source = f"packaged model {info.name!r}: {info.description}", str(info.path)
         dataset = dataset or info.dataset
-    elif os.path.exists(spec):
-        model = models.load(spec).float()
-        name = model.config["name"] if getattr(model, "config", None) else type(model).__name__
-        description, source = f"{name} from {spec}", str(spec)
-    elif spec in models.list_models():
-        if num_classes is None:
-            raise ValueError(f"--model {spec}: a registered architecture needs --num-classes")
-        model = models.create(spec, num_classes=num_classes).eval()
+    elif kwargs:
+        model = models.create(source, **kwargs).eval()
         description, source = f"{spec} with RANDOM weights (for testing; its predictions mean nothing)", "random"
         print(f"warning: {description}", file=sys.stderr)
     else:
-        raise ValueError(f"--model {spec}: not a packaged model ({', '.join(pretrained.names())}), "
-                         f"not an existing file, and not a registered architecture "
-                         f"(fastseg.models.list_models())")
+        model = models.load(source).float()
+        name = model.config["name"] if getattr(model, "config", None) else type(model).__name__
+        description = f"{name} from {spec}"
     classes_out = _num_classes(model)
     classes, palette = _names_and_colours(dataset, classes_out)
     return ChosenModel(model, description, source, classes_out, classes, palette, card, crf_params)
@@ -102,51 +97,43 @@ def _names_and_colours(dataset: str | None, num_classes: int):
     return tuple(reader.classes), np.asarray(reader.palette, dtype=np.uint8)
 
 
-# ---- eval / bench: the dataset is their own argument, so only --model / --num-classes / --device here
+# ---- eval / bench take the dataset as their own argument: only --model / --num-classes / --device
 
 class UsageError(ValueError):
     """A bad command-line argument: reported as `fastseg COMMAND: error: ...`, exit status 2."""
 
 
-def default_model_path():
-    from ..models import pretrained
-
-    return pretrained.get().path
-
-
-# The default model's architecture (tools/train_default_model.py), for timing it where the weights are not installed.
-DEFAULT_ARCHITECTURE = dict(name="unet_resnet18", num_classes=11, base_width=32, decoder_channels=(128, 64, 32, 16))
-
-
 def add_model_source_arguments(parser) -> None:
     parser.add_argument("--model", default=None,
-                        help="a fastseg model file (fastseg.models.save) or a registered model name "
-                             "(random weights; needs --num-classes); default: the packaged CamVid model")
+                        help="a packaged model name or a fastseg model file (fastseg.models.save), or a "
+                             "registered model name (random weights; needs --num-classes); "
+                             "default: the packaged CamVid model")
     parser.add_argument("--num-classes", type=int, default=None, help="classes of a model given by name")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
 
 
-def model_source(args) -> tuple[str, dict]:
-    """What to hand the Segmenter: (a file path or a registered name, its keyword arguments)."""
+def model_source(spec: str | None, num_classes: int | None = None) -> tuple[str, dict]:
+    """What --model names, as the Segmenter takes it: (a file path or a registered name, its keyword
+    arguments). The one place where --model is resolved; UsageError says what is wrong."""
     from ..models import list_models, pretrained
 
-    if args.model is None or args.model in pretrained.names():
-        path = pretrained.get(args.model or pretrained.DEFAULT).path
+    if spec is None or spec in pretrained.names():
+        path = pretrained.get(spec or pretrained.DEFAULT).path
         if not path.is_file():
             raise UsageError(f"the packaged model is not installed ({path} is missing); "
                              "pass --model FILE or --model NAME --num-classes N")
-        if args.num_classes is not None:
+        if num_classes is not None:
             raise UsageError("--num-classes applies only with --model NAME")
         return os.fspath(path), {}
-    if os.path.exists(args.model):
-        if not os.path.isfile(args.model):
-            raise UsageError(f"--model: {args.model} is a directory, not a model file")
-        if args.num_classes is not None:
+    if os.path.exists(spec):
+        if not os.path.isfile(spec):
+            raise UsageError(f"--model: {spec} is a directory, not a model file")
+        if num_classes is not None:
             raise UsageError("--num-classes applies only with --model NAME, not with a model file")
-        return args.model, {}
-    if args.model not in list_models():
-        raise UsageError(f"--model: {args.model!r} is neither an existing file nor a registered model "
-                         f"(registered: {', '.join(list_models())})")
-    if args.num_classes is None or args.num_classes < 1:
-        raise UsageError(f"--model {args.model}: a registered name needs --num-classes N (N >= 1)")
-    return args.model, {"num_classes": args.num_classes}
+        return spec, {}
+    if spec not in list_models():
+        raise UsageError(f"--model: {spec!r} is not a packaged model ({', '.join(pretrained.names())}), "
+                         f"neither an existing file nor a registered model (fastseg.models.list_models())")
+    if num_classes is None or num_classes < 1:
+        raise UsageError(f"--model {spec}: a registered name needs --num-classes N (N >= 1)")
+    return spec, {"num_classes": num_classes}

@@ -110,7 +110,7 @@ def _evaluate(args, workers, crf_params) -> int:
     started = time.perf_counter()
     with workers.together("setup"):  # an error on one rank stops all of them
         dataset = get_dataset(args.dataset, args.root, args.split)
-        source, model_kwargs = model_source(args)
+        source, model_kwargs = model_source(args.model, args.num_classes)
         out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         if workers.is_main:
             out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
