@@ -8,7 +8,8 @@ conversion is included on every side and nothing is resized. References, same ra
                 onnxruntime-nospin: the same with idle threads sleeping instead of spinning (the
                 setting fastseg's ORT runtime uses), so that the gain of the setting alone shows
   torch.compile the torchvision model under torch.compile (LR-ASPP only: compiling takes minutes)
-fastseg is the Segmenter with its CPU default runtime (ONNX Runtime for the convolutions, fastseg's
+fastseg is the Segmenter with its CPU default runtime ("auto": ONNX Runtime for LR-ASPP's
+convolutions, the fused torch model with Winograd 3x3 convolutions for DeepLabV3-ResNet50; fastseg's
 fused upsample+argmax for the tail); `fastseg-torch` is its eager-torch runtime (channels_last), for
 information. Every run asserts that all implementations give the same labels on >= 99.9 % of pixels.
 

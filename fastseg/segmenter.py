@@ -18,16 +18,21 @@ Runtimes for the model stage (`runtime=`):
                  parameters into the kernels); `compile=True` means this. Compiles once per size.
   "onnxruntime"  `forward_logits` exported to ONNX and run by ONNX Runtime (fp32, CPU), with
                  fastseg's own fused tail after it.
-  "auto"         onnxruntime on the CPU for fp32 when it is installed, torch otherwise.
-Why onnxruntime is the CPU default. On the CPU the model stage is convolution-bound, and on
+  "auto"         on the CPU for fp32: torch for a dilated ResNet (DeepLabV3, FCN, DeepLabV3+ on
+                 ResNets: fastseg's Winograd convolutions serve their 3x3 convs, see below),
+                 onnxruntime for the rest when it is installed; torch otherwise.
+Why torch for dilated ResNets. Their multiplies are mostly in 3x3 convolutions at stride 8 / 16,
+which the fused torch model runs as Winograd F(4x4) / F(6x6) (fastseg.ops.winograd: 2-2.4x fewer
+multiplies in practice), with each bottleneck's last 1x1 conv, residual add and ReLU as one oneDNN
+call writing into the residual's memory. Measured interleaved on DeepLabV3-ResNet50 at 512x1024
+(benchmarks/bench_models.py, quiet machine): torch runtime 2.14 s, ONNX Runtime on the same model
+2.90 s, torchvision 3.52 s.
+Why onnxruntime is the CPU default otherwise. On the CPU the model stage is convolution-bound, and on
 these 2-core x86 machines ONNX Runtime's convolutions (NCHWc blocked layout, activations fused
 into the convolution, pre-packed weights) beat everything torch offers for the same fused model:
 measured interleaved on LR-ASPP MobileNetV3-Large at 512x1024 the model stage ran about 2.5x faster
 than eager torch in channels_last (NCHW is slower still) and Inductor with frozen weights was no
-better than eager; on DeepLabV3-ResNet50 at 256x512 (busy machine), ORT 2.1 s, eager torch
-channels_last 3.4 s, Inductor (frozen) 3.7 s, eager NCHW 4.7 s (torchvision 4.3 s). ResNet-50's
-dilated convolutions are where oneDNN is closest to ORT: on a quiet machine the gap to torchvision
-shrinks to ~1.1x at 512x1024. What ONNX Runtime does badly is the tail (a Resize
+better than eager. What ONNX Runtime does badly is the tail (a Resize
 to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fastseg's fused
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
 Two details matter. ORT's idle threads sleep rather than spin by default here (`ort_spinning`): a
@@ -64,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import winograd
 from .ops.upsample_argmax import upsample_argmax
 
 __all__ = ["Segmenter", "SegmentationResult"]
@@ -226,9 +232,9 @@ class Segmenter:
             raise ValueError(f"device: {device!r} asked for, but CUDA is not available")
         self.precision = _check_precision(precision, self.device, allow_emulated_precision)
         self.dtype = PRECISIONS[self.precision]
-        self.runtime = _choose_runtime(runtime, compile, self.device, self.precision)
-        model = _resolve_model(model_or_name, num_classes, model_kwargs)
-        self.model = fuse(model).to(self.device)
+        model = fuse(_resolve_model(model_or_name, num_classes, model_kwargs))
+        self.runtime = _choose_runtime(runtime, compile, self.device, self.precision, model)
+        self.model = model.to(self.device)
         self.output_stride = int(getattr(self.model, "output_stride", 1))
         self.align_corners = bool(getattr(self.model, "align_corners", False))
         self.channels_last = (self.device.type == "cpu" and self.runtime != "onnxruntime") \
@@ -524,7 +530,19 @@ def _check_precision(precision: str, device: torch.device, allow_emulated: bool)
     raise ValueError(f"precision: {precision} on {device.type} is not supported")
 
 
-def _choose_runtime(runtime: str, compile: bool, device: torch.device, precision: str) -> str:
+def _winograd_backbone(model: nn.Module) -> bool:
+    """True for a fused model with dilated dense 3x3 convolutions that Winograd serves (a dilated
+    ResNet: DeepLabV3, FCN, DeepLabV3+ on ResNets), whose multiplies are mostly in those convolutions."""
+    from .models.rewrite import AtrousConv
+
+    return any(isinstance(m, AtrousConv) and m.conv.groups == 1 and m.conv.stride == (1, 1)
+               and m.act_name in winograd.ACTIVATION_CODES
+               and min(m.conv.in_channels, m.conv.out_channels) >= winograd.MIN_CHANNELS
+               for m in model.modules())
+
+
+def _choose_runtime(runtime: str, compile: bool, device: torch.device, precision: str,
+                    model: nn.Module) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
     if compile:
@@ -539,7 +557,7 @@ def _choose_runtime(runtime: str, compile: bool, device: torch.device, precision
         import onnxruntime  # noqa: F401  (a clear ImportError when it is missing)
     if runtime != "auto":
         return runtime
-    if device.type == "cpu" and precision == "fp32":
+    if device.type == "cpu" and precision == "fp32" and not _winograd_backbone(model):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:

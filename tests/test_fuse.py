@@ -122,3 +122,56 @@ def test_segformer_head_is_reassociated():
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         assert rel_err(fused.forward_logits(x), model.forward_logits(x)) < REL_TOL
+
+
+def test_cpu_fast_paths_run_and_agree(monkeypatch):
+    """channels_last float32 inference on the CPU: stride-1 3x3 convs go to Winograd, each bottleneck's
+    last conv + residual + ReLU to oneDNN's in-place sum; the logits still equal the eval model's, the
+    input and the stage outputs other heads read (DeepLabV3+'s low-level feature) are left intact."""
+    from fastseg.ops import winograd
+
+    calls = {"winograd": 0, "sum": 0}
+    real_conv, real_sum = winograd.conv2d, rewrite._ONEDNN_SUM
+
+    def counting_conv(*args, **kwargs):
+        calls["winograd"] += 1
+        return real_conv(*args, **kwargs)
+
+    class CountingSum:
+        def binary(self, *args):
+            calls["sum"] += 1
+            return real_sum.binary(*args)
+
+    monkeypatch.setattr(winograd, "conv2d", counting_conv)
+    monkeypatch.setattr(rewrite, "_ONEDNN_SUM", CountingSum())
+    for name in ("deeplabv3_resnet50", "deeplabv3plus_resnet50"):
+        model = randomize_batchnorm(M.create(name, num_classes=5))
+        fused = M.fuse(model).to(memory_format=torch.channels_last)
+        blocks = [b for b in fused.modules() if isinstance(b, rewrite.FusedBottleneck)]
+        assert len(blocks) == 16 and sum(b.consumes_input for b in blocks) == 12  # all but each stage's first
+        x = torch.randn(2, 3, 72, 88).contiguous(memory_format=torch.channels_last)
+        kept = x.clone()
+        calls.update(winograd=0, sum=0)
+        with torch.inference_mode():
+            ref = model.forward_logits(x)
+            got = fused.forward_logits(x)
+        assert calls["winograd"] > 0 and calls["sum"] == 16, (name, calls)
+        assert torch.equal(x, kept)
+        assert rel_err(got, ref) < REL_TOL, name
+
+
+def test_bottleneck_keeps_its_input_when_it_does_not_own_it():
+    """A first block (downsample) or a block not marked consumes_input leaves its input untouched."""
+    model = randomize_batchnorm(M.create("fcn_resnet50", num_classes=3))
+    fused = M.fuse(model).to(memory_format=torch.channels_last)
+    block = fused.backbone.layer3[2]
+    block.consumes_input = False
+    x = torch.randn(1, 1024, 9, 11).contiguous(memory_format=torch.channels_last)
+    kept = x.clone()
+    with torch.inference_mode():
+        y = block(x)
+    assert torch.equal(x, kept)
+    block.consumes_input = True
+    with torch.inference_mode():
+        y2 = block(x)
+    assert y2.data_ptr() == x.data_ptr() and rel_err(y2, y) < 1e-6  # written into the input's memory

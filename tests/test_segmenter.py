@@ -343,3 +343,12 @@ def test_crf_stage(model):
 def test_bad_input(segs, bad, error, match):
     with pytest.raises(error, match=match):
         segs["torch"].predict(bad)
+
+
+def test_auto_runtime_follows_the_model():
+    """On the CPU in fp32, dilated ResNets (Winograd serves their 3x3 convs) run in torch; the rest in
+    ONNX Runtime (see the Segmenter module docstring for the measurements)."""
+    assert Segmenter("deeplabv3_resnet50", num_classes=3).runtime == "torch"
+    assert Segmenter("fcn_resnet50", num_classes=3).runtime == "torch"
+    assert Segmenter("lraspp_mobilenet_v3_large", num_classes=3).runtime == "onnxruntime"
+    assert Segmenter().runtime == "onnxruntime"  # the default U-Net: no dilated convs

@@ -10,6 +10,9 @@
 - SegFormer's all-MLP head is re-associated: each stage's linear projection is multiplied into its
   slice of the 1x1 fuse conv, so the fuse runs per stage at that stage's own resolution and the
   big concatenated stride-4 tensor is never built (`FoldedSegFormerHead`);
+- a ResNet bottleneck's last 1x1 conv, residual add and ReLU become one oneDNN call that writes
+  into the residual's memory on the CPU (`FusedBottleneck`); stride-1 3x3 convs run as Winograd
+  where it pays (`fastseg.ops.winograd`);
 - dropout layers become identities (auxiliary heads are never part of a fastseg model: the
   converters drop them).
 The result computes the same function as the model in eval mode, up to float rounding.
@@ -23,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import aspp as aspp_op
+from ..ops import winograd
 from ..ops.atrous_conv import atrous_conv
+from .backbones.resnet import Bottleneck, ResNet
 from .heads.aspp import ASPP
 from .heads.segformer import SegFormerHead
 from .layers import ConvBNAct, SeparableConvBNAct, make_activation
@@ -55,7 +60,8 @@ def _folded_conv2d(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
 
 
 class FoldedConv(nn.Module):
-    """conv (with the norm folded into weight and bias) -> activation."""
+    """conv (with the norm folded into weight and bias) -> activation. A stride-1 3x3 conv on a
+    channels_last float32 CPU input runs as Winograd where that pays (fastseg.ops.winograd)."""
 
     def __init__(self, conv: nn.Conv2d, act_name: str | None):
         super().__init__()
@@ -64,7 +70,10 @@ class FoldedConv(nn.Module):
         self.act_name = act_name
 
     def forward(self, x):
-        return self.act(self.conv(x))
+        c = self.conv
+        if winograd.applies(x, c.weight, c.stride, c.padding, c.dilation, c.groups, self.act_name):
+            return winograd.conv2d(x, c.weight, c.bias, c.dilation[0], self.act_name)
+        return self.act(c(x))
 
 
 class AtrousConv(FoldedConv):
@@ -119,6 +128,52 @@ class FusedASPP(nn.Module):
         return aspp_op.aspp(x, self.op_params(aspp_op))
 
 
+def _residual_in_place(x: torch.Tensor, identity: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """True when relu(conv(x) + identity) can be computed by oneDNN straight into identity's memory:
+    CPU float32 channels_last tensors, inference (no autograd, not traced / exported / compiled)."""
+    if not (x.device.type == "cpu" and x.dtype == identity.dtype == conv.weight.dtype == torch.float32
+            and _ONEDNN_SUM is not None and conv.groups == 1 and conv.bias is not None):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or identity.requires_grad or conv.weight.requires_grad):
+        return False
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return False
+    cl = torch.channels_last
+    return x.is_contiguous(memory_format=cl) and identity.is_contiguous(memory_format=cl) \
+        and not identity.is_contiguous()  # a 1x1 map is both layouts: leave it to the plain path
+
+
+# oneDNN's convolution with a "sum" post-op (what Inductor fuses a conv + residual add into)
+_ONEDNN_SUM = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise_", None) \
+    if torch.backends.mkldnn.is_available() else None
+
+
+class FusedBottleneck(nn.Module):
+    """A folded ResNet bottleneck whose last 1x1 conv, residual add and ReLU are one oneDNN call
+    writing into the residual's memory: no fresh block-sized output (whose page faults cost as
+    much as the add), no separate add and ReLU passes. The residual is the downsample's fresh
+    output, or, for `consumes_input` blocks (every block after the first of a ResNet stage, whose
+    input nothing else holds), the block's input itself, which is overwritten."""
+
+    def __init__(self, block: nn.Module, consumes_input: bool = False):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = block.conv1, block.conv2, block.conv3
+        self.downsample, self.relu = block.downsample, block.relu
+        self.consumes_input = consumes_input
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv2(self.conv1(x))
+        c = self.conv3.conv
+        owned = self.downsample is not None or self.consumes_input
+        if owned and self.conv3.act_name is None and _residual_in_place(out, identity, c):
+            return _ONEDNN_SUM.binary(identity, out, c.weight, c.bias, list(c.padding), list(c.stride),
+                                      list(c.dilation), c.groups, "add", 1.0, "relu", [], "")
+        out = self.conv3(out)
+        out += identity
+        return self.relu(out)
+
+
 class FoldedSegFormerHead(nn.Module):
     """SegFormer head with proj_i folded into the fuse conv. Exact because the bilinear resize is linear
     with weights summing to one: fuse(cat_i up(P_i f_i + p_i)) = sum_i up(W_i P_i f_i + W_i p_i) + b."""
@@ -169,6 +224,13 @@ def _rewrite(module: nn.Module) -> nn.Module:
         return FusedASPP(module)  # separable ASPP (smp's DeepLabV3+) stays branch by branch
     if isinstance(module, SegFormerHead):
         return FoldedSegFormerHead(module)
+    if isinstance(module, Bottleneck):
+        return FusedBottleneck(module)
+    if isinstance(module, ResNet):  # a stage's later blocks take the previous block's fresh output
+        for layer in (module.layer1, module.layer2, module.layer3, module.layer4):
+            for block in list(layer)[1:]:
+                if isinstance(block, FusedBottleneck):
+                    block.consumes_input = True
     return module
 
 

@@ -12,7 +12,8 @@ per-image bias of the projection:
     proj_bias[n] = b_proj + W_proj[:, pool_slice] @ relu(W_pool @ mean_hw(x[n]) + b_pool)
 and the concatenated tensor holds only the spatial branches. On the triton backend the spatial
 branches run in one launch writing straight into that concatenated NHWC tensor (kernels/aspp.py);
-on the CPU ("native") the same folded computation runs with torch's convolutions.
+on the CPU ("native") each branch writes its slice of the concatenation, by Winograd where that
+pays (ops/winograd.py) and by torch's convolution otherwise.
 """
 from __future__ import annotations
 
@@ -130,10 +131,22 @@ def aspp(x: torch.Tensor, params: AsppParams, backend: str = "auto") -> torch.Te
 
         return kernel.aspp(x, params, proj_bias)
 
-    def conv_relu(inp, w, b, padding, dilation):
-        if chosen == "native":  # torch's convolution, ReLU in place
-            return native(inp, w, b, (1, 1), padding, dilation, "relu")
-        return F.relu(folded_conv(inp, w.to(inp.dtype), b, (1, 1), padding, dilation, 1))  # plainly
+    if chosen == "native":  # every branch writes its slice of the concatenation (Winograd or torch)
+        n, _, h, w = x.shape
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        cat = torch.empty((n, sum(wt.shape[0] for wt in params.branch_weights), h, w), dtype=x.dtype,
+                          memory_format=layout)
+        start = 0
+        for wt, b, d in zip(params.branch_weights, params.branch_biases, params.dilations):
+            part = cat[:, start:start + wt.shape[0]]
+            y = native(x, wt, b, (1, 1), (d * (wt.shape[-1] - 1) // 2,) * 2, (d, d), "relu", out=part)
+            if y is not part:
+                part.copy_(y)
+            start += wt.shape[0]
+        return native(cat, params.proj_weight, proj_bias, (1, 1), (0, 0), (1, 1), "relu")
+
+    def conv_relu(inp, w, b, padding, dilation):  # the folded math, plainly
+        return F.relu(folded_conv(inp, w.to(inp.dtype), b, (1, 1), padding, dilation, 1))
 
     branches = [conv_relu(x, w, b, (d * (w.shape[-1] - 1) // 2,) * 2, (d, d))
                 for w, b, d in zip(params.branch_weights, params.branch_biases, params.dilations)]

@@ -7,11 +7,12 @@ Backends:
   reference  F.conv2d with the given (folded) weights, then the activation: plain PyTorch.
   triton     kernels/atrous_conv.py, an implicit GEMM over NHWC tiles with bias and activation fused
              (CUDA tensors; CPU tensors under TRITON_INTERPRET=1). Output is channels_last.
-  native     CPU tensors: torch's own convolution (oneDNN) with the folded weights and the activation
-             applied in place, in channels_last when the input is. This is by design: oneDNN's direct
-             and Winograd convolutions are already the fastest CPU convolutions torch can reach, so the
-             gain on CPU comes from folding (no batch-norm pass, no extra activation tensor), not from a
-             hand-written GEMM. It needs no compiled extension.
+  native     CPU tensors. Stride-1 3x3 'same' convolutions on channels_last float32 input run as
+             Winograd F(4x4, 3x3) (ops/winograd.py: fastseg's C++ transforms around torch.bmm, 36
+             multiplies per 4x4 outputs instead of 144) wherever its tiles pay, which is every
+             dilation of a dilated ResNet and ASPP's rate 12 at 512x1024; the rest is torch's own
+             convolution (oneDNN, which skips the padded taps of large dilations) with the folded
+             weights and the activation applied in place, in channels_last when the input is.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _dispatch
+from . import _dispatch, winograd
 
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -182,10 +183,10 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
             out = torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
         return kernel.atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, groups)
     if chosen == "native":
-        y = native(x, weight, bias, stride, padding, dilation, activation, groups)
+        y = native(x, weight, bias, stride, padding, dilation, activation, groups, out=out)
     else:  # the folded math, plainly
         y = activate(folded_conv(x, weight.to(x.dtype), bias, stride, padding, dilation, groups), activation)
-    if out is not None:
+    if out is not None and y is not out:
         return out.copy_(y)
     return y
 
@@ -199,8 +200,14 @@ def folded_conv(x, weight, bias, stride, padding, dilation, groups):
     return y.add_(b[:, :, None, None])
 
 
-def native(x, weight, bias, stride, padding, dilation, activation, groups=1):
-    """CPU: torch's convolution on the folded weights, the activation in place on its output."""
+def native(x, weight, bias, stride, padding, dilation, activation, groups=1, out=None):
+    """CPU: Winograd where it applies and pays (written straight into `out` when given), otherwise
+    torch's convolution on the folded weights with the activation in place on its output."""
+    if (bias is None or bias.dim() == 1) and winograd.applies(x, weight, stride, padding, dilation, groups,
+                                                              activation):
+        if out is not None and (out.stride(1) != 1 or out.dtype != torch.float32):
+            out = None  # not a channels-innermost float32 view: the caller copies
+        return winograd.conv2d(x, weight, bias, dilation[0], activation, out=out)
     # Weight in the input's layout: torch picks channels_last output when either is channels_last,
     # and the modules below store channels_last weights so that the fast NHWC path copies nothing.
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():

@@ -28,7 +28,9 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + identity)
+        out = self.conv2(self.conv1(x))
+        out += identity  # in place, as torchvision does: no third full-size tensor
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -44,7 +46,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        out += identity  # in place, as torchvision does: no third full-size tensor
+        return self.relu(out)
 
 
 class ResNet(nn.Module):
