@@ -5,8 +5,8 @@ conversion is included on every side and nothing is resized. References, same ra
   torchvision   `model(x)["out"].argmax(1)` in eager PyTorch (NCHW, as torchvision runs it)
   onnxruntime   the torchvision model exported to ONNX with normalisation and argmax in the graph
                 (uint8 in, labels out), ONNX Runtime with 2 intra-op threads, default options;
-                onnxruntime-nospin: the same with idle threads sleeping instead of spinning (the
-                setting fastseg's ORT runtime uses), so that the gain of the setting alone shows
+                onnxruntime-nospin: the same with idle threads sleeping instead of spinning
+                (fastseg's ort_spinning=False, for machines shared with other work)
   torch.compile the torchvision model under torch.compile (LR-ASPP only: compiling takes minutes)
 fastseg is the Segmenter with its CPU default runtime ("auto": ONNX Runtime for LR-ASPP's
 convolutions, the fused torch model with Winograd 3x3 convolutions for DeepLabV3-ResNet50; fastseg's

@@ -35,12 +35,13 @@ than eager torch in channels_last (NCHW is slower still) and Inductor with froze
 better than eager. What ONNX Runtime does badly is the tail (a Resize
 to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fastseg's fused
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
-Two details matter. ORT's idle threads sleep rather than spin by default here (`ort_spinning`): a
-spinning ORT pool steals the cores that the preprocessing and the tail run on next. Measured on
-LR-ASPP at 512x1024, interleaved: on a busy machine (load ~3.5 on 2 cores) 352 ms asleep vs 537 ms
-spinning; on a quiet one (load ~1.3) 115 ms asleep vs 92 ms spinning, with ORT's whole pipeline at
-157 ms. Sleeping is never far from the best and spinning can be far from it, so sleeping is the
-default; a dedicated machine can pass ort_spinning=True. And the preprocessing is one converting
+Two details matter. ORT's idle threads spin between parallel sections (ORT's own default,
+`ort_spinning=True`), which is what a machine whose cores serve the segmenter wants: measured
+interleaved on LR-ASPP at 512x1024 on a quiet machine (2026-11-29), 64.6 ms spinning vs 85.1 ms
+asleep (torchvision 168 ms). On a machine shared with other work a spinning pool steals the cores
+that the preprocessing and the tail, and the other processes, run on: measured earlier on a busy
+machine (load ~3.5 on 2 cores), 537 ms spinning vs 352 ms asleep; pass `ort_spinning=False` there.
+And the preprocessing is one converting
 copy plus one in-place multiply-subtract. On a GPU, or for fp16 /
 bf16, the runtime is torch (the Triton kernels live there).
 
@@ -213,7 +214,8 @@ class Segmenter:
         ("logits") are averaged at the low resolution of scale 1, and the fused tail runs once on the
         average (for softmax, on its logarithm, so the confidence is the averaged probability).
     ort_spinning: let ONNX Runtime's idle threads spin between calls (its own default). Faster on a
-        machine whose cores are otherwise idle, much slower on a busy one (see the module note).
+        machine whose cores serve the segmenter, much slower on a busy one: False makes them sleep
+        (see the module note).
     pad_to: pad images (bottom / right, with the mean colour) to a multiple of this, run, crop the
         labels. 1 (the default) runs every image at its own size, which all zoo models accept and
         which gives exactly the source model's answer; tiling always pads to the output stride.
@@ -224,7 +226,7 @@ class Segmenter:
                  compile: bool = False, tile: Sequence[int] | None = None, overlap: float = 1 / 3,
                  tile_batch: int = 1, tta_flip: bool = False, tta_scales: Sequence[float] = (1.0,),
                  tta_average: str = "softmax", pad_to: int = 1, allow_emulated_precision: bool = False,
-                 ort_spinning: bool = False, **model_kwargs):
+                 ort_spinning: bool = True, **model_kwargs):
         from .models import fuse
 
         self.device = torch.device(device)
@@ -453,7 +455,7 @@ class Segmenter:
 class _OrtLogits:
     """`forward_logits` exported to ONNX (dynamic batch and size) and run by ONNX Runtime."""
 
-    def __init__(self, model: nn.Module, spinning: bool = False):
+    def __init__(self, model: nn.Module, spinning: bool = True):
         import onnxruntime as ort
 
         from .export import export_logits_onnx
@@ -464,8 +466,8 @@ class _OrtLogits:
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ORT's idle workers spin by default, and spinning threads steal the cores that the
-        # preprocessing and the fused tail (torch / OpenMP threads) run on next (see the module note)
+        # spinning idle workers answer the next parallel section at once, but steal the cores of
+        # anything else running (see the module note on ort_spinning)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
