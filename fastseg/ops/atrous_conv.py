@@ -8,8 +8,8 @@ Backends:
   triton     kernels/atrous_conv.py, an implicit GEMM over NHWC tiles with bias and activation fused
              (CUDA tensors; CPU tensors under TRITON_INTERPRET=1). Output is channels_last.
   native     CPU tensors. Stride-1 3x3 'same' convolutions on channels_last float32 input run as
-             Winograd F(4x4, 3x3) (ops/winograd.py: fastseg's C++ transforms around torch.bmm, 36
-             multiplies per 4x4 outputs instead of 144) wherever its tiles pay, which is every
+             Winograd F(4x4, 3x3) or F(6x6, 3x3) (ops/winograd.py: fastseg's C++ transforms around
+             torch.bmm; 36 multiplies per 4x4 outputs instead of 144) wherever its tiles pay, which is every
              dilation of a dilated ResNet and ASPP's rate 12 at 512x1024; the rest is torch's own
              convolution (oneDNN, which skips the padded taps of large dilations) with the folded
              weights and the activation applied in place, in channels_last when the input is.
