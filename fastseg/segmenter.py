@@ -537,10 +537,9 @@ def _winograd_backbone(model: nn.Module) -> bool:
     ResNet: DeepLabV3, FCN, DeepLabV3+ on ResNets), whose multiplies are mostly in those convolutions."""
     from .models.rewrite import AtrousConv
 
-    return any(isinstance(m, AtrousConv) and m.conv.groups == 1 and m.conv.stride == (1, 1)
-               and m.act_name in winograd.ACTIVATION_CODES
-               and min(m.conv.in_channels, m.conv.out_channels) >= winograd.MIN_CHANNELS
-               for m in model.modules())
+    return any(isinstance(m, AtrousConv) and winograd.geometry_serves(
+        m.conv.kernel_size, m.conv.stride, m.conv.padding, m.conv.dilation, m.conv.groups, m.act_name,
+        m.conv.in_channels, m.conv.out_channels) for m in model.modules())
 
 
 def _choose_runtime(runtime: str, compile: bool, device: torch.device, precision: str,

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import aspp as aspp_op
+from ..ops._dispatch import plain_inference
 from ..ops import winograd
 from ..ops.atrous_conv import atrous_conv
 from .backbones.resnet import Bottleneck, ResNet
@@ -130,17 +131,14 @@ class FusedASPP(nn.Module):
 
 def _residual_in_place(x: torch.Tensor, identity: torch.Tensor, conv: nn.Conv2d) -> bool:
     """True when relu(conv(x) + identity) can be computed by oneDNN straight into identity's memory:
-    CPU float32 channels_last tensors, inference (no autograd, not traced / exported / compiled)."""
+    CPU float32 channels_last tensors, plain inference (no autograd, not traced / exported / compiled)."""
     if not (x.device.type == "cpu" and x.dtype == identity.dtype == conv.weight.dtype == torch.float32
             and _ONEDNN_SUM is not None and conv.groups == 1 and conv.bias is not None):
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or identity.requires_grad or conv.weight.requires_grad):
-        return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        return False
     cl = torch.channels_last
-    return x.is_contiguous(memory_format=cl) and identity.is_contiguous(memory_format=cl) \
-        and not identity.is_contiguous()  # a 1x1 map is both layouts: leave it to the plain path
+    nhwc_only = not identity.is_contiguous()  # a 1x1 map is both layouts: the plain path takes it
+    return x.is_contiguous(memory_format=cl) and identity.is_contiguous(memory_format=cl) and nhwc_only \
+        and plain_inference(x, identity, conv.weight)
 
 
 # oneDNN's convolution with a "sum" post-op (what Inductor fuses a conv + residual add into)

@@ -46,3 +46,12 @@ def resolve(backend: str, device: torch.device, op: str) -> str:
                 f"got a {device.type} tensor"
             )
     return backend
+
+
+def plain_inference(*tensors: torch.Tensor) -> bool:
+    """True when a CPU fast path that bypasses torch's own ops may run: no autograd graph is wanted
+    for these tensors, and nothing is tracing, exporting or compiling the call (those must see the
+    plain torch ops)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())

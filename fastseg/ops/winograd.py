@@ -34,6 +34,7 @@ import weakref
 import torch
 
 from .. import _native
+from . import _dispatch
 
 ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}
 # G maps a 3-tap filter to the transform points: 0, 1, -1, 2, -2, inf for F(4, 3); 0, 1, -1, 1/2,
@@ -87,31 +88,37 @@ def tile_size(h: int, w: int, dilation: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def worthwhile(h: int, w: int, dilation: int, in_channels: int, out_channels: int) -> bool:
+    """Enough channels, and Winograd's products at most MAX_COST_RATIO of the direct taps."""
     if min(in_channels, out_channels) < MIN_CHANNELS:
         return False
     m = tile_size(h, w, dilation)
     return num_tiles(1, h, w, dilation, m) * (m + 2) ** 2 <= MAX_COST_RATIO * direct_taps(h, w, dilation)
 
 
+def geometry_serves(kernel_size, stride, padding, dilation, groups, activation, in_channels: int,
+                    out_channels: int) -> bool:
+    """The convolution's own shape is one this op computes: dense, stride 1, 3x3, 'same' padding with
+    equal dilations, an activation it fuses, and channels enough to pay for the transforms."""
+    d = tuple(dilation)
+    return (tuple(kernel_size) == (3, 3) and groups == 1 and tuple(stride) == (1, 1) and d[0] == d[1]
+            and tuple(padding) == d and activation in ACTIVATION_CODES
+            and min(in_channels, out_channels) >= MIN_CHANNELS)
+
+
 def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups, activation) -> bool:
     """True when `conv2d(x, weight, stride, padding, dilation, groups)` + activation can and should
-    run here: a dense stride-1 3x3 'same' convolution on a channels_last float32 CPU tensor, in
-    inference (no autograd, not being traced, exported or compiled), big enough to gain."""
+    run here: `geometry_serves`, a channels_last float32 CPU input, plain inference (no autograd,
+    not traced, exported or compiled), and tiles that pay at this size (`worthwhile`)."""
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and _native.available() and activation in ACTIVATION_CODES):
+            and _native.available()):
         return False
-    if tuple(weight.shape[2:]) != (3, 3) or groups != 1 or tuple(stride) != (1, 1):
-        return False
-    d = tuple(dilation)
-    if d[0] != d[1] or tuple(padding) != d:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+    if not geometry_serves(weight.shape[2:], stride, padding, dilation, groups, activation,
+                           weight.shape[1] * groups, weight.shape[0]):
         return False
     if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
         return False  # NCHW callers keep their layout (and a 1x1 image is both: torch's path)
-    return worthwhile(x.shape[2], x.shape[3], d[0], weight.shape[1], weight.shape[0])
+    return _dispatch.plain_inference(x, weight) and worthwhile(x.shape[2], x.shape[3], dilation[0],
+                                                                weight.shape[1], weight.shape[0])
 
 
 # ----------------------------------------------------------------------------- filter transform
@@ -124,28 +131,26 @@ def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
 
 
 class _FilterCache:
-    """Transformed filters by weight tensor: an entry lives as long as its tensor and is recomputed
-    when the tensor is modified in place (its version counter moves)."""
+    """Transformed filters by (weight tensor, tile size): an entry lives as long as its tensor and is
+    recomputed when the tensor is modified in place (its version counter moves)."""
 
     def __init__(self):
-        self._entries: dict[int, tuple] = {}
+        self._entries: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
     def get(self, weight: torch.Tensor, m: int) -> torch.Tensor:
-        key = id(weight)
+        key = (id(weight), m)
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and entry[0]() is weight and entry[1] == weight._version and m in entry[2]:
-            return entry[2][m]
-        fresh = entry is None or entry[0]() is not weight or entry[1] != weight._version
-        us = {} if fresh else entry[2]
-        us[m] = transform_weight(weight, m)
-        ref = weakref.ref(weight, lambda _, k=key: self._drop(k)) if fresh else entry[0]
+        if entry is not None and entry[0]() is weight and entry[1] == weight._version:
+            return entry[2]
+        u = transform_weight(weight, m)
+        ref = weakref.ref(weight, lambda _, k=key: self._drop(k))
         with self._lock:
-            self._entries[key] = (ref, weight._version, us)
-        return us[m]
+            self._entries[key] = (ref, weight._version, u)
+        return u
 
-    def _drop(self, key: int) -> None:
+    def _drop(self, key: tuple) -> None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0]() is None:
