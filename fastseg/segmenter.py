@@ -35,12 +35,14 @@ than eager torch in channels_last (NCHW is slower still) and Inductor with froze
 better than eager. What ONNX Runtime does badly is the tail (a Resize
 to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fastseg's fused
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
-Two details matter. ORT's idle threads spin between parallel sections (ORT's own default,
-`ort_spinning=True`), which is what a machine whose cores serve the segmenter wants: measured
-interleaved on LR-ASPP at 512x1024 on a quiet machine (2026-11-29), 64.6 ms spinning vs 85.1 ms
-asleep (torchvision 168 ms). On a machine shared with other work a spinning pool steals the cores
-that the preprocessing and the tail, and the other processes, run on: measured earlier on a busy
-machine (load ~3.5 on 2 cores), 537 ms spinning vs 352 ms asleep; pass `ort_spinning=False` there.
+Two details matter. ORT's workers spin between the operators of one run (ORT's own default,
+`ort_spinning=True`) and stop spinning when the run returns (session.force_spinning_stop): two
+spinning thread pools on two cores, ORT's and torch's OpenMP one (the preprocessing and the tail),
+cost whole scheduler time slices. Measured on LR-ASPP at 512x1024 on a quiet machine
+(2026-11-29), Segmenter.predict: spinning and stopping 60-64 ms, spinning on between runs 87-108
+ms (the preprocessing, normally 0.6 ms, took 24), asleep 85 ms. On a machine shared with other
+work the spinning steals the other processes' cores: measured earlier on a busy machine (load ~3.5
+on 2 cores), 537 ms spinning vs 352 ms asleep; pass `ort_spinning=False` there.
 And the preprocessing is one converting
 copy plus one in-place multiply-subtract. On a GPU, or for fp16 /
 bf16, the runtime is torch (the Triton kernels live there).
@@ -466,9 +468,11 @@ class _OrtLogits:
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # spinning idle workers answer the next parallel section at once, but steal the cores of
-        # anything else running (see the module note on ort_spinning)
+        # spinning workers answer the next operator at once, but steal the cores of anything else
+        # running (see the module note on ort_spinning); and they stop when run() returns, so they
+        # never spin against the preprocessing and the fused tail that run on torch's threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
