@@ -25,8 +25,8 @@ class Comparison:
         self.title = title
 
     def __call__(self, ours: dict, references: dict, rounds: int, warmup: int = 1,
-                 targets: dict | None = None) -> dict:
-        medians = interleaved_medians({**ours, **references}, rounds, warmup)
+                 targets: dict | None = None, settle: float = 0.0) -> dict:
+        medians = interleaved_medians({**ours, **references}, rounds, warmup, settle)
         lines = [f"\n{self.title} (median of {rounds} interleaved rounds)"]
         lines.append(f"  {'implementation':34s} {'median ms':>10s}")
         for name, m in medians.items():

@@ -5,6 +5,9 @@ tensors alive for the duration of the call; the extension releases the GIL while
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 
 try:  # torch first: its bundled libgomp is then the one OpenMP runtime in this process
@@ -37,6 +40,25 @@ def has_cuda() -> bool:
 def num_threads() -> int:
     """Native CPU kernels use as many threads as torch does (DESIGN.md, principle 6)."""
     return max(1, torch.get_num_threads())
+
+
+_OWN_THREADS = contextvars.ContextVar("fastseg_native_own_threads", default=False)
+
+
+@contextlib.contextmanager
+def own_threads():
+    """Native kernels called inside run on threads that exit when the call returns instead of on
+    OpenMP's pool, whose workers spin for milliseconds after each region. For work between the runs
+    of another thread pool (ONNX Runtime), which those spinning workers would slow (csrc/common/threads.h)."""
+    token = _OWN_THREADS.set(True)
+    try:
+        yield
+    finally:
+        _OWN_THREADS.reset(token)
+
+
+def use_own_threads() -> bool:
+    return _OWN_THREADS.get()
 
 
 def buf(t: torch.Tensor) -> tuple:

@@ -5,8 +5,12 @@ import statistics
 import time
 
 
-def interleaved_medians(candidates: dict, rounds: int, warmup: int = 1) -> dict:
-    """Median seconds per call of each candidate, timed round-robin so drift hits all alike."""
+def interleaved_medians(candidates: dict, rounds: int, warmup: int = 1, settle: float = 0.0) -> dict:
+    """Median seconds per call of each candidate, timed round-robin so drift hits all alike.
+
+    settle: idle seconds after each call, untimed. Thread pools keep spinning for a while after
+    their work is done (libgomp's OpenMP workers for milliseconds); without a pause the next
+    candidate, when it runs on another pool (ONNX Runtime), would pay for the previous one's spin."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
@@ -16,4 +20,6 @@ def interleaved_medians(candidates: dict, rounds: int, warmup: int = 1) -> dict:
             t0 = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t0)
+            if settle:
+                time.sleep(settle)
     return {name: statistics.median(s) for name, s in samples.items()}

@@ -35,7 +35,7 @@ than eager torch in channels_last (NCHW is slower still) and Inductor with froze
 better than eager. What ONNX Runtime does badly is the tail (a Resize
 to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fastseg's fused
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
-Two details matter. ORT's workers spin between the operators of one run (ORT's own default,
+Three details matter. ORT's workers spin between the operators of one run (ORT's own default,
 `ort_spinning=True`) and stop spinning when the run returns (session.force_spinning_stop): two
 spinning thread pools on two cores, ORT's and torch's OpenMP one (the preprocessing and the tail),
 cost whole scheduler time slices. Measured on LR-ASPP at 512x1024 on a quiet machine
@@ -43,9 +43,12 @@ cost whole scheduler time slices. Measured on LR-ASPP at 512x1024 on a quiet mac
 ms (the preprocessing, normally 0.6 ms, took 24), asleep 85 ms. On a machine shared with other
 work the spinning steals the other processes' cores: measured earlier on a busy machine (load ~3.5
 on 2 cores), 537 ms spinning vs 352 ms asleep; pass `ort_spinning=False` there.
-And the preprocessing is one converting
-copy plus one in-place multiply-subtract. On a GPU, or for fp16 /
-bf16, the runtime is torch (the Triton kernels live there).
+The same holds the other way round: torch's OpenMP workers spin for about 5 ms after each parallel
+region, and an ORT run started inside that window took 57.5 ms instead of 51.4 (2026-11-30). So
+around ORT the preprocessing (fastseg.ops.normalize, one pass) and the tail run on threads that
+end with each call (`fastseg._native.own_threads`), and predict leaves no pool spinning behind:
+53.5 ms instead of 60.7.
+On a GPU, or for fp16 / bf16, the runtime is torch (the Triton kernels live there).
 
 Inputs (`predict` / `stream`):
   numpy uint8 [H,W,3] (one image) or [N,H,W,3] (a batch), RGB;
@@ -59,6 +62,7 @@ Labels are uint8 when the model has at most 256 classes, int64 otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -72,7 +76,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _native
 from .ops import winograd
+from .ops.normalize import normalize_image
 from .ops.upsample_argmax import upsample_argmax
 
 __all__ = ["Segmenter", "SegmentationResult"]
@@ -312,6 +318,12 @@ class Segmenter:
         timings = {"preprocess": 0.0, "model": 0.0, "tail": 0.0}
         if self.crf is not None:
             timings["crf"] = 0.0
+        # next to ONNX Runtime, fastseg's kernels run on threads that end with each call (_native.own_threads)
+        quiet = _native.own_threads() if self.runtime == "onnxruntime" else contextlib.nullcontext()
+        with quiet:
+            return self._run_groups(batch, return_confidence, reuse, timings)
+
+    def _run_groups(self, batch, return_confidence: bool, reuse: bool, timings: dict) -> SegmentationResult:
         start = time.perf_counter()
         split = _split(batch)
         outputs = []  # per group: (labels [n,H,W], confidence [n,H,W] or None)
@@ -348,7 +360,8 @@ class Segmenter:
 
     def preprocess(self, images: torch.Tensor, hwc: bool, reuse: bool = False) -> torch.Tensor:
         """uint8 [N,H,W,3] (hwc) or uint8 / float [N,3,H,W] -> normalised [N,3,H,W] in the model's dtype
-        and layout, on the device: one converting copy plus one in-place multiply-subtract."""
+        and layout, on the device: on the CPU in float32, one pass of fastseg.ops.normalize; otherwise
+        one converting copy plus one in-place multiply-subtract."""
         if hwc:
             images = images.permute(0, 3, 1, 2)  # a view with channels_last strides
         n, _, h, w = images.shape
@@ -361,6 +374,8 @@ class Segmenter:
             if reuse:
                 self._buffers.clear()
                 self._buffers[key] = x
+        if images.dtype == torch.uint8 and dtype == torch.float32 and x.device.type == "cpu":
+            return normalize_image(images, self._scale, self._shift, out=x)
         x.copy_(images)
         scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
         x.mul_(scale.to(dtype)).sub_(self._shift.to(dtype))

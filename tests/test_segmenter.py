@@ -104,6 +104,20 @@ def test_torch_uint8_and_float(model, segs, runtime):
     assert single.shape == (41, 59) and agreement(single.numpy(), ref[1]) >= AGREE
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_preprocess_is_the_normalised_image(model, segs, runtime):
+    """uint8 frames (HWC or NCHW) become (x / 255 - mean) / std within float32 rounding, in the
+    runtime's layout; the native kernel's scale and shift are float32, hence the 2-ulp-ish tolerance."""
+    img = image(37, 53, seed=12, n=2)
+    want = normalise(img, model)
+    seg = segs[runtime]
+    for x in (torch.from_numpy(img), torch.from_numpy(img).permute(0, 3, 1, 2).contiguous()):
+        got = seg.preprocess(x, hwc=x.shape[-1] == 3)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert got.is_contiguous(memory_format=torch.channels_last if runtime == "torch" else torch.contiguous_format)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
 def test_readonly_and_noncontiguous_numpy(model, segs):
     img = image(48, 64, 7)
     ro = img.copy()

@@ -1,6 +1,8 @@
 """fastseg.ops.upsample_argmax: native and Triton kernels against the PyTorch reference."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -192,6 +194,27 @@ def test_threads_do_not_change_the_result():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+
+
+def test_own_threads_equal_openmp_bit_for_bit():
+    """The Segmenter's ONNX Runtime path runs the kernel on threads of its own (_native.own_threads);
+    the shape is large enough (> 2^19 channel-pixels) for several threads, on both pools."""
+    x = make_logits((2, 8, 40, 50), seed=8)
+    size = (200, 300)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = ua(x, size, return_confidence=True), native_max_logit(x, size)
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            for own in (False, True):
+                with fastseg._native.own_threads() if own else contextlib.nullcontext():
+                    got = ua(x, size, return_confidence=True), native_max_logit(x, size)
+                assert torch.equal(got[0][0], want[0][0]) and torch.equal(got[0][1], want[0][1])
+                assert torch.equal(got[1], want[1])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(want[1], interpolated(x, size, False).amax(1))
 
 
 # ---- triton (interpreter on CPU tensors) -------------------------------------------------------

@@ -1,4 +1,5 @@
-// Fused bilinear upsample + argmax over channels, CPU (OpenMP threads, AVX2/FMA where compiled).
+// Fused bilinear upsample + argmax over channels, CPU (OpenMP or own threads, see common/threads.h;
+// AVX2/FMA where compiled).
 //
 // The full-resolution logits are never materialised. Bilinear interpolation is separable
 // (common/bilinear.h): each task owns a band of output rows x a tile of output columns, and keeps
@@ -9,9 +10,8 @@
 // sum of exp(v - max) is kept in the same pass (online softmax), so the logits are read once.
 #include "cpu/upsample_argmax.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/bilinear.h"
+#include "common/threads.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -303,7 +304,7 @@ struct FloatOut {
 
 template <typename T, typename L>
 void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
-         const Buffer* mbuf, int threads) {
+         const Buffer* mbuf, int threads, bool own_threads) {
   if (p.C - 1 > static_cast<int64_t>(std::numeric_limits<L>::max()))
     throw std::invalid_argument("labels: dtype too small for " + std::to_string(p.C) + " classes");
   const T* logits = in.data<T>();
@@ -312,15 +313,14 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
   const int64_t lN = out.strides[0], lH = out.strides[1], lW = out.strides[2];
   const FloatOut confidence(cbuf), max_value(mbuf);
   const int64_t C = p.C, cs = p.tile_wp, n_tasks = p.N * p.n_bands * p.n_tiles;
+  std::atomic<int64_t> next_task{0};  // dynamic schedule: tiles differ in cost near the edges
 
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, own_threads, [&](int) {
     std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs), maxrow(cs);
     std::vector<int32_t> rel0(cs), rel1(cs), arg(cs);
     std::vector<float> w0(cs), w1(cs);
 
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_tasks; ++task) {
+    for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const int64_t t = task % p.n_tiles, band = (task / p.n_tiles) % p.n_bands;
       const int64_t n = task / (p.n_tiles * p.n_bands);
       const int64_t X0 = t * p.tile_w, nx = std::min(p.tile_w, p.W - X0);
@@ -372,16 +372,16 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
         }
       }
     }
-  }
+  });
 }
 
 template <typename T>
 void run_labels(const Plan& p, const Buffer& in, const std::string& ldt, const Buffer& out,
-                const Buffer* conf, const Buffer* maxv, int threads) {
-  if (ldt == "uint8") return run<T, uint8_t>(p, in, out, conf, maxv, threads);
-  if (ldt == "int16") return run<T, int16_t>(p, in, out, conf, maxv, threads);
-  if (ldt == "int32") return run<T, int32_t>(p, in, out, conf, maxv, threads);
-  if (ldt == "int64") return run<T, int64_t>(p, in, out, conf, maxv, threads);
+                const Buffer* conf, const Buffer* maxv, int threads, bool own) {
+  if (ldt == "uint8") return run<T, uint8_t>(p, in, out, conf, maxv, threads, own);
+  if (ldt == "int16") return run<T, int16_t>(p, in, out, conf, maxv, threads, own);
+  if (ldt == "int32") return run<T, int32_t>(p, in, out, conf, maxv, threads, own);
+  if (ldt == "int64") return run<T, int64_t>(p, in, out, conf, maxv, threads, own);
   throw std::invalid_argument("labels: unsupported dtype " + ldt);
 }
 
@@ -389,7 +389,8 @@ void run_labels(const Plan& p, const Buffer& in, const std::string& ldt, const B
 
 void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, const Buffer& labels,
                      const std::string& labels_dtype, const Buffer* confidence,
-                     const Buffer* max_value, bool align_corners, int num_threads) {
+                     const Buffer* max_value, bool align_corners, int num_threads,
+                     bool own_threads) {
   logits.check_rank(4, "logits");
   labels.check_rank(3, "labels");
   const int64_t N = logits.shape[0], C = logits.shape[1], h = logits.shape[2], w = logits.shape[3];
@@ -416,11 +417,14 @@ void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, cons
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> 18)));
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
   if (logits_dtype == "float32")
-    run_labels<float>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
+    run_labels<float>(plan, logits, labels_dtype, labels, confidence, max_value, threads,
+                          own_threads);
   else if (logits_dtype == "float16")
-    run_labels<Half>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
+    run_labels<Half>(plan, logits, labels_dtype, labels, confidence, max_value, threads,
+                          own_threads);
   else if (logits_dtype == "bfloat16")
-    run_labels<BFloat16>(plan, logits, labels_dtype, labels, confidence, max_value, threads);
+    run_labels<BFloat16>(plan, logits, labels_dtype, labels, confidence, max_value, threads,
+                          own_threads);
   else
     throw std::invalid_argument("logits: unsupported dtype " + logits_dtype);
 }

@@ -10,10 +10,12 @@ namespace fastseg::cpu {
 // logits [N,C,h,w] (any strides) of dtype "float32" | "float16" | "bfloat16";
 // labels [N,H,W] of dtype "uint8" | "int16" | "int32" | "int64"; confidence [N,H,W] float32 or
 // null; max_value [N,H,W] float32 or null: the interpolated maximum logit (lets tests check the
-// kernel's arithmetic against F.interpolate bit for bit).
+// kernel's arithmetic against F.interpolate bit for bit). own_threads: run on threads of this call's
+// own instead of OpenMP's pool (common/threads.h).
 void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, const Buffer& labels,
                      const std::string& labels_dtype, const Buffer* confidence,
-                     const Buffer* max_value, bool align_corners, int num_threads);
+                     const Buffer* max_value, bool align_corners, int num_threads,
+                     bool own_threads);
 
 // Bytes of scratch memory (all threads together) that upsample_argmax allocates for these sizes.
 int64_t upsample_argmax_workspace_bytes(int64_t C, int64_t h, int64_t w, int64_t H, int64_t W,

@@ -42,9 +42,11 @@ class Reference:
 
 
 def measure(case: str, shape: str, ours: Callable[[], object], references: dict[str, Reference],
-            rounds: int, warmup: int = 1) -> list[Row]:
-    """One row per reference, all timed interleaved with `ours` in one run."""
-    medians = interleaved_medians({"\0ours": ours, **{k: r.fn for k, r in references.items()}}, rounds, warmup)
+            rounds: int, warmup: int = 1, settle: float = 0.0) -> list[Row]:
+    """One row per reference, all timed interleaved with `ours` in one run (settle: see
+    interleaved_medians; the model cases use it, since fastseg's model stage runs on ONNX Runtime)."""
+    medians = interleaved_medians({"\0ours": ours, **{k: r.fn for k, r in references.items()}}, rounds, warmup,
+                                  settle)
     return [Row(case, shape, name, 1e3 * medians[name], 1e3 * medians["\0ours"], r.agreement, r.ok)
             for name, r in references.items()]
 

@@ -13,6 +13,9 @@ from . import Reference, Row, measure
 from .ops import _labels_equal, smooth_image
 
 MIN_AGREEMENT = 0.999  # fraction of pixels with the same label
+# Untimed idle seconds after each call: torch's OpenMP workers spin for milliseconds after the
+# eager reference, and the Segmenter's ONNX Runtime stage started inside that window would pay for it.
+SETTLE = 0.03
 
 
 def _normalise(image, model) -> torch.Tensor:
@@ -52,7 +55,7 @@ def default_model_case(quick: bool, model: str | None = None) -> list[Row]:
     ref = _label_reference(eager, seg, image)
     return measure(f"Segmenter: {what}", f"{w}x{h} uint8 -> labels",
                    lambda: seg.predict(image), {"same weights, eager PyTorch + F.interpolate + argmax": ref},
-                   rounds=3 if quick else 11)
+                   rounds=3 if quick else 11, settle=SETTLE)
 
 
 def randomise(model: torch.nn.Module, num_classes: int, seed: int = 1) -> torch.nn.Module:
@@ -97,4 +100,4 @@ def lraspp_case(quick: bool) -> list[Row]:
 
     ref = _label_reference(torchvision_labels, seg, image)
     return measure("Segmenter: LR-ASPP MobileNetV3-Large", f"{w}x{h} uint8 -> labels", lambda: seg.predict(image),
-                   {"torchvision (eager), same weights": ref}, rounds=5 if quick else 11)
+                   {"torchvision (eager), same weights": ref}, rounds=5 if quick else 11, settle=SETTLE)

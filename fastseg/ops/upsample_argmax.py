@@ -96,7 +96,7 @@ def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype, ma
         _native.buf(x), str(x.dtype).removeprefix("torch."), _native.buf(labels),
         str(dtype).removeprefix("torch."), None if conf is None else _native.buf(conf),
         None if max_value is None else _native.buf(max_value), align_corners,
-        _native.num_threads())
+        _native.num_threads(), _native.use_own_threads())
     return (labels, conf) if return_confidence else labels
 
 

@@ -1,5 +1,6 @@
 """Lite R-ASPP head (torchvision, MobileNetV3 paper): the high-level features, projected and gated by
-their own global context, are upsampled to the stride-8 low-level map and the two class maps added."""
+their own global context, are classified and upsampled to the stride-8 low-level map's class map,
+and the two added."""
 import torch.nn.functional as F
 from torch import nn
 
@@ -16,6 +17,10 @@ class LRASPPHead(nn.Module):
 
     def forward(self, low, high):
         gate = self.high_gate(F.adaptive_avg_pool2d(high, 1)).sigmoid()  # GlobalAveragePool in ONNX (see layers.py)
-        x = self.high_proj(high) * gate
+        # The classifier runs before the upsampling, not after as in torchvision. Both are linear
+        # and bilinear weights sum to 1, so the order does not change the result (up to float
+        # rounding); this way 4x fewer pixels are classified, and num_classes channels, not 128,
+        # are resized.
+        x = self.high_classifier(self.high_proj(high) * gate)
         x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.low_classifier(low) + self.high_classifier(x)
+        return self.low_classifier(low) + x
