@@ -159,7 +159,7 @@ def test_lraspp_mobilenet_v3_large(compare, quick):
     torch.manual_seed(0)
     tv_model = randomise(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
         weights=None, weights_backbone=None, num_classes=21))
-    run(compare, tv_model, size(quick), rounds=5 if quick else 15,
+    run(compare, tv_model, size(quick), rounds=5 if quick else 31,
         targets={"torchvision / fastseg": 2.5, "onnxruntime / fastseg": 1.1})
 
 
