@@ -35,7 +35,7 @@ than eager torch in channels_last (NCHW is slower still) and Inductor with froze
 better than eager. What ONNX Runtime does badly is the tail (a Resize
 to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fastseg's fused
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
-Three details matter. ORT's workers spin between the operators of one run (ORT's own default,
+Two details matter. ORT's workers spin between the operators of one run (ORT's own default,
 `ort_spinning=True`) and stop spinning when the run returns (session.force_spinning_stop): two
 spinning thread pools on two cores, ORT's and torch's OpenMP one (the preprocessing and the tail),
 cost whole scheduler time slices. Measured on LR-ASPP at 512x1024 on a quiet machine
