@@ -79,6 +79,11 @@ def test_reference_backend_and_empty_batch():
     assert torch.equal(normalize_image(x, scale, shift, backend="reference"), normalize_image(x, scale, shift))
     empty = torch.zeros((0, 3, 4, 4), dtype=torch.uint8)
     assert normalize_image(empty, scale, shift).shape == (0, 3, 4, 4)
+    wide = images(1, 65, 3, 4, "nchw")  # beyond the native kernel's 64 channels: the reference serves
+    s65, t65 = params(65)
+    assert torch.equal(normalize_image(wide, s65, t65), reference(wide, s65, t65))
+    with pytest.raises(ValueError, match="64 channels"):
+        normalize_image(wide, s65, t65, backend="native")
 
 
 @pytest.mark.parametrize("bad, match", [

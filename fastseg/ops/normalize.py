@@ -41,10 +41,10 @@ def normalize_image(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tens
         raise ValueError(f"out: expected float32 {tuple(images.shape)} on {images.device}, got {_describe(out)}")
     if backend not in ("auto", "reference", "native"):
         raise ValueError(f"{OP}: backend must be 'auto', 'reference' or 'native', got {backend!r}")
-    if backend == "native" or (backend == "auto" and resolve("auto", images.device, OP) == "native"):
+    if backend == "native" and C > 64:
+        raise ValueError(f"images: the native kernel takes at most 64 channels, got {C}")
+    if backend == "native" or (backend == "auto" and C <= 64 and resolve("auto", images.device, OP) == "native"):
         resolve("native", images.device, OP)  # a clear error off the CPU or without the extension
-        if C > 64:
-            raise ValueError(f"images: the native kernel takes at most 64 channels, got {C}")
         _native.ext().normalize_image(_native.buf(images), _native.buf(out), scale.tolist(), shift.tolist(),
                                       _native.num_threads(), _native.use_own_threads())
         return out
