@@ -2,7 +2,11 @@
 
 Task: one uint8 RGB image [H,W,3] in, full-resolution labels out; the uint8 -> normalised float
 conversion is included on every side and nothing is resized. References, same random weights:
-  torchvision   `model(x)["out"].argmax(1)` in eager PyTorch (NCHW, as torchvision runs it)
+  torchvision   `model(x)["out"].argmax(1)` in eager PyTorch, x contiguous NCHW as torchvision's
+                transforms (ToTensor, Normalize) hand it over; torch then runs the network in NCHW
+  torchvision-channels_last  the same on the permuted view of the HWC frame, whose channels_last
+                strides torch carries through the whole network: on the CPU the faster of the two,
+                so the stricter reference
   onnxruntime   the torchvision model exported to ONNX with normalisation and argmax in the graph
                 (uint8 in, labels out), ONNX Runtime with 2 intra-op threads, default options;
                 onnxruntime-nospin: the same with idle threads sleeping instead of spinning
@@ -73,14 +77,18 @@ def randomise(model: torch.nn.Module, num_classes: int = 21) -> torch.nn.Module:
 
 
 class TorchvisionLabels(torch.nn.Module):
-    """uint8 [N,H,W,3] -> labels: torchvision's own pipeline (normalise, model(x)["out"], argmax)."""
+    """uint8 [N,H,W,3] -> labels: torchvision's own pipeline (normalise, model(x)["out"], argmax), in
+    NCHW or, with channels_last=True, on the HWC frame's permuted view (channels_last strides)."""
 
-    def __init__(self, model):
+    def __init__(self, model, channels_last: bool = False):
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(self, image):
         x = (image.permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
+        if not self.channels_last:
+            x = x.contiguous()
         return self.model(x)["out"].argmax(1).to(torch.uint8)
 
 
@@ -109,6 +117,7 @@ def run(compare, tv_model, hw, rounds, targets, with_compile=False):
     img = make_image(hw)
     batch = img[None]
     tv_labels = TorchvisionLabels(tv_model).eval()
+    tv_labels_cl = TorchvisionLabels(tv_model, channels_last=True).eval()
     model = fastseg.models.from_torchvision(tv_model)
     seg = Segmenter(model)                       # the CPU default runtime
     seg_torch = Segmenter(model, runtime="torch")
@@ -119,14 +128,20 @@ def run(compare, tv_model, hw, rounds, targets, with_compile=False):
         with torch.inference_mode():
             return tv_labels(torch.from_numpy(batch))
 
+    def tv_cl():
+        with torch.inference_mode():
+            return tv_labels_cl(torch.from_numpy(batch))
+
     results = {
         "fastseg": lambda: seg.predict(img).labels,
         "fastseg-torch": lambda: seg_torch.predict(img).labels,
         "torchvision": lambda: tv()[0].numpy(),
+        "torchvision-channels_last": lambda: tv_cl()[0].numpy(),
         "onnxruntime": lambda: sess.run(None, {"image": batch})[0][0],
         "onnxruntime-nospin": lambda: quiet.run(None, {"image": batch})[0][0],
     }
-    references = {"torchvision": tv, "onnxruntime": lambda: sess.run(None, {"image": batch}),
+    references = {"torchvision": tv, "torchvision-channels_last": tv_cl,
+                  "onnxruntime": lambda: sess.run(None, {"image": batch}),
                   "onnxruntime-nospin": lambda: quiet.run(None, {"image": batch})}
     if with_compile:
         compiled = torch.compile(tv_labels)
@@ -160,14 +175,16 @@ def test_lraspp_mobilenet_v3_large(compare, quick):
     tv_model = randomise(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
         weights=None, weights_backbone=None, num_classes=21))
     run(compare, tv_model, size(quick), rounds=5 if quick else 31,
-        targets={"torchvision / fastseg": 2.5, "onnxruntime / fastseg": 1.1})
+        targets={"torchvision / fastseg": 2.5, "torchvision-channels_last / fastseg": 2.5,
+                 "onnxruntime / fastseg": 1.1})
 
 
 def test_deeplabv3_resnet50(compare, quick):
     torch.manual_seed(0)
     tv_model = randomise(torchvision.models.segmentation.deeplabv3_resnet50(
         weights=None, weights_backbone=None, num_classes=21, aux_loss=False))
-    run(compare, tv_model, size(quick), rounds=3 if quick else 5, targets={"torchvision / fastseg": 1.5})
+    run(compare, tv_model, size(quick), rounds=3 if quick else 5,
+        targets={"torchvision / fastseg": 1.5, "torchvision-channels_last / fastseg": 1.5})
 
 
 def test_lraspp_against_torch_compile(compare, quick):

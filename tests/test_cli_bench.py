@@ -28,7 +28,7 @@ def test_bench_quick_writes_table_and_plot(tmp_path, capsys):
                      "Segmenter: small.safetensors", "Segmenter: LR-ASPP"):
         assert any(c.startswith(expected) for c in cases), (expected, cases)
     assert {r["reference"] for r in rows} >= {"torch.bincount(t*C+p)", "torchmetrics MulticlassJaccardIndex",
-                                                "pydensecrf2", "torchvision (eager), same weights"}
+                                                "pydensecrf2", "torchvision (eager, NCHW), same weights"}
     for r in rows:
         assert r["ok"], r
         assert r["ref_ms"] > 0 and r["ours_ms"] > 0

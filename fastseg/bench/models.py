@@ -100,4 +100,4 @@ def lraspp_case(quick: bool) -> list[Row]:
 
     ref = _label_reference(torchvision_labels, seg, image)
     return measure("Segmenter: LR-ASPP MobileNetV3-Large", f"{w}x{h} uint8 -> labels", lambda: seg.predict(image),
-                   {"torchvision (eager), same weights": ref}, rounds=5 if quick else 11, settle=SETTLE)
+                   {"torchvision (eager, NCHW), same weights": ref}, rounds=5 if quick else 11, settle=SETTLE)
