@@ -33,13 +33,10 @@ import torch
 import torchvision
 
 import fastseg
+from fastseg._timing import SETTLE
 from fastseg.segmenter import Segmenter
 
 AGREE = 0.999
-# Untimed idle seconds after each call: torch's OpenMP workers spin for milliseconds after a run, and
-# an ONNX Runtime run started inside that window loses ~10 % to them. Each implementation is timed
-# from a machine at rest, as it would be when called alone.
-SETTLE = 0.03
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 

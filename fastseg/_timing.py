@@ -4,6 +4,11 @@ from __future__ import annotations
 import statistics
 import time
 
+# Idle seconds after each call when a candidate runs on ONNX Runtime: torch's OpenMP workers spin
+# for ~5 ms after a parallel region, and an ORT run started in that window lost ~10 % to them, so
+# each candidate is timed from a machine at rest, as when it is called alone.
+SETTLE = 0.03
+
 
 def interleaved_medians(candidates: dict, rounds: int, warmup: int = 1, settle: float = 0.0) -> dict:
     """Median seconds per call of each candidate, timed round-robin so drift hits all alike.

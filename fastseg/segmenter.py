@@ -37,8 +37,7 @@ to full resolution, then ArgMax over the materialised [N,C,H,W] logits), and fas
 upsample+argmax does it in a few milliseconds; so the convolutions run in ORT and the tail is ours.
 Two details matter. ORT's workers spin between the operators of one run (ORT's own default,
 `ort_spinning=True`) and stop spinning when the run returns (session.force_spinning_stop): two
-spinning thread pools on two cores, ORT's and torch's OpenMP one (the preprocessing and the tail),
-cost whole scheduler time slices. Measured on LR-ASPP at 512x1024 on a quiet machine
+spinning thread pools on two cores, ORT's and any other, cost whole scheduler time slices. Measured on LR-ASPP at 512x1024 on a quiet machine
 (2026-11-29), Segmenter.predict: spinning and stopping 60-64 ms, spinning on between runs 87-108
 ms (the preprocessing, normally 0.6 ms, took 24), asleep 85 ms. On a machine shared with other
 work the spinning steals the other processes' cores: measured earlier on a busy machine (load ~3.5
@@ -485,7 +484,7 @@ class _OrtLogits:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # spinning workers answer the next operator at once, but steal the cores of anything else
         # running (see the module note on ort_spinning); and they stop when run() returns, so they
-        # never spin against the preprocessing and the fused tail that run on torch's threads
+        # never spin against the preprocessing and the fused tail that run between ORT's runs
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])

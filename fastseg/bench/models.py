@@ -9,13 +9,11 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from .._timing import SETTLE
 from . import Reference, Row, measure
 from .ops import _labels_equal, smooth_image
 
 MIN_AGREEMENT = 0.999  # fraction of pixels with the same label
-# Untimed idle seconds after each call: torch's OpenMP workers spin for milliseconds after the
-# eager reference, and the Segmenter's ONNX Runtime stage started inside that window would pay for it.
-SETTLE = 0.03
 
 
 def _normalise(image, model) -> torch.Tensor:
