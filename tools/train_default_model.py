@@ -1,18 +1,24 @@
-"""Train fastseg's default model (the one `fastseg.Segmenter()` loads) on CamVid train, from scratch.
+"""Train fastseg's default model (the one `fastseg.Segmenter()` loads) on CamVid, from scratch.
 
-    .venv/bin/python tools/train_default_model.py --root ../shared/data/camvid --out runs/default
+Two kinds of run:
+
+  recipe run:  .venv/bin/python tools/train_default_model.py --holdout 0006R0 --out runs/recipe-a ...
+      trains on CamVid train without the frames of one sequence and scores the model on that
+      sequence, a street the model never saw: this is how a recipe and its schedule are chosen.
+      Nothing is exported; runs/recipe-a/summary.json holds the held-out per-class IoU.
+  final run:   .venv/bin/python tools/train_default_model.py --splits train val --out runs/final ...
+      trains on every frame given, for the fixed schedule a recipe run chose, and exports the last
+      weights (no epoch is picked on frames the model trained on) as fp16 safetensors to
+      fastseg/weights/camvid_unet_resnet18.safetensors.
 
 Resumable: run the same command again after an interruption and it continues after the last
-finished epoch (runs/default/last.pt). When training ends, the weights of the best val epoch are
-written as fp16 safetensors to fastseg/weights/camvid_unet_resnet18.safetensors together with
-runs/default/summary.json (per-class val IoU, timings), which MODEL_CARD.md reports.
-
-Val is used for selecting the epoch only; the training set alone drives the weights.
+finished epoch (OUT/last.pt).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,9 +27,9 @@ import torch
 
 from fastseg.data import get_dataset
 from fastseg.models import create, save
-from fastseg.training import train
+from fastseg.training import evaluate, train
 from fastseg.training.augment import eval_transform, train_transform
-from fastseg.training.losses import CrossEntropyLoss, label_statistics, median_frequency_weights
+from fastseg.training.losses import CrossEntropyLoss, OhemCrossEntropy, label_statistics, median_frequency_weights
 
 # The architecture: a ResNet-18 of half width (base 32) under a four-block U-Net decoder that stops at
 # stride 2; the fused upsample+argmax tail takes the logits to full size.
@@ -31,13 +37,28 @@ MODEL = dict(name="unet_resnet18", num_classes=11, base_width=32, decoder_channe
 PACKAGED = Path(__file__).resolve().parent.parent / "fastseg" / "weights" / "camvid_unet_resnet18.safetensors"
 
 
-class CachedImages(torch.utils.data.Dataset):
-    """The reader's decoded images and labels kept in memory (190 MB for CamVid train): decoding
-    PNGs every epoch would take CPU time from training on a 2-core machine."""
+def sequence(path: Path) -> str:
+    """CamVid frame names start with their video sequence: 0006R0_f02370.png -> 0006R0."""
+    return path.name.split("_")[0]
 
-    def __init__(self, dataset, transform):
-        self.pairs = [(dataset.read_image(i), dataset.read_label(i)) for i in range(len(dataset))]
-        self.transform, self.num_classes = transform, dataset.num_classes
+
+class CachedImages(torch.utils.data.Dataset):
+    """Decoded images and labels kept in memory (190 MB for CamVid train): decoding PNGs every epoch
+    would take CPU time from training on a 2-core machine. `keep(path)` picks the frames."""
+
+    def __init__(self, datasets, transform, keep=lambda path: True):
+        self.pairs, self.names = [], []
+        for dataset in datasets:
+            for i, (image_path, _) in enumerate(dataset.pairs):
+                if keep(image_path):
+                    self.pairs.append((dataset.read_image(i), dataset.read_label(i)))
+                    self.names.append(image_path.name)
+        if not self.pairs:
+            raise ValueError("no frames left to train or score on: check --splits and --holdout")
+        self.transform, self.num_classes = transform, datasets[0].num_classes
+
+    def read_label(self, index):
+        return self.pairs[index][1]
 
     def __len__(self):
         return len(self.pairs)
@@ -50,50 +71,83 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="../shared/data/camvid")
     p.add_argument("--out", default="runs/default")
+    p.add_argument("--splits", nargs="+", default=["train"], choices=["train", "val"],
+                   help="the CamVid splits to train on")
+    p.add_argument("--holdout", metavar="SEQUENCE",
+                   help="a recipe run: leave this sequence's frames out of training and score on them")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
     p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("LOW", "HIGH"))
+    p.add_argument("--jitter", type=float, default=0.3, help="brightness / contrast / saturation range")
+    p.add_argument("--hue", type=float, default=0.0, help="hue shift range (fraction of the circle)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="score and export an exponential moving average of the weights")
+    p.add_argument("--loss", choices=["ce", "ohem"], default="ce")
+    p.add_argument("--base-width", type=int, default=MODEL["base_width"])
+    p.add_argument("--context", choices=["none", "pool"], default="none",
+                   help="a context branch on the U-Net's coarsest map (pool: image pooling)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--val-every", type=int, default=2)
-    p.add_argument("--export", type=Path, default=PACKAGED, help="where the fp16 weights go")
+    p.add_argument("--export", type=Path, default=PACKAGED, help="where the fp16 weights go (final runs)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     started = time.time()
-    raw_train = get_dataset("camvid", args.root, "train")
-    train_set = CachedImages(raw_train, train_transform(crop_size=tuple(args.crop), scale=tuple(args.scale)))
-    val_set = CachedImages(get_dataset("camvid", args.root, "val"), eval_transform())
+    readers = [get_dataset("camvid", args.root, split) for split in args.splits]
+    if args.holdout:
+        train_set = CachedImages(readers, train_transform(crop_size=tuple(args.crop), scale=tuple(args.scale),
+                                                          jitter=args.jitter, hue=args.hue),
+                                 keep=lambda path: sequence(path) != args.holdout)
+        val_set = CachedImages(readers, eval_transform(), keep=lambda path: sequence(path) == args.holdout)
+    else:
+        train_set = CachedImages(readers, train_transform(crop_size=tuple(args.crop), scale=tuple(args.scale),
+                                                          jitter=args.jitter, hue=args.hue))
+        val_set = None
+    print(f"training on {len(train_set)} frames"
+          + (f", scoring on the {len(val_set)} frames of {args.holdout}" if val_set is not None else ""))
 
     # Square root of median-frequency balancing: poles, signs, pedestrians and cyclists count more,
     # without the full weights' loss of accuracy on road, sky and buildings.
-    counts, image_pixels = label_statistics(raw_train, raw_train.num_classes)
+    classes = readers[0].classes
+    counts, image_pixels = label_statistics(
+        (train_set.read_label(i) for i in range(len(train_set))), train_set.num_classes)
     weight = median_frequency_weights(counts, image_pixels).sqrt()
-    print("class weights:", ", ".join(f"{c}={w:.2f}" for c, w in zip(raw_train.classes, weight.tolist())))
+    print("class weights:", ", ".join(f"{c}={w:.2f}" for c, w in zip(classes, weight.tolist())))
 
-    config = dict(MODEL)
+    config = dict(MODEL, base_width=args.base_width)
+    if args.context != "none":
+        config["context"] = args.context
     model = create(config.pop("name"), **config)
+    loss = (OhemCrossEntropy(weight=weight, min_kept=args.batch_size * 16_000) if args.loss == "ohem"
+            else CrossEntropyLoss(weight=weight))
     result = train(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    weight_decay=args.weight_decay, optimizer="adamw", warmup_iters=200,
-                   loss_fn=CrossEntropyLoss(weight=weight), checkpoint_dir=args.out,
-                   val_every=args.val_every, seed=0)
-
-    best = torch.load(Path(args.out) / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model"])
-    model = model.half().eval()
-    args.export.parent.mkdir(parents=True, exist_ok=True)
-    save(model, args.export)
-    summary = {"model": MODEL, "best_epoch": best["epoch"], "val_miou": best["miou"],
-               "val_iou": dict(zip(raw_train.classes, best["iou"])), "epochs": args.epochs,
+                   loss_fn=loss, checkpoint_dir=args.out, val_every=args.val_every, seed=0,
+                   ema_decay=args.ema, progress=sys.stderr.isatty())
+    final = result.ema if result.ema is not None else model
+    summary = {"model": dict(MODEL, **config), "epochs": args.epochs, "frames": len(train_set),
                "train_seconds_this_run": time.time() - started,
                "train_seconds_total": float(sum(r["seconds"] for r in result.history)),
                "history": result.history, "args": {k: (str(v) if isinstance(v, Path) else v)
                                                     for k, v in vars(args).items()}}
+    if val_set is not None:
+        # the held-out score of the last epoch (the fixed schedule), and the best epoch for reference
+        last = evaluate(final, val_set, train_set.num_classes, progress=False)
+        best = torch.load(Path(args.out) / "best.pt", map_location="cpu", weights_only=True)
+        summary.update(holdout=args.holdout, holdout_frames=len(val_set), holdout_miou=last["miou"],
+                       holdout_iou=dict(zip(classes, last["iou"])), best_epoch=best["epoch"],
+                       best_miou=best["miou"])
+        print(f"{args.holdout}: mIoU {last['miou']:.4f} after the last epoch "
+              f"(best {best['miou']:.4f} at epoch {best['epoch']})")
+    else:
+        half = final.half().eval()
+        args.export.parent.mkdir(parents=True, exist_ok=True)
+        save(half, args.export)
+        print(f"weights: {args.export} ({args.export.stat().st_size / 1e6:.2f} MB)")
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"best val mIoU {best['miou']:.4f} at epoch {best['epoch']}; weights: {args.export} "
-          f"({args.export.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

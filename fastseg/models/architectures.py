@@ -70,10 +70,11 @@ class DeepLabV3Plus(SegmentationModel):
 
 
 class Unet(SegmentationModel):
-    def __init__(self, backbone: ResNet, num_classes: int, decoder_channels=(256, 128, 64, 32, 16)):
+    def __init__(self, backbone: ResNet, num_classes: int, decoder_channels=(256, 128, 64, 32, 16),
+                 context: str | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = UnetHead(backbone.out_channels, num_classes, tuple(decoder_channels))
+        self.head = UnetHead(backbone.out_channels, num_classes, tuple(decoder_channels), context)
         # five blocks reach the input size; each block fewer leaves the logits at twice the stride
         self.output_stride = 2 ** (len(backbone.out_channels) - len(decoder_channels))
 

@@ -30,8 +30,8 @@ def _deeplabv3plus(depth, num_classes, output_stride, atrous_rates, decoder_chan
                          atrous_rates, decoder_channels, separable)
 
 
-def _unet(depth, num_classes, decoder_channels, base_width):
-    return Unet(ResNet(depth, base_width=base_width), num_classes, decoder_channels)
+def _unet(depth, num_classes, decoder_channels, base_width, context):
+    return Unet(ResNet(depth, base_width=base_width), num_classes, decoder_channels, context)
 
 
 @register_model
@@ -72,8 +72,9 @@ def _register_resnet_variants():
                           separable=True, _depth=depth):
             return _deeplabv3plus(_depth, num_classes, output_stride, atrous_rates, decoder_channels, separable)
 
-        def unet(num_classes=21, decoder_channels=(256, 128, 64, 32, 16), base_width=64, _depth=depth):
-            return _unet(_depth, num_classes, decoder_channels, base_width)
+        def unet(num_classes=21, decoder_channels=(256, 128, 64, 32, 16), base_width=64, context=None,
+                 _depth=depth):
+            return _unet(_depth, num_classes, decoder_channels, base_width, context)
 
         deeplabv3plus.__name__ = f"deeplabv3plus_resnet{depth}"
         unet.__name__ = f"unet_resnet{depth}"

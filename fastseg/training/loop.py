@@ -18,6 +18,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -81,12 +82,42 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 # ---- training ----------------------------------------------------------------------------------
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters and buffers (Polyak averaging).
+
+    The averaged copy is what gets scored and saved: late in training single steps still move the
+    weights between minibatch-specific states, and the average sits nearer the middle of them, which
+    is what held-out frames reward. Integer buffers (BatchNorm's step counter) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # early on the average would be dominated by the random initialisation: ramp the decay up
+        decay = min(self.decay, (1 + step) / (10 + step))
+        live = dict(model.state_dict())
+        for name, avg in self.model.state_dict().items():
+            value = live[name]
+            if avg.is_floating_point():
+                avg.mul_(decay).add_(value.detach(), alpha=1 - decay)
+            else:
+                avg.copy_(value)
+
+
 @dataclass
 class TrainResult:
     epochs_done: int
     best_miou: float
     history: list = field(default_factory=list)   # one dict per epoch: loss, lr, seconds, miou
     checkpoint: Path | None = None
+    ema: nn.Module | None = None                   # the weight average, when ema_decay was given
 
 
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
@@ -115,7 +146,7 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
           resume: bool = True, val_every: int = 1, device="cpu", seed: int = 0,
           num_workers: int = 0, grad_clip: float | None = None, progress: bool = True,
           on_epoch_end: Callable[[int, dict], None] | None = None,
-          log: Callable[[str], None] | None = print) -> TrainResult:
+          ema_decay: float | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
     """Train model for `epochs` epochs (in total, counting epochs done before a resume).
 
     num_classes: taken from ``train_set.num_classes`` when not given (for val mIoU).
@@ -124,6 +155,8 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
     val_every: run val (when val_set is given) every that many epochs and after the last one;
     ``best.pt`` keeps the model weights of the best val mIoU.
     on_epoch_end(epoch, record): called after the epoch's checkpoint is written.
+    ema_decay: keep an exponential moving average of the weights (`WeightAverage`); val scores it,
+    ``best.pt`` holds it, and ``TrainResult.ema`` returns it.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -154,6 +187,7 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
         return max(0.0, 1.0 - it / total_iters) ** poly_power
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ema = WeightAverage(model, ema_decay) if ema_decay is not None else None
 
     start_epoch, best_miou, history = 0, float("-inf"), []
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -168,6 +202,10 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
         opt.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_miou, history = state["epoch"], state["best_miou"], list(state["history"])
+        if ema is not None:
+            if "ema" not in state:
+                raise ValueError(f"{ckpt_path} holds no weight average: it was written without ema_decay")
+            ema.model.load_state_dict(state["ema"])
         say(f"resumed from {ckpt_path} after epoch {start_epoch}/{epochs}")
 
     for epoch in range(start_epoch, epochs):
@@ -191,6 +229,8 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
                 nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model, epoch * iters_per_epoch + steps)
             loss_sum += loss.item()
             steps += 1
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
@@ -200,11 +240,12 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         is_last = epoch + 1 == epochs
         if val_set is not None and ((epoch + 1) % val_every == 0 or is_last):
-            scores = evaluate(model, val_set, num_classes, device=device, ignore_index=ignore_index,
+            scored = ema.model if ema is not None else model
+            scores = evaluate(scored, val_set, num_classes, device=device, ignore_index=ignore_index,
                               num_workers=num_workers, progress=progress)
             record["miou"] = scores["miou"]
             if ckpt_dir is not None and not math.isnan(scores["miou"]) and scores["miou"] > best_miou:
-                save_atomic({"model": model.state_dict(), "epoch": epoch + 1, "miou": scores["miou"],
+                save_atomic({"model": scored.state_dict(), "epoch": epoch + 1, "miou": scores["miou"],
                              "iou": scores["iou"]}, ckpt_dir / BEST)
             if not math.isnan(scores["miou"]):
                 best_miou = max(best_miou, scores["miou"])
@@ -215,10 +256,11 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
             save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
                          "best_miou": best_miou, "history": history, "total_iters": total_iters,
-                         "seed": seed}, ckpt_path)
+                         "seed": seed, **({"ema": ema.model.state_dict()} if ema is not None else {})},
+                        ckpt_path)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
 
     return TrainResult(epochs_done=max(start_epoch, epochs),
                        best_miou=best_miou if best_miou > float("-inf") else float("nan"),
-                       history=history, checkpoint=ckpt_path)
+                       history=history, checkpoint=ckpt_path, ema=ema.model if ema is not None else None)

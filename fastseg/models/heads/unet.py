@@ -27,9 +27,25 @@ class UnetBlock(nn.Module):
         return self.conv2(self.conv1(x))
 
 
-class UnetHead(nn.Module):
-    def __init__(self, encoder_channels, num_classes, decoder_channels=(256, 128, 64, 32, 16)):
+class ImagePooling(nn.Module):
+    """Context for the coarsest map: its global mean, projected by a 1x1 conv, added to every pixel
+    (DeepLab's image-level branch, as a residual). Crops and frames see the whole scene's layout this
+    way; it exports as ONNX GlobalAveragePool and a broadcast Add."""
+
+    def __init__(self, channels):
         super().__init__()
+        self.project = ConvBNAct(channels, channels, 1, act="relu")
+
+    def forward(self, x):
+        return x + self.project(F.adaptive_avg_pool2d(x, 1))
+
+
+class UnetHead(nn.Module):
+    def __init__(self, encoder_channels, num_classes, decoder_channels=(256, 128, 64, 32, 16),
+                 context: str | None = None):
+        super().__init__()
+        if context not in (None, "pool"):
+            raise ValueError(f"U-Net context must be None or 'pool', got {context!r}")
         # encoder_channels: fine to coarse, without the input itself (e.g. 64, 64, 128, 256, 512)
         coarse_to_fine = list(encoder_channels)[::-1]
         if not 1 <= len(decoder_channels) <= len(coarse_to_fine):
@@ -38,11 +54,14 @@ class UnetHead(nn.Module):
         skip_channels = (coarse_to_fine[1:] + [0])[:len(decoder_channels)]
         self.blocks = nn.ModuleList(UnetBlock(i, s, o) for i, s, o in zip(in_channels, skip_channels, decoder_channels))
         self.classifier = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
+        self.context = ImagePooling(coarse_to_fine[0]) if context == "pool" else None
 
     def forward(self, features, input_size):
         skips = features[:-1][::-1]                     # skip maps, coarse to fine
         sizes = [f.shape[-2:] for f in skips] + [input_size]
         x = features[-1]
+        if self.context is not None:
+            x = self.context(x)
         for i, block in enumerate(self.blocks):
             x = block(x, sizes[i], skips[i] if i < len(skips) else None)
         return self.classifier(x)
