@@ -55,10 +55,7 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    packages=find_packages(include=["fastseg", "fastseg.*"]) + ["fastseg.kernels"],
-    # Triton kernels live in top-level kernels/ but install as fastseg.kernels: a top-level
-    # module named `kernels` would clash with an existing PyPI package.
-    package_dir={"fastseg": "fastseg", "fastseg.kernels": "kernels"},
+    packages=find_packages(include=["fastseg", "fastseg.*"]),
     package_data={"fastseg": ["weights/*.safetensors", "weights/*.json"]},
     ext_modules=[CMakeExtension("fastseg._C")],
     cmdclass={"build_ext": CMakeBuild},

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from fastseg.ops.aspp import FusedASPP
+from fastseg.models.rewrite import FusedASPP
 
 
 def test_aspp_cpu(compare, quick):
@@ -24,7 +24,7 @@ def test_aspp_cpu(compare, quick):
                 m.running_var.uniform_(0.5, 2)
                 m.weight.uniform_(0.5, 1.5)
     module = module.to(memory_format=torch.channels_last)
-    fused = FusedASPP(module, backend="native")
+    fused = FusedASPP.from_torchvision(module, backend="native")
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         expected, got = module(x), fused(x)

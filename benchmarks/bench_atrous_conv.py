@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastseg.ops.atrous_conv import atrous_conv, fold_bn
+from fastseg.models.rewrite import fold_batchnorm as fold_bn
+from fastseg.ops.atrous_conv import atrous_conv
 
 
 def random_bn(channels: int) -> nn.BatchNorm2d:

@@ -1,7 +1,8 @@
 """Access to the compiled extension `fastseg._C` and the raw-buffer convention it uses.
 
-`fastseg._C` is torch-free: it takes (address, shape, strides-in-elements) tuples. Python keeps the
-tensors alive for the duration of the call; the extension releases the GIL while it computes.
+`fastseg._C` is torch-free: it takes (address, shape, strides-in-elements, DType) tuples, the DType
+being a member of the extension's own enum `fastseg._C.DType`. Python keeps the tensors alive for
+the duration of the call; the extension releases the GIL while it computes.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def has_cuda() -> bool:
 
 
 def num_threads() -> int:
-    """Native CPU kernels use as many threads as torch does (DESIGN.md, principle 6)."""
+    """Native CPU kernels use as many threads as torch does: one thread budget for the process."""
     return max(1, torch.get_num_threads())
 
 
@@ -61,6 +62,20 @@ def use_own_threads() -> bool:
     return _OWN_THREADS.get()
 
 
+_DTYPES: dict = {}
+
+
+def dtype_of(dtype: torch.dtype):
+    """The fastseg._C.DType member of a torch dtype (same name), or a TypeError naming it."""
+    member = _DTYPES.get(dtype)
+    if member is None:
+        member = getattr(ext().DType, str(dtype).removeprefix("torch."), None)
+        if member is None:
+            raise TypeError(f"fastseg._C takes no {dtype} buffers")
+        _DTYPES[dtype] = member
+    return member
+
+
 def buf(t: torch.Tensor) -> tuple:
-    """The (address, shape, strides) triple that fastseg._C reads a tensor through."""
-    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+    """The (address, shape, strides, DType) descriptor that fastseg._C reads a tensor through."""
+    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), dtype_of(t.dtype))

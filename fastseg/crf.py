@@ -10,8 +10,7 @@ It computes what pydensecrf computes for
     d.addPairwiseGaussian(sxy=3, compat=3); d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
     Q = d.inference(5)
 
-(the same permutohedral lattice, symmetric normalisation, Potts compatibility and mean field; see
-shared/notes/densecrf.md), in C++ on the CPU (multi-threaded, whole batches in one call) and in CUDA
+(the same permutohedral lattice, symmetric normalisation, Potts compatibility and mean field), in C++ on the CPU (multi-threaded, whole batches in one call) and in CUDA
 for CUDA tensors. Beyond pydensecrf: any number of image channels (`srgb` per channel, e.g. RGB plus
 depth), extra pairwise terms over arbitrary per-pixel features (`PairwiseTerm`), logits in, float16
 in, numpy or torch (or CuPy) in and the same kind out, read-only and non-contiguous inputs.
@@ -35,7 +34,7 @@ from ._arrays import from_torch, to_torch
 
 __all__ = ["DenseCRF", "PairwiseTerm"]
 
-_ROUNDING = {"half_even": 0, "ties_down": 1}
+ROUNDINGS = ("half_even", "ties_down")  # members of fastseg._C.Rounding
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,8 @@ class DenseCRF:
                  srgb_bilateral=13, compat_bilateral: float = 10, rounding: str = "half_even"):
         if int(n_iter) != n_iter or n_iter < 0:
             raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
-        if rounding not in _ROUNDING:
-            raise ValueError(f"rounding must be one of {tuple(_ROUNDING)}, got {rounding!r}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
         self.n_iter = int(n_iter)
         self.sxy_gaussian = _pair(sxy_gaussian, "sxy_gaussian")
         self.compat_gaussian = float(compat_gaussian)
@@ -125,11 +124,12 @@ class DenseCRF:
         out_dtype = p.dtype
         p4 = p4.float() if p4.dtype != torch.float32 else p4
 
+        ext = _native.ext()
         keep = []  # tensors that must stay alive during the native call
         terms = []
         if self.compat_gaussian != 0:
             sx, sy = self.sxy_gaussian
-            terms.append((True, sx, sy, 0, None, [], self.compat_gaussian))
+            terms.append(ext.CrfTerm(use_xy=True, sx=sx, sy=sy, compat=self.compat_gaussian))
         if image is not None and self.compat_bilateral != 0:
             terms.append(self._term(image, self.srgb_bilateral, self.sxy_bilateral, self.compat_bilateral,
                                     "image", n, h, w, p4.device, keep))
@@ -145,17 +145,17 @@ class DenseCRF:
         out = torch.empty((n, c, h, w), dtype=torch.float32, device=p4.device)
         labels = torch.empty((n, h, w), dtype=torch.uint8, device=p4.device) if return_labels else None
         args = (_native.buf(p4), bool(logits), terms, self.n_iter, _native.buf(out),
-                None if labels is None else _native.buf(labels))
+                None if labels is None else _native.buf(labels), getattr(ext.Rounding, self.rounding))
         if p4.device.type == "cuda":
             if not _native.has_cuda():
                 raise RuntimeError("DenseCRF: probs are CUDA tensors but fastseg._C was built without CUDA "
                                    "(no nvcc at build time); move them to the CPU or rebuild with FASTSEG_CUDA=on")
             stream = torch.cuda.current_stream(p4.device).cuda_stream
             with torch.cuda.device(p4.device):
-                _native.ext().densecrf_cuda(*args, stream, _ROUNDING[self.rounding])
+                ext.densecrf(*args, cuda_stream=stream)
         elif p4.device.type == "cpu":
-            _native.ext().densecrf(*args, _native.num_threads(), _ROUNDING[self.rounding], bool(_atomic_splat),
-                                    bool(_reference_lattice))
+            ext.densecrf(*args, num_threads=_native.num_threads(), atomic_splat=bool(_atomic_splat),
+                         reference_lattice=bool(_reference_lattice))
         else:
             raise ValueError(f"DenseCRF: unsupported device {p4.device}")
         del keep
@@ -180,12 +180,9 @@ class DenseCRF:
         if f.device != device:
             raise ValueError(f"{name}: on {f.device}, but probs are on {device}")
         k = f.shape[3]
-        if f.dtype == torch.uint8:
-            ctype = 1
-        elif f.is_floating_point():
-            ctype = 2
-            f = f.float() if f.dtype != torch.float32 else f
-        else:
+        if f.is_floating_point():
+            f = f.float() if f.dtype != torch.float32 else f  # the kernels read uint8 or float32 features
+        elif f.dtype != torch.uint8:
             raise TypeError(f"{name}: expected uint8 or floating-point values, got {f.dtype}")
         sd = [float(sdev)] * k if np.isscalar(sdev) else [float(s) for s in sdev]
         if len(sd) != k:
@@ -197,7 +194,8 @@ class DenseCRF:
             raise ValueError(f"{name}: at most 16 feature dimensions (positions included), got {k}")
         keep.append(f)
         sx, sy = sxy if sxy else (1.0, 1.0)
-        return (sxy is not None, sx, sy, ctype, _native.buf(f), sd, compat)
+        return _native.ext().CrfTerm(use_xy=sxy is not None, sx=sx, sy=sy, features=_native.buf(f), divisors=sd,
+                                     compat=compat)
 
     # ------------------------------------------------------------------------------------------
     def memory_bound(self, height: int, width: int, num_labels: int, image_channels: int = 3) -> int:

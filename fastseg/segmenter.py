@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _native
+from . import _native, _torch_compat
 from .ops import winograd
 from .ops.normalize import normalize_image
 from .ops.upsample_argmax import upsample_argmax
@@ -540,8 +540,8 @@ def _check_precision(precision: str, device: torch.device, allow_emulated: bool)
             raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(device)}")
         return precision
     if device.type == "cpu":
-        supported = (torch.ops.mkldnn._is_mkldnn_bf16_supported() if precision == "bf16"
-                     else torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        supported = (_torch_compat.mkldnn_bf16_supported() if precision == "bf16"
+                     else _torch_compat.mkldnn_fp16_supported())
         if not supported:
             raise ValueError(f"precision: this CPU has no native {precision} convolutions (oneDNN reports "
                              f"none; they need AVX512-BF16 / AMX / AVX512-FP16), so {precision} would be "

@@ -4,7 +4,7 @@ The interpreter checks the kernels' arithmetic; this checks that the very same s
 PTX and through ptxas for sm_80 / sm_90 (tile shapes, dtypes, dynamic loop bounds), so the GPU path
 cannot rot on machines without a GPU. Run in a subprocess: TRITON_INTERPRET must be off at import.
 
-    python tests/compile_for_gpu.py fastseg.kernels.atrous_conv:_atrous_conv_kernel fp16 80 \
+    python tests/compile_for_gpu.py fastseg.ops.atrous_conv.triton_kernel:_atrous_conv_kernel fp16 80 \
         HAS_BIAS=1 ACT=1 UPCAST=0 BLOCK_M=128 BLOCK_N=64 BLOCK_K=32
 Prints the PTX instruction that did the dot products ("mma" for tensor cores, "fma" otherwise).
 """

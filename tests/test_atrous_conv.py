@@ -1,7 +1,9 @@
-"""Fused atrous conv (folded BN + activation) against the unfused PyTorch reference.
+"""Fused atrous conv (folded BN + activation) against the unfused PyTorch reference, and the modules
+the Segmenter runs it through (the rewrite's FoldedConv / AtrousConv) against torchvision's
+conv + BN + activation block.
 
 The Triton kernel runs under the interpreter here (TRITON_INTERPRET=1 from conftest), the native
-backend is torch's convolution on folded weights. Shapes are tiny so the interpreter stays quick.
+backend is Winograd or torch's convolution on folded weights. Shapes are tiny so the interpreter stays quick.
 """
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation
 
-from fastseg.ops.atrous_conv import AtrousConv2d, atrous_conv, fold_bn, reference
+from fastseg.models.layers import ConvBNAct
+from fastseg.models.rewrite import AtrousConv, FoldedConv, fold_batchnorm, fuse
+from fastseg.ops import activation as activations
+from fastseg.ops.atrous_conv import atrous_conv, reference
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}  # ~2 ulp of the output dtype
 
@@ -81,7 +87,7 @@ def build(case, dtype, seed=0):
 def test_float32_equals_unfused_reference(case, backend):
     x, weight, bias, bn, geometry = build(case, torch.float32)
     expected = reference(x, weight, bias, bn=bn, **geometry)        # conv + BN + activation, unfused
-    w, b = fold_bn(weight, bias, bn)
+    w, b = fold_batchnorm(weight, bias, bn)
     y = atrous_conv(x, w, b, backend=backend, **geometry)
     assert y.dtype == torch.float32 and y.shape == expected.shape
     if backend == "triton":
@@ -95,7 +101,7 @@ def test_float32_equals_unfused_reference(case, backend):
 def test_half_precision_accumulates_in_fp32(case, backend, dtype):
     """Operands rounded to the dtype, products summed in fp32: only the output rounding remains."""
     x, weight, bias, bn, geometry = build(case, dtype, seed=1)
-    w, b = fold_bn(weight, bias, bn)
+    w, b = fold_batchnorm(weight, bias, bn)
     w = w.to(dtype)
     expected = reference(x.double(), w.double(), b.double(), **geometry)  # same operands, exact sums
     y = atrous_conv(x, w, b, backend=backend, **geometry)
@@ -117,7 +123,7 @@ def test_grouped_and_depthwise(groups, cin, cout, stride, dilation, dtype, backe
     weight = torch.randn(cout, cin // groups, 3, 3, generator=gen) / 3
     bias = torch.randn(cout, generator=gen)
     bn = random_bn(cout, gen)
-    w, b = fold_bn(weight, bias, bn)
+    w, b = fold_batchnorm(weight, bias, bn)
     w = w.to(dtype)
     expected = reference(x.double(), w.double(), b.double(), stride=stride, dilation=dilation,
                          activation="relu6", groups=groups)
@@ -130,7 +136,7 @@ def test_grouped_and_depthwise(groups, cin, cout, stride, dilation, dtype, backe
 def test_writes_into_a_channel_slice(backend):
     """out= a channel slice of a larger channels_last buffer (how ASPP concatenates): the rest untouched."""
     x, weight, bias, bn, geometry = build(CASES[2], torch.float32)
-    w, b = fold_bn(weight, bias, bn)
+    w, b = fold_batchnorm(weight, bias, bn)
     expected = reference(x, weight, bias, bn=bn, **geometry)
     n, c, h, wd = expected.shape
     buffer = torch.full((n, 3 * c, h, wd), 7.0).contiguous(memory_format=torch.channels_last)
@@ -150,37 +156,73 @@ def test_per_image_bias(backend):
     assert_close(atrous_conv(x, w, bias, dilation=6, backend=backend), expected, torch.float32)
 
 
-@pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish", None])
-def test_module_from_conv_and_bn(activation):
+TORCHVISION_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, None: None}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dilation, groups, activation", [(6, 1, "relu"), (2, 1, "relu6"), (6, 40, "hardswish"),
+                                                         (1, 1, None), (12, 1, "relu")])
+def test_rewrite_modules_equal_torchvision_block(dilation, groups, activation, layout):
+    """What the Segmenter runs: a fastseg ConvBNAct, folded by the rewrite (AtrousConv for a dense
+    dilated 3x3, FoldedConv otherwise), equals torchvision's Conv2dNormActivation with the same weights."""
     gen = torch.Generator().manual_seed(4)
-    depthwise = activation == "hardswish"  # MobileNetV3's dilated blocks are depthwise
-    conv = nn.Conv2d(16, 16 if depthwise else 24, 3, stride=2, padding=6, dilation=6, bias=activation is None,
-                     groups=16 if depthwise else 1)
-    bn = random_bn(conv.out_channels, gen)
-    act = {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hardswish": nn.Hardswish(), None: nn.Identity()}[activation]
-    block = nn.Sequential(conv, bn, act).eval()
-    fused = AtrousConv2d.from_modules(conv, bn, activation)
-    x = torch.randn(2, 16, 13, 17, generator=gen)
+    cin, cout = 40, (40 if groups > 1 else 48)
+    tv = Conv2dNormActivation(cin, cout, 3, stride=1, dilation=dilation, groups=groups,
+                              activation_layer=TORCHVISION_ACTIVATIONS[activation]).eval()
+    ours = ConvBNAct(cin, cout, 3, dilation=dilation, groups=groups, act=activation)
     with torch.no_grad():
-        assert_close(fused(x), block(x), torch.float32)
-        fused.backend = "triton"
-        assert_close(fused(x), block(x), torch.float32)
+        tv[0].weight.copy_(torch.randn(tv[0].weight.shape, generator=gen) / (cin // groups * 9) ** 0.5)
+        tv[1].load_state_dict(random_bn(cout, gen).state_dict())
+        ours.conv.weight.copy_(tv[0].weight)
+        ours.bn.load_state_dict(tv[1].state_dict())
+    fused = fuse(nn.Sequential(ours))[0]
+    assert type(fused) is (AtrousConv if dilation > 1 and groups == 1 else FoldedConv)
+    x = make_input((2, cin, 23, 29), layout, torch.float32, gen)
+    with torch.no_grad():
+        assert_close(fused(x), tv(x), torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("activation", ["hardsigmoid", "sigmoid", "gelu"])
+def test_activations_no_kernel_fuses(activation, backend):
+    """Activations of the table without a fused code run on torch's side of every backend but Triton's."""
+    x, weight, bias, bn, geometry = build(CASES[0], torch.float32)
+    geometry["activation"] = activation
+    w, b = fold_batchnorm(weight, bias, bn)
+    assert_close(atrous_conv(x, w, b, backend=backend, **geometry), reference(x, weight, bias, bn=bn, **geometry),
+                 torch.float32)
+    with pytest.raises(ValueError, match="Triton epilogue has no"):
+        atrous_conv(x, w, b, backend="triton", **geometry)
+
+
+def test_activation_codes_come_from_the_extension():
+    """Fused codes are fastseg._C.Activation's: one per fusable name, distinct, the identity is 0."""
+    from fastseg import _native
+
+    fused = {name: activations.code(name) for name in activations.NAMES if activations.get(name).fused}
+    assert set(fused) == {None, "relu", "relu6", "hardswish"}
+    assert fused == {a.fused if a.fused != "none" else None: int(getattr(_native.ext().Activation, a.fused))
+                     for a in activations.TABLE.values() if a.fused}
+    assert len(set(fused.values())) == len(fused) and fused[None] == 0
 
 
 def test_auto_backend_on_cpu_is_native_and_keeps_channels_last():
     x, weight, bias, bn, geometry = build(CASES[1], torch.float32)
-    w, b = fold_bn(weight, bias, bn)
+    w, b = fold_batchnorm(weight, bias, bn)
     y = atrous_conv(x, w, b, **geometry)
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert_close(y, reference(x, weight, bias, bn=bn, **geometry), torch.float32)
 
 
-def test_fold_bn_is_exact_in_float64():
+@pytest.mark.parametrize("affine", [True, False])
+def test_fold_batchnorm_is_exact_in_float64(affine):
     gen = torch.Generator().manual_seed(5)
     conv = nn.Conv2d(8, 12, 3, padding=2, dilation=2).double()
     bn = random_bn(12, gen).double()
+    if not affine:
+        bn.weight, bn.bias = None, None
     x = torch.randn(2, 8, 9, 9, generator=gen, dtype=torch.float64)
-    w, b = fold_bn(conv.weight, conv.bias, bn)
+    w, b = fold_batchnorm(conv.weight, conv.bias, bn)
     with torch.no_grad():
         torch.testing.assert_close(torch.nn.functional.conv2d(x, w, b, padding=2, dilation=2), bn(conv(x)),
                                    rtol=1e-12, atol=1e-12)
@@ -201,7 +243,7 @@ def _args():
     (lambda a: dict(a, weight=a["weight"][0]), ValueError, "weight must be a 4-D"),
     (lambda a: dict(a, weight=a["weight"].to(torch.int64)), TypeError, "weight must be floating"),
     (lambda a: dict(a, bias=a["bias"][:3]), ValueError, "bias must have shape"),
-    (lambda a: dict(a, activation="gelu"), ValueError, "activation must be one of"),
+    (lambda a: dict(a, activation="swish"), ValueError, "activation must be one of"),
     (lambda a: dict(a, stride=0), ValueError, "stride must be >= 1"),
     (lambda a: dict(a, dilation=0), ValueError, "dilation must be >= 1"),
     (lambda a: dict(a, padding=-1), ValueError, "padding must be >= 0"),
@@ -229,8 +271,8 @@ def test_kernel_compiles_for_a_real_gpu():
     """Same source, lowered for sm_80 through ptxas (no GPU needed): fp16 operands use tensor cores."""
     script = Path(__file__).with_name("compile_for_gpu.py")
     result = subprocess.run(
-        [sys.executable, str(script), "fastseg.kernels.atrous_conv:_atrous_conv_kernel", "fp16", "80",
-         "HAS_BIAS=1", "ACT=3", "UPCAST=0", "BLOCK_M=128", "BLOCK_N=64", "BLOCK_K=32"],
+        [sys.executable, str(script), "fastseg.ops.atrous_conv.triton_kernel:_atrous_conv_kernel", "fp16", "80",
+         "HAS_BIAS=1", f"ACT={activations.code('hardswish')}", "UPCAST=0", "BLOCK_M=128", "BLOCK_N=64", "BLOCK_K=32"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[0] == "mma"
@@ -239,7 +281,7 @@ def test_kernel_compiles_for_a_real_gpu():
 def test_packed_weights_follow_in_place_changes():
     """The triton backend caches packed weights on the weight tensor; modifying it in place repacks."""
     x, weight, bias, bn, geometry = build(CASES[0], torch.float32)
-    w, b = fold_bn(weight, bias, bn)
+    w, b = fold_batchnorm(weight, bias, bn)
     first = atrous_conv(x, w, b, backend="triton", **geometry)
     assert_close(first, reference(x, w, b, **geometry), torch.float32)
     w.mul_(-1)

@@ -166,8 +166,8 @@ def test_native_large_multithreaded_and_folded():
     assert torch.equal(confusion_matrix(ps, ts, C, 255, backend="native"), reference(ps, ts, C, 255))
     for fold_every in (1, 1000, 70000):
         out = torch.zeros(C, C, dtype=torch.int64)
-        flags = _native.ext().confusion_matrix(_native.buf(p), "uint8", _native.buf(t), "uint8", C,
-                                               True, 255, _native.buf(out), 2, fold_every)
+        flags = _native.ext().confusion_matrix(_native.buf(p), _native.buf(t), C, True, 255, _native.buf(out), 2,
+                                               fold_every)
         assert tuple(flags) == (False, False)
         assert torch.equal(out, want)
 
@@ -261,7 +261,7 @@ COMPILE_SCRIPT = r"""
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from fastseg.kernels.confusion_matrix import _confusion_kernel, MAX_BINS
+from fastseg.ops.confusion_matrix.triton_kernel import _confusion_kernel, MAX_BINS
 
 for arch in (80, 90):
     for ptr, bins in (("*u8", 512), ("*i64", MAX_BINS)):

@@ -63,7 +63,8 @@ def test_fuse_marks_exactly_the_dilated_3x3_convs():
 
 
 def test_atrous_conv_runs_the_fused_op(monkeypatch):
-    """Every dense dilated 3x3 conv of a dilated ResNet goes through fastseg.ops.atrous_conv."""
+    """Every folded conv, among them each dense dilated 3x3 conv of a dilated ResNet, goes through
+    fastseg.ops.atrous_conv."""
     model = randomize_batchnorm(M.create("deeplabv3_resnet50", num_classes=3, output_stride=8))
     fused = M.fuse(model)
     calls = []
@@ -79,7 +80,10 @@ def test_atrous_conv_runs_the_fused_op(monkeypatch):
         assert rel_err(fused.forward_logits(x), model.forward_logits(x)) < REL_TOL
     # layer3 (dilation 2) and layer4 (dilation 4) at output stride 8; the first block of each keeps
     # the previous dilation, as torchvision's dilated ResNet does
-    assert {d for d, _ in calls} >= {2, 4} and all(act == "relu" for _, act in calls)
+    dilated = [(d, act) for d, act in calls if max(d) > 1]
+    assert {d[0] for d, _ in dilated} >= {2, 4} and all(act == "relu" for _, act in dilated)
+    in_aspp = {id(m) for a in fused.modules() if isinstance(a, rewrite.FusedASPP) for m in a.modules()}
+    assert len(calls) == sum(isinstance(m, FoldedConv) and id(m) not in in_aspp for m in fused.modules())
 
 
 def test_fuse_is_idempotent_and_inplace():
@@ -96,9 +100,9 @@ def test_aspp_runs_the_fused_op_with_cached_parameters(monkeypatch):
     calls = []
     real = rewrite.aspp_op
 
-    def spy(x, params, **kwargs):
+    def spy(x, params, *args, **kwargs):
         calls.append(params)
-        return real.aspp(x, params, **kwargs)
+        return real.aspp(x, params, *args, **kwargs)
 
     monkeypatch.setattr(rewrite, "aspp_op", types.SimpleNamespace(AsppParams=real.AsppParams, aspp=spy))
     model = randomize_batchnorm(M.create("deeplabv3_resnet50", num_classes=3, output_stride=16, atrous_rates=(2, 3, 5)))
@@ -130,8 +134,10 @@ def test_cpu_fast_paths_run_and_agree(monkeypatch):
     input and the stage outputs other heads read (DeepLabV3+'s low-level feature) are left intact."""
     from fastseg.ops import winograd
 
+    from fastseg import _torch_compat
+
     calls = {"winograd": 0, "sum": 0}
-    real_conv, real_sum = winograd.conv2d, rewrite._ONEDNN_SUM
+    real_conv, real_sum = winograd.conv2d, _torch_compat._CONV_ADD_RELU_
 
     def counting_conv(*args, **kwargs):
         calls["winograd"] += 1
@@ -143,7 +149,7 @@ def test_cpu_fast_paths_run_and_agree(monkeypatch):
             return real_sum.binary(*args)
 
     monkeypatch.setattr(winograd, "conv2d", counting_conv)
-    monkeypatch.setattr(rewrite, "_ONEDNN_SUM", CountingSum())
+    monkeypatch.setattr(_torch_compat, "_CONV_ADD_RELU_", CountingSum())
     for name in ("deeplabv3_resnet50", "deeplabv3plus_resnet50"):
         model = randomize_batchnorm(M.create(name, num_classes=5))
         fused = M.fuse(model).to(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 import fastseg
+from fastseg import _torch_compat
 from fastseg.models import base as model_base
 from fastseg.segmenter import Segmenter
 
@@ -267,8 +268,8 @@ def test_stream_reuses_buffers(model, segs, runtime):
 
 # ----------------------------------------------------------------------------- precision and runtimes
 def test_precision_checks(model):
-    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    native_fp16 = torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    native_bf16 = _torch_compat.mkldnn_bf16_supported()
+    native_fp16 = _torch_compat.mkldnn_fp16_supported()
     for precision, native in (("bf16", native_bf16), ("fp16", native_fp16)):
         if native:
             assert Segmenter(model, precision=precision).precision == precision

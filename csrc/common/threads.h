@@ -24,11 +24,8 @@ void parallel_region(int threads, bool own_threads, Body&& body) {
     body(0);
     return;
   }
-  if (!own_threads) {
-#pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num());
-    return;
-  }
+  // An exception must not leave a thread's body: out of an OpenMP region it ends the process
+  // (std::terminate), out of a std::thread too. The first one is kept and rethrown after the join.
   std::exception_ptr error;
   std::mutex error_mutex;
   auto guarded = [&](int index) {
@@ -39,6 +36,12 @@ void parallel_region(int threads, bool own_threads, Body&& body) {
       if (!error) error = std::current_exception();
     }
   };
+  if (!own_threads) {
+#pragma omp parallel num_threads(threads)
+    guarded(omp_get_thread_num());
+    if (error) std::rethrow_exception(error);
+    return;
+  }
   std::vector<std::thread> workers;
   workers.reserve(threads - 1);
   for (int i = 1; i < threads; ++i) workers.emplace_back(guarded, i);

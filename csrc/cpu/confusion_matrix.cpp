@@ -211,20 +211,21 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
 }
 
 template <typename F>
-void visit_dtype(const std::string& dtype, const char* name, F&& f) {
-  if (dtype == "uint8") f(uint8_t{});
-  else if (dtype == "int8") f(int8_t{});
-  else if (dtype == "int16") f(int16_t{});
-  else if (dtype == "int32") f(int32_t{});
-  else if (dtype == "int64") f(int64_t{});
-  else throw std::invalid_argument(std::string(name) + ": unsupported dtype " + dtype);
+void visit_dtype(const Buffer& b, const char* name, F&& f) {
+  switch (b.dtype) {
+    case DType::kUInt8: return f(uint8_t{});
+    case DType::kInt8: return f(int8_t{});
+    case DType::kInt16: return f(int16_t{});
+    case DType::kInt32: return f(int32_t{});
+    case DType::kInt64: return f(int64_t{});
+    default: b.unsupported_dtype(name);
+  }
 }
 
 }  // namespace
 
-ConfusionFlags confusion_matrix(const Buffer& pred, const std::string& pred_dtype,
-                                const Buffer& target, const std::string& target_dtype,
-                                int64_t num_classes, bool has_ignore, int64_t ignore_index,
+ConfusionFlags confusion_matrix(const Buffer& pred, const Buffer& target, int64_t num_classes,
+                                bool has_ignore, int64_t ignore_index,
                                 int64_t* out, int num_threads, uint64_t fold_every) {
   if (num_classes < 1) throw std::invalid_argument("num_classes: must be at least 1");
   if (pred.shape != target.shape)
@@ -235,8 +236,8 @@ ConfusionFlags confusion_matrix(const Buffer& pred, const std::string& pred_dtyp
   fold_every = fold_every == 0 ? limit : std::min(fold_every, limit);
   const int64_t W = num_classes + 1;
   const Layout L{num_classes, W, (num_classes + 2) * W, has_ignore, ignore_index};
-  visit_dtype(pred_dtype, "pred", [&](auto p) {
-    visit_dtype(target_dtype, "target", [&](auto t) {
+  visit_dtype(pred, "pred", [&](auto p) {
+    visit_dtype(target, "target", [&](auto t) {
       flags = run<decltype(p), decltype(t)>(pred, target, L, out, std::max(1, num_threads),
                                             fold_every);
     });

@@ -1,4 +1,5 @@
-// Fully connected CRF (mean field on permutohedral lattices): CPU and CUDA entry points.
+// Fully connected CRF (mean field on permutohedral lattices): the CPU entry points (the CUDA one is
+// cuda/densecrf.h; bindings/densecrf.cpp picks between them by device).
 #pragma once
 #include <cstdint>
 
@@ -14,11 +15,6 @@ void densecrf_cpu(const Problem& problem, int num_threads);
 // Bytes the CPU path allocates for one image at most (worst case: every simplex corner a distinct
 // lattice vertex), for the documentation and the memory tests.
 int64_t densecrf_cpu_bytes(int64_t H, int64_t W, int64_t C, const int* term_dims, int n_terms);
-
-#ifdef FASTSEG_WITH_CUDA
-// CUDA: device pointers, work queued on `stream` (a cudaStream_t passed as an integer).
-void densecrf_cuda(const Problem& problem, std::uintptr_t stream);
-#endif
 
 }  // namespace crf
 }  // namespace fastseg

@@ -56,6 +56,8 @@ void normalize_image(const Buffer& src, const Buffer& dst, const std::vector<flo
                      const std::vector<float>& shift, int num_threads, bool own_threads) {
   src.check_rank(4, "images");
   dst.check_rank(4, "out");
+  src.check_dtype(DType::kUInt8, "images");
+  dst.check_dtype(DType::kFloat32, "out");
   if (src.shape != dst.shape) throw std::invalid_argument("out: shape differs from images");
   const int64_t N = src.shape[0], C = src.shape[1], H = src.shape[2], W = src.shape[3];
   if (static_cast<int64_t>(scale.size()) != C || static_cast<int64_t>(shift.size()) != C)

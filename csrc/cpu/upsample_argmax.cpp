@@ -376,19 +376,20 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
 }
 
 template <typename T>
-void run_labels(const Plan& p, const Buffer& in, const std::string& ldt, const Buffer& out,
-                const Buffer* conf, const Buffer* maxv, int threads, bool own) {
-  if (ldt == "uint8") return run<T, uint8_t>(p, in, out, conf, maxv, threads, own);
-  if (ldt == "int16") return run<T, int16_t>(p, in, out, conf, maxv, threads, own);
-  if (ldt == "int32") return run<T, int32_t>(p, in, out, conf, maxv, threads, own);
-  if (ldt == "int64") return run<T, int64_t>(p, in, out, conf, maxv, threads, own);
-  throw std::invalid_argument("labels: unsupported dtype " + ldt);
+void run_labels(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* conf,
+                const Buffer* maxv, int threads, bool own) {
+  switch (out.dtype) {
+    case DType::kUInt8: return run<T, uint8_t>(p, in, out, conf, maxv, threads, own);
+    case DType::kInt16: return run<T, int16_t>(p, in, out, conf, maxv, threads, own);
+    case DType::kInt32: return run<T, int32_t>(p, in, out, conf, maxv, threads, own);
+    case DType::kInt64: return run<T, int64_t>(p, in, out, conf, maxv, threads, own);
+    default: out.unsupported_dtype("labels");
+  }
 }
 
 }  // namespace
 
-void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, const Buffer& labels,
-                     const std::string& labels_dtype, const Buffer* confidence,
+void upsample_argmax(const Buffer& logits, const Buffer& labels, const Buffer* confidence,
                      const Buffer* max_value, bool align_corners, int num_threads,
                      bool own_threads) {
   logits.check_rank(4, "logits");
@@ -403,11 +404,13 @@ void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, cons
     throw std::invalid_argument("logits: dimensions must fit in int32");
   if (confidence) {
     confidence->check_rank(3, "confidence");
+    confidence->check_dtype(DType::kFloat32, "confidence");
     if (confidence->shape != labels.shape)
       throw std::invalid_argument("confidence: shape differs from labels");
   }
   if (max_value) {
     max_value->check_rank(3, "max_value");
+    max_value->check_dtype(DType::kFloat32, "max_value");
     if (max_value->shape != labels.shape)
       throw std::invalid_argument("max_value: shape differs from labels");
   }
@@ -416,17 +419,15 @@ void upsample_argmax(const Buffer& logits, const std::string& logits_dtype, cons
   const int64_t work = N * C * H * W;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> 18)));
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
-  if (logits_dtype == "float32")
-    run_labels<float>(plan, logits, labels_dtype, labels, confidence, max_value, threads,
-                          own_threads);
-  else if (logits_dtype == "float16")
-    run_labels<Half>(plan, logits, labels_dtype, labels, confidence, max_value, threads,
-                          own_threads);
-  else if (logits_dtype == "bfloat16")
-    run_labels<BFloat16>(plan, logits, labels_dtype, labels, confidence, max_value, threads,
-                          own_threads);
-  else
-    throw std::invalid_argument("logits: unsupported dtype " + logits_dtype);
+  switch (logits.dtype) {
+    case DType::kFloat32:
+      return run_labels<float>(plan, logits, labels, confidence, max_value, threads, own_threads);
+    case DType::kFloat16:
+      return run_labels<Half>(plan, logits, labels, confidence, max_value, threads, own_threads);
+    case DType::kBFloat16:
+      return run_labels<BFloat16>(plan, logits, labels, confidence, max_value, threads, own_threads);
+    default: logits.unsupported_dtype("logits");
+  }
 }
 
 int64_t upsample_argmax_workspace_bytes(int64_t C, int64_t h, int64_t w, int64_t H, int64_t W,

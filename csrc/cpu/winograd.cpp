@@ -134,6 +134,11 @@ inline void input_tile(const float* x, const Geometry& g, const Tile& t, int64_t
   }
 }
 
+// The activations this transform fuses, as the ints its inner loops compare against.
+constexpr int kNone = static_cast<int>(Activation::kNone);
+constexpr int kRelu = static_cast<int>(Activation::kRelu);
+constexpr int kRelu6 = static_cast<int>(Activation::kRelu6);
+
 template <typename T>
 inline T activate(T y, int activation) {
   if (activation == kRelu || activation == kRelu6) {
@@ -217,6 +222,8 @@ void run_input(const float* xp, const Geometry& g, const std::vector<Tile>& tile
 
 void input_transform(const Buffer& x, const Buffer& v, int64_t dilation, int m, int64_t t0, int64_t t1,
                      int num_threads) {
+  x.check_dtype(DType::kFloat32, "winograd.input_transform: x");
+  v.check_dtype(DType::kFloat32, "winograd.input_transform: v");
   const Geometry g = nhwc(x, "winograd.input_transform: x");
   const std::vector<Tile> tiles = plan(x.shape[0], g.H, g.W, dilation, m);
   if (t0 < 0 || t1 > static_cast<int64_t>(tiles.size()) || t0 >= t1)
@@ -244,15 +251,18 @@ void run_output(const float* mp, int64_t pstride, int64_t tstride, const Geometr
   }
 }
 
-void output_transform(const Buffer& m, const Buffer& out, const float* bias, int activation,
+void output_transform(const Buffer& m, const Buffer& out, const float* bias, Activation fused,
                       int64_t dilation, int tile, int64_t t0, int64_t t1, int num_threads) {
+  m.check_dtype(DType::kFloat32, "winograd.output_transform: m");
+  out.check_dtype(DType::kFloat32, "winograd.output_transform: out");
+  const int activation = static_cast<int>(fused);
   const Geometry g = nhwc(out, "winograd.output_transform: out");
   const std::vector<Tile> tiles = plan(out.shape[0], g.H, g.W, dilation, tile);
   if (t0 < 0 || t1 > static_cast<int64_t>(tiles.size()) || t0 >= t1)
     throw std::invalid_argument("winograd.output_transform: tile range out of bounds");
   check_points(m, (tile + 2) * (tile + 2), g.C, t1 - t0, "winograd.output_transform: m");
   if (activation < kNone || activation > kRelu6)
-    throw std::invalid_argument("winograd.output_transform: unknown activation");
+    throw std::invalid_argument("winograd.output_transform: fuses only none, relu and relu6");
   const int threads = clamp_threads(num_threads, t1 - t0);
   if (tile == 4)
     run_output<4>(m.data<float>(), m.strides[0], m.strides[1], g, tiles, dilation, t0, t1, bias, activation,

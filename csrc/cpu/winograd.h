@@ -14,11 +14,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/activation.h"
 #include "common/buffer.h"
 
 namespace fastseg::cpu::winograd {
-
-enum Activation : int { kNone = 0, kRelu = 1, kRelu6 = 2 };
 
 // Top-left output pixel of a tile; the tile covers (y + i*d, x + j*d), i, j < m (clipped to the image).
 struct Tile {
@@ -33,8 +32,8 @@ void input_transform(const Buffer& x, const Buffer& v, int64_t dilation, int m, 
                      int num_threads);
 
 // m: [(tile+2)^2, T, K] (channel stride 1), tiles [t0, t1); out: [N, H, W, K] (channel stride 1);
-// bias: [K] or nullptr; activation: Activation.
-void output_transform(const Buffer& m, const Buffer& out, const float* bias, int activation,
+// bias: [K] or nullptr; activation: Activation::kNone, kRelu or kRelu6 (the others are not fused here).
+void output_transform(const Buffer& m, const Buffer& out, const float* bias, Activation activation,
                       int64_t dilation, int tile, int64_t t0, int64_t t1, int num_threads);
 
 }  // namespace fastseg::cpu::winograd

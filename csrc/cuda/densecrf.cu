@@ -14,7 +14,7 @@
 
 #include "common/meanfield.h"
 #include "common/permutohedral.h"
-#include "cpu/densecrf.h"
+#include "cuda/densecrf.h"
 
 namespace fastseg {
 namespace crf {

@@ -117,7 +117,8 @@ def crf_case(quick: bool) -> list[Row]:
 
 def atrous_conv_case(quick: bool) -> list[Row]:
     """3x3 dilated conv + BN + ReLU as users run it, against fastseg's folded, fused native conv."""
-    from ..ops.atrous_conv import atrous_conv, fold_bn
+    from ..models.rewrite import fold_batchnorm as fold_bn
+    from ..ops.atrous_conv import atrous_conv
 
     n, c, h, w, d = (1, 128, 32, 64, 12) if quick else (1, 256, 64, 128, 12)
     g = _gen()

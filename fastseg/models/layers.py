@@ -9,20 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {
-    None: nn.Identity,
-    "relu": lambda: nn.ReLU(inplace=True),
-    "hardswish": lambda: nn.Hardswish(inplace=True),
-    "hardsigmoid": lambda: nn.Hardsigmoid(inplace=True),
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-}
+from ..ops import activation as activations
 
 
 def make_activation(name: str | None) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(map(str, ACTIVATIONS))}, got {name!r}")
-    return ACTIVATIONS[name]()
+    """The module of an activation of the one table (fastseg.ops.activation), by name."""
+    return activations.get(name).module()
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:

@@ -1,21 +1,23 @@
 """Inference rewrite: what evaluation does not need is folded away.
 
 `fuse(model)` returns an eval-mode copy in which
-- every batch-norm is folded into the convolution before it (`ConvBNAct` -> `FoldedConv`,
-  `SeparableConvBNAct` -> `FoldedSeparableConv`, the norm goes into the pointwise conv);
-- every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which runs the fused
-  `fastseg.ops.atrous_conv` op (on the CPU: torch's conv with the folded weights);
+- every batch-norm is folded into the convolution before it (`fold_batchnorm`, the one fold;
+  `ConvBNAct` -> `FoldedConv`, `SeparableConvBNAct` -> `FoldedSeparableConv`, the norm goes into the
+  pointwise conv); a `FoldedConv` runs the `fastseg.ops.atrous_conv` op (on the CPU: Winograd where
+  that pays, otherwise torch's conv with the activation in place);
+- every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which also takes the op's
+  Triton kernel on CUDA tensors;
 - a (non-separable) ASPP becomes a `FusedASPP`, which runs the fused `fastseg.ops.aspp` op (spatial
   branches in one launch, image pooling folded into the projection as a per-image bias);
 - SegFormer's all-MLP head is re-associated: each stage's linear projection is multiplied into its
   slice of the 1x1 fuse conv, so the fuse runs per stage at that stage's own resolution and the
   big concatenated stride-4 tensor is never built (`FoldedSegFormerHead`);
 - a ResNet bottleneck's last 1x1 conv, residual add and ReLU become one oneDNN call that writes
-  into the residual's memory on the CPU (`FusedBottleneck`); stride-1 3x3 convs run as Winograd
-  where it pays (`fastseg.ops.winograd`);
+  into the residual's memory on the CPU (`FusedBottleneck`);
 - dropout layers become identities (auxiliary heads are never part of a fastseg model: the
   converters drop them).
 The result computes the same function as the model in eval mode, up to float rounding.
+This is the only module layer over the ops: the ops themselves are functions.
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _torch_compat
 from ..ops import aspp as aspp_op
 from ..ops._dispatch import plain_inference
-from ..ops import winograd
 from ..ops.atrous_conv import atrous_conv
 from .backbones.resnet import Bottleneck, ResNet
 from .heads.aspp import ASPP
@@ -37,11 +39,20 @@ from .layers import ConvBNAct, SeparableConvBNAct, make_activation
 
 @torch.no_grad()
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
-    """(weight, bias) of the conv that equals conv -> bn(eval). Computed in float64, returned in weight's dtype."""
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    """(weight, bias) of the conv that equals conv -> bn (eval: running statistics).
+
+    bn(conv(x)) = gamma * (W*x + b - mean) / sqrt(var + eps) + beta
+                = (W * s) * x + (b - mean) * s + beta,   s = gamma / sqrt(var + eps)
+    (gamma = 1, beta = 0 for a norm without affine parameters). Computed in float64, returned in the
+    weight's dtype."""
+    scale = (bn.running_var.double() + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
     folded_w = weight.double() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     b = bias.double() if bias is not None else torch.zeros_like(scale)
-    folded_b = bn.bias.double() + (b - bn.running_mean.double()) * scale
+    folded_b = (b - bn.running_mean.double()) * scale
+    if bn.bias is not None:
+        folded_b = folded_b + bn.bias.double()
     return folded_w.to(weight.dtype), folded_b.to(weight.dtype)
 
 
@@ -61,8 +72,11 @@ def _folded_conv2d(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
 
 
 class FoldedConv(nn.Module):
-    """conv (with the norm folded into weight and bias) -> activation. A stride-1 3x3 conv on a
-    channels_last float32 CPU input runs as Winograd where that pays (fastseg.ops.winograd)."""
+    """conv (with the norm folded into weight and bias) -> activation, run by the atrous_conv op. On
+    the CPU that is its native backend (Winograd where that pays, torch's conv otherwise); on other
+    devices an ordinary convolution stays torch's (cuDNN), `backend_off_cpu`."""
+
+    backend_off_cpu = "reference"
 
     def __init__(self, conv: nn.Conv2d, act_name: str | None):
         super().__init__()
@@ -72,18 +86,15 @@ class FoldedConv(nn.Module):
 
     def forward(self, x):
         c = self.conv
-        if winograd.applies(x, c.weight, c.stride, c.padding, c.dilation, c.groups, self.act_name):
-            return winograd.conv2d(x, c.weight, c.bias, c.dilation[0], self.act_name)
-        return self.act(c(x))
+        backend = "auto" if x.device.type == "cpu" else self.backend_off_cpu
+        return atrous_conv(x, c.weight, c.bias, stride=c.stride, padding=c.padding, dilation=c.dilation,
+                           activation=self.act_name, groups=c.groups, backend=backend)
 
 
 class AtrousConv(FoldedConv):
-    """A folded dense dilated 3x3 conv + activation: the fused atrous-conv op's job."""
+    """A folded dense dilated 3x3 conv + activation: on CUDA tensors the op's Triton kernel runs it."""
 
-    def forward(self, x):
-        c = self.conv
-        return atrous_conv(x, c.weight, c.bias, stride=c.stride[0], padding=c.padding[0], dilation=c.dilation[0],
-                  activation=self.act_name)
+    backend_off_cpu = "auto"
 
 
 class FoldedSeparableConv(nn.Module):
@@ -105,13 +116,31 @@ class FusedASPP(nn.Module):
     like any folded model) and hands them to the fused op in its parameter form, built once and
     rebuilt only when the weights change (device, dtype, in-place edits)."""
 
-    def __init__(self, aspp: ASPP):
+    def __init__(self, aspp: ASPP, backend: str = "auto"):
         super().__init__()
         self.branches, self.pooling, self.project = aspp.branches, aspp.pooling, aspp.project
+        self.backend = backend
         self._params_cache = None
 
+    @classmethod
+    def from_torchvision(cls, module: nn.Module, backend: str = "auto") -> "FusedASPP":
+        """The fused form of torchvision's DeepLabV3 ASPP (eval mode; its weights are copied)."""
+        convs = list(module.convs)
+        first = module.convs[0][0]
+        rates = tuple(branch[0].dilation[0] for branch in convs[1:-1])
+        ours = ASPP(first.in_channels, first.out_channels, rates).to(first.weight.device, first.weight.dtype)
+        sources = [(ours.branches[i], branch[0], branch[1]) for i, branch in enumerate(convs[:-1])]
+        sources += [(ours.pooling.proj, convs[-1][1], convs[-1][2]), (ours.project, module.project[0], module.project[1])]
+        with torch.no_grad():
+            for block, conv, bn in sources:
+                block.conv.weight.copy_(conv.weight)
+                block.bn.load_state_dict(bn.state_dict())
+        folded = fuse(ours.eval(), inplace=True)  # a FusedASPP: the rewrite folds every BN on the way
+        folded.backend = backend
+        return folded
+
     def op_params(self, ops):
-        key = tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in self.parameters())
+        key = tuple((p.data_ptr(), p.dtype, p.device, _torch_compat.version(p)) for p in self.parameters())
         if self._params_cache is None or self._params_cache[0] != key:
             convs = [branch.conv for branch in self.branches]
             spatial = sum(c.out_channels for c in convs)
@@ -126,24 +155,19 @@ class FusedASPP(nn.Module):
         return self._params_cache[1]
 
     def forward(self, x):
-        return aspp_op.aspp(x, self.op_params(aspp_op))
+        return aspp_op.aspp(x, self.op_params(aspp_op), self.backend)
 
 
 def _residual_in_place(x: torch.Tensor, identity: torch.Tensor, conv: nn.Conv2d) -> bool:
     """True when relu(conv(x) + identity) can be computed by oneDNN straight into identity's memory:
     CPU float32 channels_last tensors, plain inference (no autograd, not traced / exported / compiled)."""
     if not (x.device.type == "cpu" and x.dtype == identity.dtype == conv.weight.dtype == torch.float32
-            and _ONEDNN_SUM is not None and conv.groups == 1 and conv.bias is not None):
+            and _torch_compat.has_conv_add_relu_() and conv.groups == 1 and conv.bias is not None):
         return False
     cl = torch.channels_last
     nhwc_only = not identity.is_contiguous()  # a 1x1 map is both layouts: the plain path takes it
     return x.is_contiguous(memory_format=cl) and identity.is_contiguous(memory_format=cl) and nhwc_only \
         and plain_inference(x, identity, conv.weight)
-
-
-# oneDNN's convolution with a "sum" post-op (what Inductor fuses a conv + residual add into)
-_ONEDNN_SUM = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise_", None) \
-    if torch.backends.mkldnn.is_available() else None
 
 
 class FusedBottleneck(nn.Module):
@@ -165,8 +189,8 @@ class FusedBottleneck(nn.Module):
         c = self.conv3.conv
         owned = self.downsample is not None or self.consumes_input
         if owned and self.conv3.act_name is None and _residual_in_place(out, identity, c):
-            return _ONEDNN_SUM.binary(identity, out, c.weight, c.bias, list(c.padding), list(c.stride),
-                                      list(c.dilation), c.groups, "add", 1.0, "relu", [], "")
+            return _torch_compat.conv_add_relu_(identity, out, c.weight, c.bias, c.padding, c.stride, c.dilation,
+                                                c.groups)
         out = self.conv3(out)
         out += identity
         return self.relu(out)

@@ -1,13 +1,27 @@
-"""Backend choice shared by every fused op: reference (PyTorch), triton (CUDA tensors), native (C++, CPU)."""
+"""The one backend choice of every op: "reference" (plain PyTorch, the op's naive.py), "native" (CPU
+tensors: fastseg's C++ extension, or torch's own CPU kernels where the op says so), "triton" (CUDA
+tensors; CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device.
+
+Each op declares once what it has (`Op`); `resolve` turns a backend request into the backend that
+runs, or a clear error naming the op.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
 from .. import _native
 
 BACKENDS = ("auto", "reference", "triton", "native")
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    triton: bool = True                    # has a Triton kernel
+    native_needs_extension: bool = True    # False: "native" runs on torch's CPU kernels when fastseg._C is absent
 
 
 def triton_interpreted() -> bool:
@@ -23,28 +37,42 @@ def triton_available() -> bool:
     return True
 
 
-def resolve(backend: str, device: torch.device, op: str) -> str:
-    """The backend to run `op` on tensors living on `device`; a clear error if that cannot work."""
+def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str | None = None,
+            triton_refuses: str | None = None) -> str:
+    """The backend to run `op` on tensors living on `device`.
+
+    native_refuses / triton_refuses: why that kernel cannot take these particular arguments (None when
+    it can): "auto" then falls back to the reference, and asking for that backend by name raises
+    ValueError with the reason.
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"{op.name}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if device.type == "cuda":
-            return "triton" if triton_available() else "reference"
-        if device.type == "cpu":
-            return "native" if _native.available() else "reference"
+        if device.type == "cuda" and op.triton and triton_refuses is None and triton_available():
+            return "triton"
+        if device.type == "cpu" and native_refuses is None and (
+                _native.available() or not op.native_needs_extension):
+            return "native"
         return "reference"
-    if backend == "native" and device.type != "cpu":
-        raise ValueError(f"{op}: backend='native' runs on CPU tensors, got a {device.type} tensor")
     if backend == "native":
-        _native.ext()  # raises a clear error when the extension is missing
+        if device.type != "cpu":
+            raise ValueError(f"{op.name}: backend='native' runs on CPU tensors, got a {device.type} tensor")
+        if native_refuses is not None:
+            raise ValueError(f"{op.name}: {native_refuses}")
+        if op.native_needs_extension:
+            _native.ext()  # raises a clear error when the extension is missing
     if backend == "triton":
+        if not op.triton:
+            raise ValueError(f"{op.name}: has no triton backend (it has 'reference' and 'native')")
         if not triton_available():
-            raise RuntimeError(f"{op}: backend='triton' needs the triton package")
+            raise RuntimeError(f"{op.name}: backend='triton' needs the triton package")
         if device.type != "cuda" and not triton_interpreted():
             raise ValueError(
-                f"{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "
+                f"{op.name}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "
                 f"got a {device.type} tensor"
             )
+        if triton_refuses is not None:
+            raise ValueError(f"{op.name}: {triton_refuses}")
     return backend
 
 

@@ -2,7 +2,7 @@
 
 The native kernel does it in one pass from any strides (an HWC frame is read through its permuted
 view) into an NCHW or channels_last output, with one rounding per value (a fused multiply-add), so
-it equals `reference` (exact in float64, rounded once) bit for bit. The plain torch version, a
+it equals `reference` (naive.py: exact in float64, rounded once) bit for bit. The plain torch version, a
 converting copy followed by an in-place multiply and subtract, passes over the float image three
 times and rounds twice.
 """
@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from .. import _native
-from ._dispatch import resolve
+from ... import _native
+from .._dispatch import Op, resolve
+from .naive import reference
 
 __all__ = ["normalize_image", "reference"]
 
-OP = "normalize_image"
-
-
-def reference(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """The specification in plain PyTorch, float64 arithmetic rounded once to float32."""
-    view = (1, -1, 1, 1)
-    return (images.double() * scale.double().view(view) - shift.double().view(view)).float()
+OP = Op("normalize_image", triton=False)
+MAX_NATIVE_CHANNELS = 64  # the native kernel keeps one scale and shift per channel on its stack
 
 
 def normalize_image(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
@@ -39,12 +35,9 @@ def normalize_image(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tens
         out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
     elif out.dtype != torch.float32 or out.shape != images.shape or out.device != images.device:
         raise ValueError(f"out: expected float32 {tuple(images.shape)} on {images.device}, got {_describe(out)}")
-    if backend not in ("auto", "reference", "native"):
-        raise ValueError(f"{OP}: backend must be 'auto', 'reference' or 'native', got {backend!r}")
-    if backend == "native" and C > 64:
-        raise ValueError(f"images: the native kernel takes at most 64 channels, got {C}")
-    if backend == "native" or (backend == "auto" and C <= 64 and resolve("auto", images.device, OP) == "native"):
-        resolve("native", images.device, OP)  # a clear error off the CPU or without the extension
+    refuses = (f"images: the native kernel takes at most {MAX_NATIVE_CHANNELS} channels, got {C}"
+               if C > MAX_NATIVE_CHANNELS else None)
+    if resolve(OP, backend, images.device, native_refuses=refuses) == "native":
         _native.ext().normalize_image(_native.buf(images), _native.buf(out), scale.tolist(), shift.tolist(),
                                       _native.num_threads(), _native.use_own_threads())
         return out

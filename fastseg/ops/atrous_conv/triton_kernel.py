@@ -12,7 +12,7 @@ K dimension (channels) is contiguous for every pixel. Weights are packed per cal
 [groups, KH*KW*Cin/groups, Cout/groups] (tap-major, output channels contiguous) so each B tile is a
 dense row block; grid axis 1 runs over (group, output-channel block). Output is
 written through strides too, so it may be a channels_last tensor or a channel slice of a larger one
-(ASPP's concatenated output, see kernels/aspp.py).
+(ASPP's concatenated output, see ops/aspp/triton_kernel.py).
 
 Precision: operands stay in the input dtype (fp16 / bf16 feed tl.dot natively on the GPU) and
 accumulate in fp32. Under the interpreter bf16 is stored as raw uint16 and numpy cannot multiply it,
@@ -27,7 +27,14 @@ import torch
 import triton
 import triton.language as tl
 
-ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
+from ... import _torch_compat
+from .. import activation as activations
+from .._dispatch import triton_interpreted
+
+# The epilogue's activation codes: fastseg._C.Activation's, read through the one activation table.
+_RELU = tl.constexpr(activations.code("relu"))
+_RELU6 = tl.constexpr(activations.code("relu6"))
+_HARDSWISH = tl.constexpr(activations.code("hardswish"))
 
 
 @triton.jit
@@ -73,11 +80,11 @@ def bias_activation_store(acc, out_ptr, bias_ptr, n, oh, ow, mask_m, offs_n, mas
         bias = tl.load(bias_ptr + (n[:, None] * sbn + offs_n[None, :]),
                        mask=mask_m[:, None] & mask_n[None, :], other=0.0)
         acc += bias.to(tl.float32)
-    if ACT == 1:    # relu
+    if ACT == _RELU:
         acc = tl.maximum(acc, 0.0)
-    elif ACT == 2:  # relu6
+    elif ACT == _RELU6:
         acc = tl.minimum(tl.maximum(acc, 0.0), 6.0)
-    elif ACT == 3:  # hardswish: x * relu6(x + 3) / 6
+    elif ACT == _HARDSWISH:  # x * relu6(x + 3) / 6
         acc = acc * (tl.minimum(tl.maximum(acc + 3.0, 0.0), 6.0) / 6.0)
     dst = n[:, None] * son + oh[:, None] * soh + ow[:, None] * sow + (co_base + offs_n)[None, :] * soc
     tl.store(out_ptr + dst, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
@@ -117,12 +124,6 @@ def _atrous_conv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr,
                           sbn, son, soc, soh, sow, group * Cout, HAS_BIAS, ACT)
 
 
-def interpreted() -> bool:
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def pow2_block(size: int, lo: int, hi: int) -> int:
     """A power-of-two block in [lo, hi] that covers `size` when it can (tl.dot needs >= 16)."""
     return max(lo, min(hi, triton.next_power_of_2(max(1, size))))
@@ -135,7 +136,7 @@ def launch_config(dtype: torch.dtype, M: int, Cin: int, Cout: int) -> dict:
     program count small; on a GPU they are the usual tensor-core shapes (fp32 "ieee" dots are
     slower, so smaller tiles there).
     """
-    if interpreted():
+    if triton_interpreted():
         return dict(BLOCK_M=pow2_block(M, 16, 128), BLOCK_N=pow2_block(Cout, 16, 64),
                     BLOCK_K=pow2_block(Cin, 16, 64), num_warps=4, num_stages=1)
     if dtype == torch.float32:
@@ -156,7 +157,7 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int = 1) -> to
 def packed_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int) -> torch.Tensor:
     """pack_weight, cached on the weight tensor itself (a model's folded weights are packed once, not
     on every frame); an in-place change of the weight bumps its version and repacks."""
-    key = (dtype, groups, weight.device, weight._version)
+    key = (dtype, groups, weight.device, _torch_compat.version(weight))
     cached = getattr(weight, "_fastseg_packed", None)
     if cached is None or cached[0] != key:
         cached = (key, pack_weight(weight.detach(), dtype, groups))
@@ -166,7 +167,7 @@ def packed_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int) -> torc
 
 def upcast(dtype: torch.dtype) -> bool:
     """Convert operands to fp32 before tl.dot: bf16 under the interpreter (numpy has no bf16)."""
-    return interpreted() and dtype == torch.bfloat16
+    return triton_interpreted() and dtype == torch.bfloat16
 
 
 def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, groups=1):
@@ -197,5 +198,5 @@ def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, gro
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3), sbn,
         KH, KW, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        HAS_BIAS=has_bias, ACT=ACTIVATIONS[activation], UPCAST=upcast(x.dtype), **cfg)
+        HAS_BIAS=has_bias, ACT=activations.code(activation), UPCAST=upcast(x.dtype), **cfg)
     return out

@@ -1,4 +1,5 @@
-"""Confusion matrix of two integer label maps: the reference (the specification) and the dispatch.
+"""Confusion matrix of two integer label maps: the public function and its dispatch (the
+specification is naive.py's `reference`).
 
     cm = confusion_matrix(pred, target, num_classes, ignore_index=255, backend="auto")
 
@@ -20,51 +21,16 @@ import operator
 
 import torch
 
-from .. import _arrays, _native
-from ._dispatch import resolve
+from ... import _arrays, _native
+from .._dispatch import Op, resolve
+from .naive import raise_out_of_range, reference
 
-OP = "confusion_matrix"
+OP = Op("confusion_matrix")
 
 # dtypes the native kernel reads as they are; other integer dtypes (uint16/32/64) are widened.
-_NATIVE_DTYPES = {torch.uint8: "uint8", torch.int8: "int8", torch.int16: "int16",
-                  torch.int32: "int32", torch.int64: "int64"}
-_INTEGER_DTYPES = set(_NATIVE_DTYPES) | {
+_NATIVE_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+_INTEGER_DTYPES = _NATIVE_DTYPES | {
     getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name)}
-
-
-def reference(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-              ignore_index: int | None = 255) -> torch.Tensor:
-    """The specification, in plain PyTorch: mask the ignored pixels, check the range, bincount."""
-    p, t = pred.reshape(-1).long(), target.reshape(-1).long()
-    if ignore_index is not None:
-        keep = t != ignore_index
-        p, t = p[keep], t[keep]
-    C = num_classes
-    if bool(((t < 0) | (t >= C)).any()) or bool(((p < 0) | (p >= C)).any()):
-        raise_out_of_range(pred, target, C, ignore_index)
-    return torch.bincount(t * C + p, minlength=C * C).reshape(C, C)
-
-
-def raise_out_of_range(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                       ignore_index: int | None) -> None:
-    """Raise the ValueError naming the first input, and a value, outside [0, C) at a counted pixel.
-
-    Only called once a kernel has flagged a bad value, so its cost does not matter.
-    """
-    p, t = pred.reshape(-1).long(), target.reshape(-1).long()
-    if ignore_index is not None:
-        keep = t != ignore_index
-        p, t = p[keep], t[keep]
-    for name, values in (("target", t), ("pred", p)):
-        bad = values[(values < 0) | (values >= num_classes)]
-        if bad.numel():
-            not_ignored = "" if name == "pred" or ignore_index is None else \
-                f" and is not ignore_index={ignore_index}"
-            where = "" if name == "target" or ignore_index is None else " at a pixel whose target is not ignored"
-            raise ValueError(
-                f"{OP}: {name} holds the value {int(bad[0])}{where}, which is outside "
-                f"[0, num_classes={num_classes}){not_ignored} ({bad.numel()} such pixel(s))")
-    raise AssertionError(f"{OP}: a kernel flagged an out-of-range value that is not there")
 
 
 def _as_int(value, name: str, allow_none: bool = False):
@@ -77,24 +43,24 @@ def _as_int(value, name: str, allow_none: bool = False):
         return operator.index(value)
     except TypeError:
         kinds = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{OP}: {name} must be {kinds}, got {type(value).__name__}") from None
+        raise TypeError(f"{OP.name}: {name} must be {kinds}, got {type(value).__name__}") from None
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
     if num_classes < 1:
-        raise ValueError(f"{OP}: num_classes must be at least 1, got {num_classes}")
+        raise ValueError(f"{OP.name}: num_classes must be at least 1, got {num_classes}")
     if ignore_index is not None and not -(2**63) <= ignore_index < 2**63:
-        raise ValueError(f"{OP}: ignore_index must fit in int64, got {ignore_index}")
+        raise ValueError(f"{OP.name}: ignore_index must fit in int64, got {ignore_index}")
     for name, x in (("pred", pred), ("target", target)):
         if x.dtype not in _INTEGER_DTYPES:
-            raise TypeError(f"{OP}: {name} must hold integer labels (uint8, int16, int32, int64, ...), "
+            raise TypeError(f"{OP.name}: {name} must hold integer labels (uint8, int16, int32, int64, ...), "
                             f"got {x.dtype}")
     if pred.shape != target.shape:
-        raise ValueError(f"{OP}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+        raise ValueError(f"{OP.name}: pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
     if pred.numel() == 0:
-        raise ValueError(f"{OP}: pred and target are empty (shape {tuple(pred.shape)}): no pixel to count")
+        raise ValueError(f"{OP.name}: pred and target are empty (shape {tuple(pred.shape)}): no pixel to count")
     if pred.device != target.device:
-        raise ValueError(f"{OP}: pred is on {pred.device} but target on {target.device}")
+        raise ValueError(f"{OP.name}: pred is on {pred.device} but target on {target.device}")
 
 
 def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) -> torch.Tensor:
@@ -104,8 +70,7 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
         target = target.to(torch.int64)
     out = torch.zeros(C, C, dtype=torch.int64)
     bad_pred, bad_target = _native.ext().confusion_matrix(
-        _native.buf(pred), _NATIVE_DTYPES[pred.dtype], _native.buf(target), _NATIVE_DTYPES[target.dtype],
-        C, ignore_index is not None, 0 if ignore_index is None else ignore_index,
+        _native.buf(pred), _native.buf(target), C, ignore_index is not None, 0 if ignore_index is None else ignore_index,
         _native.buf(out), _native.num_threads())
     if bad_pred or bad_target:
         raise_out_of_range(pred, target, C, ignore_index)
@@ -123,11 +88,11 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
     p, kind = _arrays.to_torch(pred, "pred")
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
-    which = resolve(backend, p.device, OP)
+    which = resolve(OP, backend, p.device)
     if which == "native":
         out = _native_run(p, t, num_classes, ignore_index)
     elif which == "triton":
-        from ..kernels.confusion_matrix import confusion_matrix as triton_confusion_matrix
+        from .triton_kernel import confusion_matrix as triton_confusion_matrix
 
         out, bad_pred, bad_target = triton_confusion_matrix(p, t, num_classes, ignore_index)
         if bad_pred or bad_target:

@@ -33,10 +33,13 @@ import weakref
 
 import torch
 
-from .. import _native
-from . import _dispatch
+from ... import _native, _torch_compat
+from .. import _dispatch
+from .. import activation as activations
+from .naive import reference  # noqa: F401  (the specification, exported with the op)
 
-ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}
+# The activations the C++ output transform fuses (of fastseg._C.Activation: none, relu, relu6).
+FUSED_ACTIVATIONS = (None, "relu", "relu6")
 # G maps a 3-tap filter to the transform points: 0, 1, -1, 2, -2, inf for F(4, 3); 0, 1, -1, 1/2,
 # -1/2, 2, -2, inf for F(6, 3) (the same points as the input and output transforms in the C++).
 G = {4: torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
@@ -54,17 +57,6 @@ MAX_COST_RATIO = 0.6       # Winograd multiplies / direct multiplies at or below
 # Transform points held at once (at most 128 MiB, reused from call to call): tiles run in chunks.
 # Smaller chunks shrink the GEMMs: ASPP's 2048-channel branch ran 15% slower with 32 MiB.
 WORKSPACE_FLOATS = 1 << 25
-
-
-# ----------------------------------------------------------------------------- reference (the spec)
-def reference(x, weight, bias=None, dilation=1, activation=None):
-    """The same function plainly: F.conv2d with 'same' padding, then the activation."""
-    y = torch.nn.functional.conv2d(x, weight, bias, padding=dilation, dilation=dilation)
-    if activation == "relu":
-        return torch.relu(y)
-    if activation == "relu6":
-        return y.clamp(0.0, 6.0)
-    return y
 
 
 # ----------------------------------------------------------------------------- when it applies
@@ -101,7 +93,7 @@ def geometry_serves(kernel_size, stride, padding, dilation, groups, activation, 
     equal dilations, an activation it fuses, and channels enough to pay for the transforms."""
     d = tuple(dilation)
     return (tuple(kernel_size) == (3, 3) and groups == 1 and tuple(stride) == (1, 1) and d[0] == d[1]
-            and tuple(padding) == d and activation in ACTIVATION_CODES
+            and tuple(padding) == d and activation in FUSED_ACTIVATIONS
             and min(in_channels, out_channels) >= MIN_CHANNELS)
 
 
@@ -142,12 +134,12 @@ class _FilterCache:
         key = (id(weight), m)
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and entry[0]() is weight and entry[1] == weight._version:
+        if entry is not None and entry[0]() is weight and entry[1] == _torch_compat.version(weight):
             return entry[2]
         u = transform_weight(weight, m)
         ref = weakref.ref(weight, lambda _, k=key: self._drop(k))
         with self._lock:
-            self._entries[key] = (ref, weight._version, u)
+            self._entries[key] = (ref, _torch_compat.version(weight), u)
         return u
 
     def _drop(self, key: tuple) -> None:
@@ -196,8 +188,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     n, c, h, w = x.shape
     if weight.dim() != 4 or tuple(weight.shape[1:]) != (c, 3, 3):
         raise ValueError(f"winograd.conv2d: weight must be [K, {c}, 3, 3], got {tuple(weight.shape)}")
-    if activation not in ACTIVATION_CODES:
-        raise ValueError(f"winograd.conv2d: activation must be one of {tuple(ACTIVATION_CODES)}, got {activation!r}")
+    if activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"winograd.conv2d: activation must be one of {FUSED_ACTIVATIONS}, got {activation!r}")
     if not isinstance(dilation, int) or dilation < 1:
         raise ValueError(f"winograd.conv2d: dilation must be a positive int, got {dilation!r}")
     k = weight.shape[0]
@@ -221,7 +213,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     scratch = _scratch(p * chunk * (c + k))
     x_nhwc, out_nhwc = _native.buf(x.permute(0, 2, 3, 1)), _native.buf(out.permute(0, 2, 3, 1))
     b = None if bias is None else _native.buf(bias)
-    threads, code = _native.num_threads(), ACTIVATION_CODES[activation]
+    threads, code = _native.num_threads(), activations.enum(activation)
     for t0 in range(0, tiles, chunk):
         t1 = min(tiles, t0 + chunk)
         v = scratch[:p * (t1 - t0) * c].view(p, t1 - t0, c)

@@ -4,7 +4,7 @@ The full-resolution logits ([N,C,H,W] float32, 160 MB for 19 classes at 1024x204
 materialised: the native and Triton kernels interpolate each channel of a pixel and keep only the
 running maximum, its index and, on request, the running softmax denominator.
 
-`reference` is the specification. Labels equal
+`reference` (naive.py) is the specification. Labels equal
 `F.interpolate(logits.float(), size, mode="bilinear", align_corners=...).argmax(1)`: fp16 / bf16
 logits are upcast to float32 first, ties go to the first channel, a NaN counts as the maximum.
 The native kernel reproduces PyTorch's CPU bilinear arithmetic (the float32 index / weight formulas
@@ -26,27 +26,17 @@ import operator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .. import _arrays, _native
-from ._dispatch import resolve
+from ... import _arrays, _native
+from .._dispatch import Op, resolve
+from .naive import reference
 
 __all__ = ["upsample_argmax", "reference"]
 
-OP = "upsample_argmax"
+OP = Op("upsample_argmax")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LABEL_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
 _LABEL_MAX = {torch.uint8: 255, torch.int16: 2**15 - 1, torch.int32: 2**31 - 1, torch.int64: 2**63 - 1}
-
-
-def reference(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False,
-              return_confidence: bool = False, out_dtype: torch.dtype = torch.int64):
-    """The specification, in plain PyTorch (materialises the full-resolution logits)."""
-    z = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=align_corners)
-    labels = z.argmax(1).to(out_dtype)
-    if not return_confidence:
-        return labels
-    return labels, torch.softmax(z, dim=1).amax(1)
 
 
 def upsample_argmax(logits, size, align_corners: bool = False, return_confidence: bool = False,
@@ -72,14 +62,14 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
         raise TypeError(f"return_confidence: expected a bool, got {type(return_confidence).__name__}")
     _check_logits(x)
     dtype = _label_dtype(out_dtype, x.shape[1])
-    which = resolve(backend, x.device, OP)
+    which = resolve(OP, backend, x.device)
 
     if which == "reference":
         out = reference(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
     elif which == "native":
         out = _native_upsample_argmax(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
     else:
-        from ..kernels.upsample_argmax import upsample_argmax_triton
+        from .triton_kernel import upsample_argmax_triton
 
         out = upsample_argmax_triton(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
 
@@ -93,8 +83,7 @@ def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype, ma
     labels = torch.empty((N, *size), dtype=dtype)
     conf = torch.empty((N, *size), dtype=torch.float32) if return_confidence else None
     _native.ext().upsample_argmax(
-        _native.buf(x), str(x.dtype).removeprefix("torch."), _native.buf(labels),
-        str(dtype).removeprefix("torch."), None if conf is None else _native.buf(conf),
+        _native.buf(x), _native.buf(labels), None if conf is None else _native.buf(conf),
         None if max_value is None else _native.buf(max_value), align_corners,
         _native.num_threads(), _native.use_own_threads())
     return (labels, conf) if return_confidence else labels

@@ -1,4 +1,5 @@
-// Each op's binding file registers itself here, so adding an op never touches module.cpp:
+// Each op's binding file (bindings/<op>.cpp) registers itself here, so adding an op never touches
+// module.cpp:
 //   static fastseg::Registrar reg([](pybind11::module_& m) { m.def(...); });
 #pragma once
 #include <pybind11/pybind11.h>

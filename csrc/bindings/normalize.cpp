@@ -1,10 +1,8 @@
-// Python binding of the uint8 -> float32 image normalisation (see cpu/normalize.h).
-#include <pybind11/pybind11.h>
+// Binding of the uint8 -> float32 image normalisation (cpu/normalize.h).
 #include <pybind11/stl.h>
 
-#include "common/buffer.h"
+#include "bindings/registry.h"
 #include "cpu/normalize.h"
-#include "registry.h"
 
 namespace py = pybind11;
 

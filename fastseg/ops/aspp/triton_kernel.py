@@ -3,7 +3,7 @@
 DeepLabV3's ASPP runs B spatial branches on the same input (a 1x1 convolution and 3x3 convolutions
 at dilations r1, r2, r3), each conv + BN + ReLU, and concatenates them. Here the grid's third axis is
 the branch: a program loads its branch's kernel size, dilation and weight offset from small tables
-and runs the same implicit-GEMM tile as kernels/atrous_conv.py, storing into channels
+and runs the same implicit-GEMM tile as ops/atrous_conv/triton_kernel.py, storing into channels
 [branch * Cout, (branch + 1) * Cout) of one NHWC buffer. No per-branch tensor, no torch.cat.
 
 The image-pooling branch is constant over space, so it never enters that buffer: the launcher turns
@@ -16,9 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .atrous_conv import (ACTIVATIONS, bias_activation_store, conv_tile, launch_config, output_pixels,
-                          pack_weight, upcast)
-from .atrous_conv import atrous_conv as conv_launch
+from .. import activation as activations
+from ..atrous_conv.triton_kernel import (bias_activation_store, conv_tile, launch_config, output_pixels,
+                                         pack_weight, upcast)
+from ..atrous_conv.triton_kernel import atrous_conv as conv_launch
 
 
 @triton.jit
@@ -76,14 +77,14 @@ def aspp_branches(x: torch.Tensor, params, out: torch.Tensor) -> torch.Tensor:
         M, H, W, Cin, cout,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3),
-        ACT=ACTIVATIONS["relu"], UPCAST=upcast(x.dtype), **cfg)
+        ACT=activations.code("relu"), UPCAST=upcast(x.dtype), **cfg)
     return out
 
 
 def aspp(x: torch.Tensor, params, proj_bias: torch.Tensor) -> torch.Tensor:
     """Fused ASPP forward: one launch for the branches, one for the projection.
 
-    proj_bias [N, Cout] float32 already holds the image-pooling branch (see fastseg/ops/aspp.py)."""
+    proj_bias [N, Cout] float32 already holds the image-pooling branch (see fastseg/ops/aspp/__init__.py)."""
     N, _, H, W = x.shape
     cout = params.out_channels
     cat = torch.empty((N, len(params.branch_weights) * cout, H, W), device=x.device, dtype=x.dtype,
