@@ -408,3 +408,21 @@ def test_memory_bound_is_documented_formula():
     lattices = sum(n * (d + 1) * 16 for d in (2, 5))
     assert mean_field + lattices < bound < 3000 * n  # worst case stays linear in pixels (bytes/pixel)
     assert crf.memory_bound(2 * h, 2 * w, c) == pytest.approx(4 * bound, rel=0.3)
+
+
+def test_terms_cross_as_a_named_struct():
+    """Pairwise terms reach C++ as fastseg._C.CrfTerm (fields by name, the feature type read from the
+    buffer's own dtype), not as positional tuples."""
+    ext = _native.ext()
+    t = ext.CrfTerm(use_xy=True, sx=3.0, sy=4.0, compat=2.0)
+    assert (t.use_xy, t.sx, t.sy, t.compat, t.has_features, t.divisors) == (True, 3.0, 4.0, 2.0, False, [])
+    with pytest.raises(TypeError):
+        ext.CrfTerm(True, 3.0, 3.0, None, [], 1.0)  # positional arguments are refused
+    probs = torch.full((1, 2, 4, 5), 0.5)
+    out = torch.empty_like(probs)
+    wrong = torch.zeros(1, 4, 5, 3, dtype=torch.int16)
+    term = ext.CrfTerm(use_xy=True, sx=1.0, sy=1.0, features=_native.buf(wrong), divisors=[1.0] * 3, compat=1.0)
+    with pytest.raises(ValueError, match="unsupported dtype int16"):
+        ext.densecrf(_native.buf(probs), False, [term], 1, _native.buf(out), None, ext.Rounding.half_even)
+    with pytest.raises(ValueError, match="probs: expected float32, got float16"):
+        ext.densecrf(_native.buf(probs.half()), False, [], 1, _native.buf(out), None, ext.Rounding.half_even)

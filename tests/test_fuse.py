@@ -68,13 +68,13 @@ def test_atrous_conv_runs_the_fused_op(monkeypatch):
     model = randomize_batchnorm(M.create("deeplabv3_resnet50", num_classes=3, output_stride=8))
     fused = M.fuse(model)
     calls = []
-    real = rewrite.atrous_conv
+    real = rewrite.run_atrous_conv
 
-    def spy(x, weight, bias, **kwargs):
-        calls.append((kwargs["dilation"], kwargs["activation"]))
-        return real(x, weight, bias, **kwargs)
+    def spy(x, weight, bias, stride, padding, dilation, activation, *args):
+        calls.append((dilation, activation))
+        return real(x, weight, bias, stride, padding, dilation, activation, *args)
 
-    monkeypatch.setattr(rewrite, "atrous_conv", spy)
+    monkeypatch.setattr(rewrite, "run_atrous_conv", spy)
     x = torch.randn(1, 3, 48, 40)
     with torch.no_grad():
         assert rel_err(fused.forward_logits(x), model.forward_logits(x)) < REL_TOL

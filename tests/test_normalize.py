@@ -98,3 +98,14 @@ def test_bad_arguments(bad, match):
     scale, shift = params(3)
     with pytest.raises((TypeError, ValueError), match=match):
         bad(images(1, 3, 5, 6, "hwc"), scale, shift)
+
+
+def test_buffers_carry_their_dtype_to_the_kernel():
+    """The dtype travels inside the buffer descriptor (a fastseg._C.DType): the kernel checks it."""
+    ext = _native.ext()
+    x = torch.zeros(1, 3, 2, 2)
+    with pytest.raises(ValueError, match="images: expected uint8, got float32"):
+        ext.normalize_image(_native.buf(x), _native.buf(x), [1.0] * 3, [0.0] * 3, 1, False)
+    assert _native.buf(x)[3] == ext.DType.float32
+    with pytest.raises(TypeError, match="no torch.float64 buffers"):
+        _native.buf(x.double())

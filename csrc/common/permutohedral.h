@@ -1,7 +1,7 @@
 // Permutohedral lattice math (Adams, Baek and Davis 2010) as used by the fully connected CRF of
 // Kraehenbuehl and Koltun, written once for g++ (CPU build, tested) and nvcc (CUDA build).
 //
-// Everything here follows pydensecrf's lattice step by step (see shared/notes/densecrf.md): the same
+// Everything here follows pydensecrf's lattice step by step: the same
 // scale factors, the same float operation order when elevating (no fused multiply-add: a one-ulp
 // change moves points that sit exactly on a rounding tie or a rank tie into another simplex), the
 // same rounding of the remainder-0 point (half-to-even, pydensecrf's SSE path; or ties-down, its

@@ -1,4 +1,4 @@
-// Mean field of the CPU dense CRF: pydensecrf's iterations (shared/notes/densecrf.md), built for
+// Mean field of the CPU dense CRF: pydensecrf's iterations, built for
 // instruction-level parallelism and for several cores.
 //
 //  * One pass over the pixels per iteration: slice every term, softmax, and splat the new Q into

@@ -1,4 +1,4 @@
-// Fully connected CRF on the CPU: pydensecrf's algorithm (see shared/notes/densecrf.md), built for
+// Fully connected CRF on the CPU: pydensecrf's algorithm (Kraehenbuehl & Koltun 2011), built for
 // speed and for several cores. Per image: the terms' lattices (crf_lattice.cpp), then mean field
 // (crf_meanfield.cpp). A batch runs one image per thread; a single image uses all the threads.
 #include "cpu/densecrf.h"

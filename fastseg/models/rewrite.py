@@ -30,7 +30,7 @@ from torch import nn
 from .. import _torch_compat
 from ..ops import aspp as aspp_op
 from ..ops._dispatch import plain_inference
-from ..ops.atrous_conv import atrous_conv
+from ..ops.atrous_conv import dispatch as run_atrous_conv
 from .backbones.resnet import Bottleneck, ResNet
 from .heads.aspp import ASPP
 from .heads.segformer import SegFormerHead
@@ -80,15 +80,17 @@ class FoldedConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, act_name: str | None):
         super().__init__()
+        if not (isinstance(conv.padding, tuple) and conv.padding_mode == "zeros"):
+            raise ValueError(f"FoldedConv: needs explicit zero padding, got {conv.padding!r} ({conv.padding_mode})")
         self.conv = conv
         self.act = make_activation(act_name)
         self.act_name = act_name
 
     def forward(self, x):
-        c = self.conv
+        c = self.conv  # checked when built: the op's dispatch runs without re-checking every frame
         backend = "auto" if x.device.type == "cpu" else self.backend_off_cpu
-        return atrous_conv(x, c.weight, c.bias, stride=c.stride, padding=c.padding, dilation=c.dilation,
-                           activation=self.act_name, groups=c.groups, backend=backend)
+        return run_atrous_conv(x, c.weight, c.bias, c.stride, c.padding, c.dilation, self.act_name, c.groups,
+                               backend)
 
 
 class AtrousConv(FoldedConv):

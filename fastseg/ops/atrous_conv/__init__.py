@@ -77,13 +77,21 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
     if out is not None and (tuple(out.shape) != shape or out.dtype != x.dtype or out.device != x.device):
         raise ValueError(f"atrous_conv: out must be a {x.dtype} tensor of shape {shape} on {x.device}, "
                          f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    return dispatch(x, weight, bias, stride, padding, dilation, activation, groups, backend, out)
+
+
+def dispatch(x, weight, bias, stride, padding, dilation, activation, groups=1, backend="auto", out=None):
+    """atrous_conv on arguments already checked, the geometry as pairs: what the modules of
+    models/rewrite.py call on every frame (they check their convolution once, when they are built)."""
     no_epilogue = None if activations.get(activation).fused else f"the Triton epilogue has no {activation!r}"
     chosen = resolve(OP, backend, x.device, triton_refuses=no_epilogue)
     if chosen == "triton":
         from . import triton_kernel as kernel
 
         if out is None:
-            out = torch.empty(shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+            oh, ow = output_size(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, dilation)
+            out = torch.empty((x.shape[0], weight.shape[0], oh, ow), device=x.device, dtype=x.dtype,
+                              memory_format=torch.channels_last)
         return kernel.atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, groups)
     if chosen == "native":
         y = native(x, weight, bias, stride, padding, dilation, activation, groups, out=out)
