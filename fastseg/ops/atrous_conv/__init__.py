@@ -110,10 +110,10 @@ def native(x, weight, bias, stride, padding, dilation, activation, groups=1, out
         if out is not None and (out.stride(1) != 1 or out.dtype != torch.float32):
             out = None  # not a channels-innermost float32 view: the caller copies
         return winograd.conv2d(x, weight, bias, dilation[0], activation, out=out)
-    # Weight in the input's layout: torch picks channels_last output when either is channels_last,
-    # and the rewrite's modules store channels_last weights so that the fast NHWC path copies nothing.
+    # A channels_last input gets a channels_last weight (what torch's NHWC convolution wants; a model
+    # moved to channels_last holds its weights so already and nothing is copied); otherwise the
+    # weight goes as it is and torch picks the layout, as a plain nn.Conv2d call would.
+    w = weight if weight.dtype == x.dtype else weight.to(x.dtype)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        w = weight.to(x.dtype).contiguous(memory_format=torch.channels_last)
-    else:
-        w = weight.to(x.dtype).contiguous()
+        w = w.contiguous(memory_format=torch.channels_last)
     return activations.apply(folded_conv(x, w, bias, stride, padding, dilation, groups), activation)

@@ -9,7 +9,7 @@ from .geometry import conv_geometry
 
 def folded_conv(x, weight, bias, stride, padding, dilation, groups):
     """F.conv2d in x's dtype; a [N, Cout] bias (one per image) is added after the convolution."""
-    b = None if bias is None else bias.to(x.dtype)
+    b = bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype)
     if b is None or b.dim() == 1:
         return F.conv2d(x, weight, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     y = F.conv2d(x, weight, None, stride=stride, padding=padding, dilation=dilation, groups=groups)
