@@ -9,7 +9,8 @@ Two kinds of run:
   final run:   .venv/bin/python tools/train_default_model.py --splits train val --out runs/final ...
       trains on every frame given, for the fixed schedule a recipe run chose, and exports the last
       weights (no epoch is picked on frames the model trained on) as fp16 safetensors to
-      fastseg/weights/camvid_unet_resnet18.safetensors.
+      fastseg/weights/camvid_unet_resnet18.safetensors. The demo frames the package ships
+      (fastseg/assets/camvid_demo) are left out of it.
 
 Resumable: run the same command again after an interruption and it continues after the last
 finished epoch (OUT/last.pt).
@@ -35,6 +36,8 @@ from fastseg.training.losses import CrossEntropyLoss, OhemCrossEntropy, label_st
 # stride 2; the fused upsample+argmax tail takes the logits to full size.
 MODEL = dict(name="unet_resnet18", num_classes=11, base_width=32, decoder_channels=(128, 64, 32, 16))
 PACKAGED = Path(__file__).resolve().parent.parent / "fastseg" / "weights" / "camvid_unet_resnet18.safetensors"
+# `fastseg demo`'s packaged frames: a final run leaves them out, so the demo shows frames never trained on
+DEMO_FRAMES = Path(__file__).resolve().parent.parent / "fastseg" / "assets" / "camvid_demo"
 
 
 def sequence(path: Path) -> str:
@@ -103,8 +106,10 @@ def main(argv=None) -> None:
                                  keep=lambda path: sequence(path) != args.holdout)
         val_set = CachedImages(readers, eval_transform(), keep=lambda path: sequence(path) == args.holdout)
     else:
+        demo = {p.stem for p in DEMO_FRAMES.glob("*.jpg")}
         train_set = CachedImages(readers, train_transform(crop_size=tuple(args.crop), scale=tuple(args.scale),
-                                                          jitter=args.jitter, hue=args.hue))
+                                                          jitter=args.jitter, hue=args.hue),
+                                 keep=lambda path: path.stem not in demo)
         val_set = None
     print(f"training on {len(train_set)} frames"
           + (f", scoring on the {len(val_set)} frames of {args.holdout}" if val_set is not None else ""))

@@ -40,12 +40,23 @@ inline bool any8(v8i mask) {
 
 // A product the compiler may not fuse with a following add (see lattice::mul_rn): the lattice
 // location must round every product as pydensecrf does.
+// The empty asm makes the product a value the compiler must hold in registers, so it cannot fuse it
+// into an FMA with what follows: GCC contracts by default wherever the target has FMA (x86 with
+// -march=native, every aarch64). With AVX the eight lanes are one ymm register; otherwise (NEON,
+// plain SSE) they are two 16-byte halves, each pinned in its own register.
 inline v8f mul_rn8(v8f a, v8f b) {
   v8f r = a * b;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && defined(__AVX__)
   asm("" : "+x"(r));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  asm("" : "+w"(r));
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__))
+  v4f lo = __builtin_shufflevector(r, r, 0, 1, 2, 3);
+  v4f hi = __builtin_shufflevector(r, r, 4, 5, 6, 7);
+#if defined(__aarch64__)
+  asm("" : "+w"(lo), "+w"(hi));
+#else
+  asm("" : "+x"(lo), "+x"(hi));
+#endif
+  r = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
 #endif
   return r;
 }
