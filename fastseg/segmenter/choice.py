@@ -55,8 +55,12 @@ def check_precision(precision: str, device: torch.device, allow_emulated: bool) 
 
 def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precision: str, *,
                    channels_last: bool | None = None, ort_spinning: bool = True) -> Runtime:
-    """Build the runtime named by `runtime` ("auto": by the rule above) for the fused `model`.
+    """Build the runtime named by `runtime` ("auto": by the rule above) for `model` (as trained or
+    already fused: the torch runtimes fuse it, ONNX Runtime's graph is exported from its fused form
+    only when the graph is not cached yet).
     channels_last: the torch runtimes' input layout (default: True on the CPU)."""
+    from ..models import fuse
+
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
@@ -71,7 +75,7 @@ def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precisi
         return OnnxRuntime(model, spinning=ort_spinning)
     layout = device.type == "cpu" if channels_last is None else bool(channels_last)
     kind = InductorRuntime if runtime == "inductor" else TorchRuntime
-    return kind(model, device, PRECISIONS[precision], layout)
+    return kind(fuse(model), device, PRECISIONS[precision], layout)
 
 
 def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
@@ -85,11 +89,18 @@ def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
 
 
 def _winograd_backbone(model: nn.Module) -> bool:
-    """True for a fused model with dilated dense 3x3 convolutions that Winograd serves (a dilated
-    ResNet), whose multiplies are mostly in those convolutions."""
-    from ..models.rewrite import AtrousConv
+    """True for a model with dilated dense 3x3 convolutions that Winograd serves (a dilated ResNet),
+    whose multiplies are mostly in those convolutions: in a fused model its AtrousConv modules, in
+    one as trained the conv + BN + activation blocks that fusing turns into them."""
+    from ..models.layers import ConvBNAct
+    from ..models.rewrite import AtrousConv, is_atrous
     from ..ops import winograd
 
-    return any(isinstance(m, AtrousConv) and winograd.geometry_serves(
-        m.conv.kernel_size, m.conv.stride, m.conv.padding, m.conv.dilation, m.conv.groups, m.act_name,
-        m.conv.in_channels, m.conv.out_channels) for m in model.modules())
+    def served(m: nn.Module) -> bool:
+        if not (isinstance(m, AtrousConv) or (isinstance(m, ConvBNAct) and is_atrous(m.conv))):
+            return False
+        c = m.conv
+        return winograd.geometry_serves(c.kernel_size, c.stride, c.padding, c.dilation, c.groups, m.act_name,
+                                        c.in_channels, c.out_channels)
+
+    return any(served(m) for m in model.modules())

@@ -1,9 +1,10 @@
 """The ONNX graph of a model's `forward_logits`, exported once and kept on disk.
 
-Exporting takes seconds, far longer than opening the graph, so the "onnxruntime" runtime keeps each
-export in the cache folder under a key that hashes everything the graph depends on: the weights (as
-the runtime receives them, after fusing), the module tree and the source files of its module
-classes, the export options, and the torch and fastseg versions. A changed model is a new key, never
+Fusing and exporting take seconds, far longer than opening the graph, so the "onnxruntime" runtime
+keeps each export in the cache folder under a key that hashes everything the graph depends on: the
+weights, the module tree, the source files of its module classes and of fastseg's models, ops and
+exporter (what fusing and exporting run), the export options, and the torch and fastseg versions. A cache hit needs neither
+the fused model nor the exporter. A changed model is a new key, never
 a stale graph. Entries are written atomically; an entry that fails to open is removed and rebuilt.
 When the folder cannot be written the graph is exported in memory, as if there were no cache.
 
@@ -77,7 +78,8 @@ def graph_key(model: nn.Module) -> str:
 
     add(FORMAT, __version__, torch.__version__, DEFAULT_OPSET, EXAMPLE_SIZE, repr(model))
     add(json.dumps(getattr(model, "config", None), sort_keys=True, default=str))
-    for source in sorted({_source_file(type(m)) for m in model.modules()} - {None}):
+    code = {_source_file(type(m)) for m in model.modules()} | _graph_code()
+    for source in sorted(code - {None}):
         add(source, _file_digest(source))
     for name, t in model.state_dict().items():
         add(name, t.dtype, tuple(t.shape))
@@ -93,9 +95,18 @@ def _export(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def _source_file(cls: type) -> str | None:
+def _graph_code() -> set[str]:
+    """fastseg's source files that fusing and exporting run: models/, ops/, kernels/, export.py."""
+    package = Path(__file__).resolve().parents[1]
+    files = {package / "export.py"}
+    for folder in ("models", "ops", "kernels"):
+        files.update((package / folder).rglob("*.py"))
+    return {os.fspath(f) for f in files}
+
+
+def _source_file(obj) -> str | None:
     with contextlib.suppress(TypeError, OSError):
-        return inspect.getsourcefile(cls)
+        return inspect.getsourcefile(obj)
     return None
 
 

@@ -76,8 +76,6 @@ class Segmenter:
                  num_classes: int | None = None, runtime: str = "auto", channels_last: bool | None = None,
                  tiling: Tiling | None = None, tta: TTA | None = None, pad_to: int = 1,
                  allow_emulated_precision: bool = False, ort_spinning: bool = True, **unexpected):
-        from ..models import fuse
-
         _reject(unexpected)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -93,10 +91,12 @@ class Segmenter:
         if int(pad_to) != pad_to or pad_to < 1:
             raise ValueError(f"pad_to: must be a positive integer, got {pad_to!r}")
 
-        model = fuse(resolve_model(model_or_name, num_classes).model)
+        model = resolve_model(model_or_name, num_classes).model
         self.runtime = choose_runtime(runtime, model, self.device, self.precision,
                                       channels_last=channels_last, ort_spinning=ort_spinning)
-        self.model = getattr(self.runtime, "model", model.to(self.device))
+        # the model the network stage runs (fused, in the runtime's dtype and layout), or for a runtime
+        # that runs a graph of its own, the model that graph was made from
+        self.model = getattr(self.runtime, "model", model)
         self.output_stride = int(getattr(model, "output_stride", 1))
         self.align_corners = bool(getattr(model, "align_corners", False))
         self.crf = crf
