@@ -166,7 +166,7 @@ def test_resolver_names_the_callers_arguments(tiny, tmp_path):
     ("torch", torch.float32, True), ("onnxruntime", torch.float32, False), ("inductor", torch.float32, True)])
 def test_runtimes_own_their_input_form(tiny, cache, name, dtype, channels_last):
     rt = choose_runtime(name, tiny, torch.device("cpu"), "fp32")
-    assert rt.name == name and rt.dtype == dtype and rt.channels_last == channels_last
+    assert rt.name == name and rt.dtype == dtype and rt.channels_last == channels_last and rt.threads >= 1
     x = torch.randn(2, 3, 16, 24).contiguous(memory_format=rt.memory_format)
     with torch.inference_mode():
         torch.testing.assert_close(rt(x), tiny.forward_logits(x), atol=1e-5, rtol=1e-5)

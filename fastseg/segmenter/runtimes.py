@@ -33,6 +33,11 @@ class Runtime:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    @property
+    def threads(self) -> int:
+        """The CPU threads the network runs on (torch's, unless the runtime has a pool of its own)."""
+        return torch.get_num_threads()
+
     def kernel_threads(self) -> ContextManager:
         """Entered around each call of the pipeline: how fastseg's kernels (preprocessing, fused tail)
         run next to this runtime. By default on torch's threads."""
@@ -46,7 +51,7 @@ class Runtime:
 
     def __repr__(self):
         return (f"{type(self).__name__}(device={self.device}, dtype={self.dtype}, "
-                f"channels_last={self.channels_last})")
+                f"channels_last={self.channels_last}, threads={self.threads})")
 
 
 class TorchRuntime(Runtime):
@@ -100,8 +105,9 @@ class OnnxRuntime(Runtime):
 
         self.device, self.dtype, self.channels_last = torch.device("cpu"), torch.float32, False
         self.spinning = bool(spinning)
+        self._threads = torch.get_num_threads()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
@@ -112,6 +118,10 @@ class OnnxRuntime(Runtime):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()  # a no-op for the Segmenter's own buffers, which are written NCHW
         return torch.from_numpy(self.session.run(None, {"image": x.numpy()})[0])
+
+    @property
+    def threads(self) -> int:
+        return self._threads
 
     def kernel_threads(self) -> ContextManager:
         return _native.own_threads()
