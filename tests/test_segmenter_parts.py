@@ -67,7 +67,7 @@ def test_warmup_runs_each_size(tiny, cache, runtime):
     seg = Segmenter(tiny, runtime=runtime)
     seconds = seg.warmup([(30, 44), (24, 32)])
     assert len(seconds) == 2 and all(s > 0 for s in seconds)
-    assert len(seg.warmup((24, 32), batch=2)) == 1
+    assert len(seg.warmup((24, 32), batch=2)) == len(seg.warmup(np.array([24, 32]))) == 1
     frame = image(30, 44, seed=1)
     assert np.array_equal(seg.predict(frame).labels, Segmenter(tiny, runtime="torch").predict(frame).labels)
 
@@ -171,3 +171,9 @@ def test_runtimes_own_their_input_form(tiny, cache, name, dtype, channels_last):
     with torch.inference_mode():
         torch.testing.assert_close(rt(x), tiny.forward_logits(x), atol=1e-5, rtol=1e-5)
     assert os.environ["FASTSEG_CACHE"]
+
+
+def test_auto_honours_a_torch_layout(tiny, cache):
+    assert Segmenter(tiny).runtime.name == "onnxruntime"
+    seg = Segmenter(tiny, channels_last=True)
+    assert seg.runtime.name == "torch" and seg.runtime.channels_last

@@ -13,7 +13,7 @@
   convolutions at stride 8 / 16, which the fused torch model runs as Winograd F(4x4) / F(6x6)
   (`fastseg.ops.winograd`: two to three times fewer multiplies), with each bottleneck's last 1x1
   convolution, residual add and ReLU as one oneDNN call writing in place; there torch wins.
-  Without onnxruntime installed, torch.
+  Without onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
 - On a GPU, or in fp16 / bf16, torch: the Triton kernels and the reduced-precision oneDNN kernels
   live there, and ONNX Runtime is used here for fp32 CPU work only.
 
@@ -64,7 +64,7 @@ def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precisi
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
-        runtime = _auto(model, device, precision)
+        runtime = "torch" if channels_last else _auto(model, device, precision)
     if runtime == "onnxruntime":
         if device.type != "cpu":
             raise ValueError("runtime: 'onnxruntime' is fastseg's CPU runtime; use 'torch' on CUDA")

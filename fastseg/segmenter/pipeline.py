@@ -11,6 +11,7 @@ buffers a video loop reuses belong to that loop (`stream`), so threads may share
 from __future__ import annotations
 
 import functools
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -135,7 +136,7 @@ class Segmenter:
         """Run a frame of each (height, width) in `sizes` once, so that first-call costs (Inductor's
         compilation per size, the allocators' first requests, lazy kernel set-up) are paid now rather
         than on the first real frame. Returns the seconds each size took."""
-        if len(sizes) == 2 and all(isinstance(v, int) for v in sizes):
+        if len(sizes) == 2 and all(isinstance(v, numbers.Integral) for v in sizes):
             sizes = (sizes,)
         seconds = []
         for h, w in sizes:
