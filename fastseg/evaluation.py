@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import ops
 from .metrics import ConfusionMatrix
-from .ops.upsample_argmax import upsample_argmax
 
 STAGES = ("read", "model", "tail", "crf")
 
@@ -58,7 +58,8 @@ def evaluate(seg, dataset, indices=None, crf=None, batch_size: int = 1, progress
                         None if crf is None else ConfusionMatrix(C, dataset.ignore_index))
     bar = tqdm(total=len(indices), desc=desc, unit="img", disable=not progress)
     batches = _batches(dataset, indices, batch_size)
-    with bar, torch.inference_mode():
+    sync = seg.runtime.sync
+    with bar, torch.inference_mode(), seg.runtime.kernel_threads():
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
@@ -72,17 +73,17 @@ def evaluate(seg, dataset, indices=None, crf=None, batch_size: int = 1, progress
                 raise ValueError(f"the model predicts {logits.shape[1]} classes but {type(dataset).__name__} "
                                  f"has {C} ({', '.join(dataset.classes[:4])}, ...): a model trained on "
                                  "another label set?")
-            t2 = seg._sync()
+            t2 = sync()
             H, W = images.shape[1:3]
-            labels = upsample_argmax(logits, size=tuple(padded), align_corners=seg.align_corners)[:, :H, :W]
+            labels = ops.upsample_argmax(logits, size=tuple(padded), align_corners=seg.align_corners)[:, :H, :W]
             result.plain.update(labels, targets.to(labels.device))
-            t3 = seg._sync()
+            t3 = sync()
             if crf is not None:
                 z = F.interpolate(logits.float(), size=tuple(padded), mode="bilinear",
                                   align_corners=seg.align_corners)[:, :, :H, :W]
                 _, refined = crf(images.to(z.device), z.contiguous(), logits=True, return_labels=True)
                 result.crf.update(refined, targets.to(refined.device))
-            t4 = seg._sync()
+            t4 = sync()
             for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 result.seconds[stage] += dt
             result.frames += len(images)

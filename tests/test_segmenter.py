@@ -16,7 +16,7 @@ from torch import nn
 import fastseg
 from fastseg import _torch_compat
 from fastseg.models import base as model_base
-from fastseg.segmenter import Segmenter
+from fastseg.segmenter import TTA, Segmenter, Tiling
 
 from _images import agreement, image, normalise, reference_labels
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
@@ -190,7 +190,7 @@ def test_tiles_equal_whole_for_a_local_model(overlap, tile_batch):
     toy = Patchify(stride=4)
     img = image(70, 101, 12, n=2)
     whole = Segmenter(toy, runtime="torch", pad_to=4).predict(img, return_confidence=True)
-    tiled = Segmenter(toy, runtime="torch", tile=(24, 32), overlap=overlap, tile_batch=tile_batch)
+    tiled = Segmenter(toy, runtime="torch", tiling=Tiling((24, 32), overlap=overlap, batch=tile_batch))
     out = tiled.predict(img, return_confidence=True)
     assert out.labels.shape == (2, 70, 101)
     assert agreement(out.labels, whole.labels) >= AGREE
@@ -200,28 +200,30 @@ def test_tiles_equal_whole_for_a_local_model(overlap, tile_batch):
 def test_tiles_close_to_whole_for_a_real_model(model):
     img = image(96, 160, 13)
     whole = Segmenter(model, runtime="torch", pad_to=8).predict(img).labels
-    tiled = Segmenter(model, runtime="onnxruntime", tile=(64, 64), overlap=0.5).predict(img).labels
+    tiled = Segmenter(model, runtime="onnxruntime", tiling=Tiling((64, 64), overlap=0.5)).predict(img).labels
     assert tiled.shape == whole.shape
     assert agreement(tiled, whole) >= 0.6  # context differs (global pooling sees one tile), labels mostly not
-    small = Segmenter(model, runtime="torch", tile=(128, 256)).predict(img).labels  # one tile: whole
+    small = Segmenter(model, runtime="torch", tiling=Tiling((128, 256))).predict(img).labels  # one tile: whole
     assert agreement(small, whole) >= AGREE
 
 
 def test_tile_arguments():
     toy = Patchify()
     with pytest.raises(ValueError, match="overlap"):
-        Segmenter(toy, tile=(16, 16), overlap=1.0)
-    with pytest.raises(TypeError, match="tile"):
-        Segmenter(toy, tile=16)
-    with pytest.raises(ValueError, match="tile_batch"):
-        Segmenter(toy, tile=(16, 16), tile_batch=0)
-    assert Segmenter(toy, tile=(17, 30)).tile == (20, 32)  # rounded up to the output stride
+        Tiling((16, 16), overlap=1.0)
+    with pytest.raises(TypeError, match="size"):
+        Tiling(16)
+    with pytest.raises(ValueError, match="batch"):
+        Tiling((16, 16), batch=0)
+    with pytest.raises(TypeError, match="tiling"):
+        Segmenter(toy, tiling=(16, 16))
+    assert Segmenter(toy, tiling=Tiling((17, 30))).tiling.size == (20, 32)  # rounded up to the output stride
 
 
 # ----------------------------------------------------------------------------- test-time augmentation
 def test_flip_tta_is_the_average_of_both_views(model):
     img = image(40, 64, 14)
-    seg = Segmenter(model, runtime="torch", tta_flip=True)
+    seg = Segmenter(model, runtime="torch", tta=TTA(flip=True))
     got = seg.predict(img, return_confidence=True)
     x = normalise(img[None], model)
     with torch.no_grad():
@@ -236,34 +238,42 @@ def test_tta_sanity():
     toy = Patchify(stride=1)  # per-pixel model: flipping commutes with it, scale 1 only is plain
     img = image(30, 44, 15, n=2)
     plain = Segmenter(toy, runtime="torch").predict(img).labels
-    for kwargs in ({"tta_flip": True}, {"tta_scales": (1.0,)}, {"tta_flip": True, "tta_average": "logits"}):
-        assert agreement(Segmenter(toy, runtime="torch", **kwargs).predict(img).labels, plain) >= AGREE
-    multi = Segmenter(toy, runtime="torch", tta_scales=(0.5, 1.0, 1.5), tta_flip=True).predict(img).labels
+    for tta in (TTA(flip=True), TTA(scales=(1.0,)), TTA(flip=True, average="logits")):
+        assert agreement(Segmenter(toy, runtime="torch", tta=tta).predict(img).labels, plain) >= AGREE
+    multi = Segmenter(toy, runtime="torch", tta=TTA(scales=(0.5, 1.0, 1.5), flip=True)).predict(img).labels
     assert multi.shape == plain.shape and agreement(multi, plain) >= 0.7
-    only_half = Segmenter(toy, runtime="torch", tta_scales=(0.5,)).predict(img).labels
+    only_half = Segmenter(toy, runtime="torch", tta=TTA(scales=(0.5,))).predict(img).labels
     assert only_half.shape == plain.shape
-    with pytest.raises(ValueError, match="tta_scales"):
-        Segmenter(toy, tta_scales=(0.0,))
-    with pytest.raises(ValueError, match="tta_average"):
-        Segmenter(toy, tta_average="max")
+    with pytest.raises(ValueError, match="scales"):
+        TTA(scales=(0.0,))
+    with pytest.raises(ValueError, match="average"):
+        TTA(average="max")
+    with pytest.raises(TypeError, match="tta"):
+        Segmenter(toy, tta=True)
 
 
 # ----------------------------------------------------------------------------- stream
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_stream_reuses_buffers(model, segs, runtime):
+def test_stream_reuses_buffers(model, segs, runtime, monkeypatch):
     seg = segs[runtime]
     frames = [image(40, 60, s) for s in range(3)] + [image(32, 48, 9), image(32, 48, 10)]
+    refs = [seg.predict(frame, return_confidence=True) for frame in frames]
+    made = []  # the input buffers the stream allocates
+    allocate = seg.input_buffer
+    monkeypatch.setattr(seg, "input_buffer", lambda *shape: made.append(allocate(*shape)) or made[-1])
     seen = []
-    for frame, result in zip(frames, seg.stream(iter(frames), return_confidence=True)):
-        ref = seg.predict(frame, return_confidence=True)
+    for ref, result in zip(refs, seg.stream(iter(frames), return_confidence=True)):
         assert agreement(result.labels, ref.labels) == 1.0
         np.testing.assert_array_equal(result.confidence, ref.confidence)
-        seen.append((result.labels, result.confidence, next(iter(seg._buffers.values())).data_ptr()))
+        seen.append((result.labels, result.confidence))
     # the same output arrays and input buffer while the frame size stays, new ones when it changes
     assert seen[0][0] is seen[1][0] is seen[2][0] and seen[0][1] is seen[2][1]
-    assert seen[0][2] == seen[1][2] == seen[2][2]
     assert seen[3][0] is seen[4][0] and seen[3][0] is not seen[0][0]
     assert seen[3][0].shape == (32, 48)
+    assert [tuple(x.shape) for x in made] == [(1, 3, 40, 60), (1, 3, 32, 48)]
+    # the buffers belong to the loop: a second loop on the same Segmenter makes its own
+    next(seg.stream(iter(frames[:1])))
+    assert len(made) == 3 and made[2].data_ptr() != made[0].data_ptr()
 
 
 # ----------------------------------------------------------------------------- precision and runtimes
@@ -282,8 +292,8 @@ def test_precision_checks(model):
         Segmenter(model, precision="bf16", runtime="onnxruntime", allow_emulated_precision=True)
     with pytest.raises(ValueError, match="runtime"):
         Segmenter(model, runtime="tensorrt")
-    with pytest.raises(ValueError, match="compile"):
-        Segmenter(model, runtime="onnxruntime", compile=True)
+    with pytest.raises(TypeError, match="runtime='inductor'"):
+        Segmenter(model, compile=True)
     with pytest.raises(ValueError, match="channels_last"):
         Segmenter(model, runtime="onnxruntime", channels_last=True)
     if not torch.cuda.is_available():
@@ -295,7 +305,7 @@ def test_precision_checks(model):
 def test_reduced_precision_runs(model, precision):
     img = image(40, 56, 16, n=2)
     seg = Segmenter(model, precision=precision, allow_emulated_precision=True)
-    assert seg.runtime == "torch" and next(seg.model.parameters()).dtype == seg.dtype
+    assert seg.runtime.name == "torch" and next(seg.model.parameters()).dtype == seg.dtype
     result = seg.predict(img, return_confidence=True)
     assert result.labels.dtype == np.uint8 and result.confidence.dtype == np.float32
     # random weights give small logit margins; reduced precision flips only near-ties
@@ -309,16 +319,16 @@ def test_ort_spinning_option(model, segs):
 
 
 def test_default_runtime(model):
-    assert Segmenter(model).runtime == "onnxruntime"  # the CPU default for fp32 (see segmenter.py)
-    assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime == "torch"
+    assert Segmenter(model).runtime.name == "onnxruntime"  # the CPU default for fp32 (segmenter/choice.py)
+    assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime.name == "torch"
 
 
 def test_compile_inductor():
     torch.manual_seed(3)
     toy = Patchify(stride=2)
     img = image(34, 50, 17)
-    seg = Segmenter(toy, compile=True)
-    assert seg.runtime == "inductor"
+    seg = Segmenter(toy, runtime="inductor")
+    assert seg.runtime.name == "inductor"
     ref = Segmenter(toy, runtime="torch").predict(img).labels
     assert agreement(seg.predict(img).labels, ref) >= AGREE
 
@@ -362,8 +372,8 @@ def test_bad_input(segs, bad, error, match):
 
 def test_auto_runtime_follows_the_model():
     """On the CPU in fp32, dilated ResNets (Winograd serves their 3x3 convs) run in torch; the rest in
-    ONNX Runtime (see the Segmenter module docstring for the measurements)."""
-    assert Segmenter("deeplabv3_resnet50", num_classes=3).runtime == "torch"
-    assert Segmenter("fcn_resnet50", num_classes=3).runtime == "torch"
-    assert Segmenter("lraspp_mobilenet_v3_large", num_classes=3).runtime == "onnxruntime"
-    assert Segmenter().runtime == "onnxruntime"  # the default U-Net: no dilated convs
+    ONNX Runtime (fastseg.segmenter.choice says why)."""
+    assert Segmenter("deeplabv3_resnet50", num_classes=3).runtime.name == "torch"
+    assert Segmenter("fcn_resnet50", num_classes=3).runtime.name == "torch"
+    assert Segmenter("lraspp_mobilenet_v3_large", num_classes=3).runtime.name == "onnxruntime"
+    assert Segmenter().runtime.name == "onnxruntime"  # the default U-Net: no dilated convs

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
@@ -54,24 +53,19 @@ def add_model_arguments(parser, *, positional: bool = False) -> None:
 
 
 def choose_model(spec: str | None, num_classes: int | None = None, dataset: str | None = None) -> ChosenModel:
-    """Resolve --model / --num-classes / --dataset (see model_source) and load the model. Raises
+    """Resolve --model / --num-classes / --dataset (see resolve) and load the model. Raises
     ValueError / FileNotFoundError with a message meant for the user."""
-    from .. import models
-    from ..models import pretrained
-
-    source, kwargs = model_source(spec, num_classes)
-    card, crf_params = None, {}
-    if spec is None or spec in pretrained.names():
-        info = pretrained.get(spec or pretrained.DEFAULT)
-        model, card, crf_params = pretrained.load(info.name), info.card(), dict(info.crf)
-        description, source = f"packaged model {info.name!r}: {info.description}", str(info.path)
+    resolved = resolve(spec, num_classes)
+    model, source, card, crf_params = resolved.model, resolved.source, None, {}
+    if resolved.kind == "packaged":
+        info = resolved.packaged
+        card, crf_params = info.card(), dict(info.crf)
+        description = f"packaged model {info.name!r}: {info.description}"
         dataset = dataset or info.dataset
-    elif kwargs:
-        model = models.create(source, **kwargs).eval()
+    elif resolved.kind == "registered":
         description, source = f"{spec} with RANDOM weights (for testing; its predictions mean nothing)", "random"
         print(f"warning: {description}", file=sys.stderr)
     else:
-        model = models.load(source).float()
         name = model.config["name"] if getattr(model, "config", None) else type(model).__name__
         description = f"{name} from {spec}"
     classes_out = _num_classes(model)
@@ -112,28 +106,12 @@ def add_model_source_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
 
 
-def model_source(spec: str | None, num_classes: int | None = None) -> tuple[str, dict]:
-    """What --model names, as the Segmenter takes it: (a file path or a registered name, its keyword
-    arguments). The one place where --model is resolved; UsageError says what is wrong."""
-    from ..models import list_models, pretrained
+def resolve(spec: str | None, num_classes: int | None = None):
+    """--model / --num-classes through the resolver the Segmenter uses (fastseg.segmenter.model_spec):
+    a ResolvedModel; UsageError says what is wrong with the arguments."""
+    from ..segmenter.model_spec import resolve_model
 
-    if spec is None or spec in pretrained.names():
-        path = pretrained.get(spec or pretrained.DEFAULT).path
-        if not path.is_file():
-            raise UsageError(f"the packaged model is not installed ({path} is missing); "
-                             "pass --model FILE or --model NAME --num-classes N")
-        if num_classes is not None:
-            raise UsageError("--num-classes applies only with --model NAME")
-        return os.fspath(path), {}
-    if os.path.exists(spec):
-        if not os.path.isfile(spec):
-            raise UsageError(f"--model: {spec} is a directory, not a model file")
-        if num_classes is not None:
-            raise UsageError("--num-classes applies only with --model NAME, not with a model file")
-        return spec, {}
-    if spec not in list_models():
-        raise UsageError(f"--model: {spec!r} is not a packaged model ({', '.join(pretrained.names())}), "
-                         f"neither an existing file nor a registered model (fastseg.models.list_models())")
-    if num_classes is None or num_classes < 1:
-        raise UsageError(f"--model {spec}: a registered name needs --num-classes N (N >= 1)")
-    return spec, {"num_classes": num_classes}
+    try:
+        return resolve_model(spec, num_classes, spec_arg="--model", classes_arg="--num-classes")
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..models import pretrained
-from ._model import UsageError, add_model_source_arguments, model_source
+from ._model import UsageError, add_model_source_arguments, resolve
 
 HELP = "evaluate a model on a dataset split: per-class IoU table, mIoU, confusion-matrix picture"
 
@@ -110,11 +110,11 @@ def _evaluate(args, workers, crf_params) -> int:
     started = time.perf_counter()
     with workers.together("setup"):  # an error on one rank stops all of them
         dataset = get_dataset(args.dataset, args.root, args.split)
-        source, model_kwargs = model_source(args.model, args.num_classes)
+        resolved = resolve(args.model, args.num_classes)
         out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         if workers.is_main:
             out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-        seg = Segmenter(source, device=workers.device, runtime=args.runtime, **model_kwargs)
+        seg = Segmenter(resolved.model, device=workers.device, runtime=args.runtime)
         crf = None if crf_params is None else DenseCRF(**crf_params)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     where = f" (rank 0 of {workers.world_size})" if workers.world_size > 1 else ""
@@ -131,10 +131,10 @@ def _evaluate(args, workers, crf_params) -> int:
     frames = int(totals[0])
     per_frame = {s: float(t) / max(frames, 1) for s, t in zip(STAGES, totals[1:])}
     report = {
-        "dataset": dataset.name, "split": args.split, "root": os.fspath(args.root), "model": source,
+        "dataset": dataset.name, "split": args.split, "root": os.fspath(args.root), "model": resolved.source,
         "frames": frames, "classes": list(dataset.classes), "ignore_index": dataset.ignore_index,
         "processes": workers.world_size, "threads_per_process": torch.get_num_threads(),
-        "device": str(workers.device), "runtime": seg.runtime, "batch_size": args.batch_size,
+        "device": str(workers.device), "runtime": seg.runtime.name, "batch_size": args.batch_size,
         "seconds_per_frame": per_frame,  # summed over processes / frames; "model" includes preprocessing
         "wall_seconds": time.perf_counter() - started, "crf": crf_params,
         "results": {"plain": _scores_json(result.plain.compute(), dataset.classes)},

@@ -94,7 +94,7 @@ def write_outputs(paths: dict[str, Path], image: np.ndarray, labels: np.ndarray,
 def run(args) -> int:
     import torch
 
-    from ..segmenter import Segmenter
+    from ..segmenter import TTA, Segmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +125,7 @@ def run(args) -> int:
         chosen = choose_model(args.model, args.num_classes, args.dataset)
         seg = Segmenter(chosen.model, device=args.device, precision=args.precision,
                         crf=chosen.make_crf() if args.crf else None,
-                        tta_flip=args.tta_flip)
+                        tta=TTA(flip=True) if args.tta_flip else None)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"fastseg predict: {exc}", file=sys.stderr)
         return 2

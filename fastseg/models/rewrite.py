@@ -132,7 +132,8 @@ class FusedASPP(nn.Module):
         rates = tuple(branch[0].dilation[0] for branch in convs[1:-1])
         ours = ASPP(first.in_channels, first.out_channels, rates).to(first.weight.device, first.weight.dtype)
         sources = [(ours.branches[i], branch[0], branch[1]) for i, branch in enumerate(convs[:-1])]
-        sources += [(ours.pooling.proj, convs[-1][1], convs[-1][2]), (ours.project, module.project[0], module.project[1])]
+        sources += [(ours.pooling.proj, convs[-1][1], convs[-1][2]),
+                    (ours.project, module.project[0], module.project[1])]
         with torch.no_grad():
             for block, conv, bn in sources:
                 block.conv.weight.copy_(conv.weight)

@@ -3,7 +3,8 @@
     fastseg/ops/<op>/__init__.py       the public function, its argument checks and its dispatch
     fastseg/ops/<op>/naive.py          the plain-PyTorch reference: the specification the kernels are tested against
     fastseg/ops/<op>/triton_kernel.py  the Triton kernel (CUDA tensors; CPU tensors under TRITON_INTERPRET=1)
-    csrc/cpu/<op>.cpp, csrc/bindings/<op>.cpp  the C++ kernel and its binding in fastseg._C ("native")
+    csrc/bindings/<op>.cpp             its binding in fastseg._C ("native"), which calls
+    csrc/cpu/<op>.{h,cpp}              the C++ kernel (and csrc/cuda/<op>.{h,cu} where the op has a CUDA build)
 
 Every op picks its backend through `_dispatch.resolve` from the `_dispatch.Op` it declares.
 Activations come from the one table in `activation.py`, whose fused codes are the C++ enum

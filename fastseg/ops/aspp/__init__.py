@@ -35,8 +35,8 @@ OP = Op("aspp", native_needs_extension=False)  # "native" is the atrous_conv op'
 @dataclass
 class AsppParams:
     """Folded ASPP weights (every BN folded into its conv). Spatial branch i: conv(branch_weights[i],
-    dilation=dilations[i], 'same' padding) + branch_biases[i] + ReLU. Pool: relu(pool_weight @ mean(x) + pool_bias). Projection:
-    relu(proj_weight * concat(spatial) + proj_bias + proj_pool_weight @ pool)."""
+    dilation=dilations[i], 'same' padding) + branch_biases[i] + ReLU. Pool: relu(pool_weight @ mean(x)
+    + pool_bias). Projection: relu(proj_weight * concat(spatial) + proj_bias + proj_pool_weight @ pool)."""
     branch_weights: list            # [Cout, Cin, 1, 1] then [Cout, Cin, 3, 3] per rate
     branch_biases: list             # [Cout] each
     dilations: tuple                # 1 for the 1x1 branch, then the rates
@@ -73,7 +73,8 @@ def projection_bias(x: torch.Tensor, params: AsppParams) -> torch.Tensor:
 def aspp(x: torch.Tensor, params: AsppParams, backend: str = "auto") -> torch.Tensor:
     """Fused ASPP forward: x [N, Cin, H, W] float32/float16/bfloat16 -> [N, Cout, H, W] in x's dtype."""
     if not isinstance(params, AsppParams):
-        raise TypeError(f"aspp: params must be AsppParams (built by models.rewrite.FusedASPP), got {type(params).__name__}")
+        raise TypeError(f"aspp: params must be AsppParams (built by models.rewrite.FusedASPP), "
+                        f"got {type(params).__name__}")
     check_input(x, "x", params.in_channels, op="aspp")
     if params.pool_weight.device != x.device:
         raise ValueError(f"aspp: params are on {params.pool_weight.device} but x is on {x.device}")

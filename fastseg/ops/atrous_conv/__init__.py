@@ -57,8 +57,8 @@ def atrous_conv(x, weight, bias=None, stride=1, padding=None, dilation=1, activa
     """activation(conv2d(x, weight, bias, stride, padding, dilation)) with batch-norm already folded.
 
     x: [N, Cin, H, W] float32 / float16 / bfloat16, NCHW or channels_last.
-    weight: [Cout, Cin/groups, KH, KW] (e.g. from models.rewrite.fold_batchnorm), converted to x's dtype; bias: None, [Cout], or
-    [N, Cout] for a per-image bias (used by ASPP's folded image-pooling branch).
+    weight: [Cout, Cin/groups, KH, KW] (e.g. from models.rewrite.fold_batchnorm), converted to x's
+    dtype; bias: None, [Cout], or [N, Cout] for a per-image bias (ASPP's folded image pooling).
     padding: int, pair, or None / "same" = dilation * (k - 1) / 2.
     out: optional [N, Cout, OH, OW] tensor (any strides, e.g. a channel slice) to write into.
     groups: as in F.conv2d (the triton backend runs grouped / depthwise convolutions correctly but

@@ -1,0 +1,107 @@
+"""Which runtime runs the network: the one place where it is decided, and why.
+
+`runtime="auto"` (the default) picks:
+
+- On the CPU in fp32, ONNX Runtime, except for dilated ResNets (DeepLabV3, FCN, DeepLabV3+ on
+  ResNets), which run in the fused torch model. On the CPU the network is convolution-bound. ONNX
+  Runtime's convolutions (a blocked NCHWc layout, activations fused into the convolution, weights
+  packed once) beat what torch offers for the same fused model, eager in either layout or under
+  Inductor with frozen weights, on the machines fastseg is measured on (`fastseg bench`). What ONNX
+  Runtime does badly is the tail (a full-resolution Resize, then ArgMax over the materialised
+  logits), so only the network runs there and fastseg's fused upsample + argmax runs after it.
+  Dilated ResNets are the exception because most of their multiplies are in stride-1 3x3
+  convolutions at stride 8 / 16, which the fused torch model runs as Winograd F(4x4) / F(6x6)
+  (`fastseg.ops.winograd`: two to three times fewer multiplies), with each bottleneck's last 1x1
+  convolution, residual add and ReLU as one oneDNN call writing in place; there torch wins.
+  Without onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
+- On a GPU, or in fp16 / bf16, torch: the Triton kernels and the reduced-precision oneDNN kernels
+  live there, and ONNX Runtime is used here for fp32 CPU work only.
+
+A new runtime (a CUDA-stream one, a quantized one, another engine for reduced precision) is a
+`fastseg.segmenter.runtimes.Runtime` subclass, named in RUNTIMES below and in the rule above.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import _torch_compat
+from .runtimes import InductorRuntime, OnnxRuntime, Runtime, TorchRuntime
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+RUNTIMES = ("auto", "torch", "inductor", "onnxruntime")
+
+
+def check_precision(precision: str, device: torch.device, allow_emulated: bool) -> str:
+    """`precision` when this device runs it natively (or emulation is allowed); otherwise ValueError:
+    emulated reduced precision is far slower than fp32, never what a user wants by accident."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32" or allow_emulated:
+        return precision
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(device)}")
+        return precision
+    if device.type == "cpu":
+        supported = (_torch_compat.mkldnn_bf16_supported() if precision == "bf16"
+                     else _torch_compat.mkldnn_fp16_supported())
+        if not supported:
+            raise ValueError(f"precision: this CPU has no native {precision} convolutions (oneDNN reports "
+                             f"none; they need AVX512-BF16 / AMX / AVX512-FP16), so {precision} would be "
+                             f"emulated and slower than fp32. Use fp32, or allow_emulated_precision=True.")
+        return precision
+    raise ValueError(f"precision: {precision} on {device.type} is not supported")
+
+
+def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precision: str, *,
+                   channels_last: bool | None = None, ort_spinning: bool = True) -> Runtime:
+    """Build the runtime named by `runtime` ("auto": by the rule above) for `model` (as trained or
+    already fused: the torch runtimes fuse it, ONNX Runtime's graph is exported from its fused form
+    only when the graph is not cached yet).
+    channels_last: the torch runtimes' input layout (default: True on the CPU)."""
+    from ..models import fuse
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "auto":
+        runtime = "torch" if channels_last else _auto(model, device, precision)
+    if runtime == "onnxruntime":
+        if device.type != "cpu":
+            raise ValueError("runtime: 'onnxruntime' is fastseg's CPU runtime; use 'torch' on CUDA")
+        if precision != "fp32":
+            raise ValueError(f"precision: runtime 'onnxruntime' runs fp32 only, got {precision}")
+        if channels_last:
+            raise ValueError("channels_last: ONNX Runtime takes NCHW input (it picks its own layout inside)")
+        return OnnxRuntime(model, spinning=ort_spinning)
+    layout = device.type == "cpu" if channels_last is None else bool(channels_last)
+    kind = InductorRuntime if runtime == "inductor" else TorchRuntime
+    return kind(fuse(model), device, PRECISIONS[precision], layout)
+
+
+def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
+    if device.type != "cpu" or precision != "fp32" or _winograd_backbone(model):
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnxruntime"
+
+
+def _winograd_backbone(model: nn.Module) -> bool:
+    """True for a model with dilated dense 3x3 convolutions that Winograd serves (a dilated ResNet),
+    whose multiplies are mostly in those convolutions: in a fused model its AtrousConv modules, in
+    one as trained the conv + BN + activation blocks that fusing turns into them."""
+    from ..models.layers import ConvBNAct
+    from ..models.rewrite import AtrousConv, is_atrous
+    from ..ops import winograd
+
+    def served(m: nn.Module) -> bool:
+        if not (isinstance(m, AtrousConv) or (isinstance(m, ConvBNAct) and is_atrous(m.conv))):
+            return False
+        c = m.conv
+        return winograd.geometry_serves(c.kernel_size, c.stride, c.padding, c.dilation, c.groups, m.act_name,
+                                        c.in_channels, c.out_channels)
+
+    return any(served(m) for m in model.modules())

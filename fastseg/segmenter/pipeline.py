@@ -1,0 +1,261 @@
+"""`Segmenter`: images in, a label per pixel out, as fast as the device allows.
+
+Stages, one call each: preprocess (uint8 -> the normalised float the runtime takes, written once),
+the network (`Runtime.__call__`, optionally composed with tiling and / or test-time augmentation),
+the tail (`fastseg.ops.upsample_argmax`: the bilinear upsample fused with the argmax, so
+full-resolution logits never exist), and an optional CRF on the upsampled probabilities.
+
+A Segmenter holds no state that a call changes: every buffer a call needs is its own, and the
+buffers a video loop reuses belong to that loop (`stream`), so threads may share one Segmenter.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from . import inputs
+from .augment import pad, tiled_logits, tta_logits
+from .choice import PRECISIONS, check_precision, choose_runtime
+from .model_spec import resolve_model
+from .options import TTA, Tiling
+
+__all__ = ["Segmenter", "SegmentationResult"]
+
+# old flat keyword arguments, and what replaced them
+_REPLACED = {
+    "tile": "tiling=Tiling(size=(h, w))", "overlap": "tiling=Tiling(size, overlap=...)",
+    "tile_batch": "tiling=Tiling(size, batch=...)", "tta_flip": "tta=TTA(flip=True)",
+    "tta_scales": "tta=TTA(scales=...)", "tta_average": "tta=TTA(average=...)",
+    "compile": "runtime='inductor'",
+}
+
+
+@dataclass
+class SegmentationResult:
+    """labels: with the input's structure and kind; confidence: the maximum class probability per
+    pixel (float32, same structure), when asked for; timings: seconds per stage for this call."""
+
+    labels: Any
+    confidence: Any = None
+    timings: dict = field(default_factory=dict)
+
+
+class Segmenter:
+    """Segment images with a fastseg model: preprocess, network, fused tail, optional CRF.
+
+    model_or_name: a fastseg model (`fastseg.models.create`, `from_torchvision`, ...), the path of a
+        file written by `fastseg.models.save`, the name of a model packaged with fastseg
+        (`fastseg.models.pretrained.names()`), or a registered architecture name with `num_classes`
+        (random weights). None (the default) is the packaged default model, trained on CamVid.
+    device: "cpu", "cuda", "cuda:1", a torch.device.
+    precision: "fp32", "fp16" or "bf16". Reduced precision needs hardware support: CUDA (bf16 on
+        GPUs that have it), or a CPU whose oneDNN has native bf16 / fp16 kernels (AVX512-BF16, AMX,
+        AVX512-FP16). Elsewhere it is an error, because it would be emulated and far slower than
+        fp32; `allow_emulated_precision=True` runs it anyway (for testing the numerics).
+    crf: a `fastseg.crf.DenseCRF` applied to the upsampled class probabilities as a last stage.
+    runtime: "auto", "torch", "inductor" or "onnxruntime" (`fastseg.segmenter.choice` says which
+        "auto" picks and why). The built runtime is `self.runtime` (its `.name` is the choice).
+    channels_last: the torch runtimes' input layout (default: True on the CPU).
+    tiling: a `Tiling` (sliding-window inference for large images), or None.
+    tta: a `TTA` (test-time augmentation: flips and scales), or None.
+    pad_to: pad images (bottom / right, with the mean colour) to a multiple of this, run, crop the
+        labels. 1 (the default) runs every image at its own size, which all zoo models accept and
+        which gives exactly the source model's answer; tiling always pads to the output stride.
+    ort_spinning: let ONNX Runtime's idle workers spin between the operators of a run (its own
+        default): faster when the segmenter has the cores to itself, much slower on a machine busy
+        with other work, whose cores the spinning takes; False makes them sleep.
+    """
+
+    def __init__(self, model_or_name=None, device="cpu", precision: str = "fp32", crf=None, *,
+                 num_classes: int | None = None, runtime: str = "auto", channels_last: bool | None = None,
+                 tiling: Tiling | None = None, tta: TTA | None = None, pad_to: int = 1,
+                 allow_emulated_precision: bool = False, ort_spinning: bool = True, **unexpected):
+        _reject(unexpected)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} asked for, but CUDA is not available")
+        self.precision = check_precision(precision, self.device, allow_emulated_precision)
+        self.dtype = PRECISIONS[self.precision]
+        if tiling is not None and not isinstance(tiling, Tiling):
+            raise TypeError(f"tiling: expected fastseg.segmenter.Tiling(size=(h, w), ...), got {tiling!r}")
+        if tta is not None and not isinstance(tta, TTA):
+            raise TypeError(f"tta: expected fastseg.segmenter.TTA(flip=..., scales=...), got {tta!r}")
+        if crf is not None and not callable(crf):
+            raise TypeError(f"crf: expected a fastseg.crf.DenseCRF, got {type(crf).__name__}")
+        if int(pad_to) != pad_to or pad_to < 1:
+            raise ValueError(f"pad_to: must be a positive integer, got {pad_to!r}")
+
+        model = resolve_model(model_or_name, num_classes).model
+        self.runtime = choose_runtime(runtime, model, self.device, self.precision,
+                                      channels_last=channels_last, ort_spinning=ort_spinning)
+        # the model the network stage runs (fused, in the runtime's dtype and layout), or for a runtime
+        # that runs a graph of its own, the model that graph was made from
+        self.model = getattr(self.runtime, "model", model)
+        self.output_stride = int(getattr(model, "output_stride", 1))
+        self.align_corners = bool(getattr(model, "align_corners", False))
+        self.crf = crf
+        self.pad_to = int(pad_to)
+        self.tiling = None if tiling is None else tiling.rounded(self.output_stride)
+        self.tta = tta if tta is not None and tta.active else None
+
+        mean = torch.tensor(model.mean, dtype=torch.float32, device=self.device)
+        std = torch.tensor(model.std, dtype=torch.float32, device=self.device)
+        # x_norm = x_uint8 * scale - shift  (one multiply and one subtract per element)
+        self._scale = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1)
+        self._shift = (mean / std).reshape(1, 3, 1, 1)
+        self._network = self.runtime if self.tta is None else functools.partial(
+            tta_logits, self.runtime, tta=self.tta, stride=self.output_stride, align_corners=self.align_corners)
+
+    # ------------------------------------------------------------------------- public
+    def predict(self, batch, return_confidence: bool = False) -> SegmentationResult:
+        """Labels for `batch` (see `fastseg.segmenter.inputs` for the accepted forms)."""
+        with torch.inference_mode(), self.runtime.kernel_threads():
+            return self._run(batch, return_confidence, None)
+
+    def stream(self, frames: Iterable, return_confidence: bool = False) -> Iterator[SegmentationResult]:
+        """`predict` for each frame of a video loop. The input buffer (the normalised float image) and the
+        labels / confidence arrays belong to this loop and are reused from frame to frame while the
+        frame size stays the same: each result's arrays are overwritten by the next frame (copy them
+        to keep them). Several loops may run on one Segmenter at once, from any threads."""
+        buffers = _InputBuffers()
+        held = inputs.HeldOutputs()
+        for frame in frames:
+            with torch.inference_mode(), self.runtime.kernel_threads():
+                result = self._run(frame, return_confidence, buffers)
+            result.labels, result.confidence = held.reuse(result.labels, result.confidence)
+            yield result
+
+    def warmup(self, sizes: Sequence[int] | Sequence[Sequence[int]] = ((360, 480),), batch: int = 1) -> list[float]:
+        """Run a frame of each (height, width) in `sizes` once, so that first-call costs (Inductor's
+        compilation per size, the allocators' first requests, lazy kernel set-up) are paid now rather
+        than on the first real frame. Returns the seconds each size took."""
+        if len(sizes) == 2 and all(isinstance(v, numbers.Integral) for v in sizes):
+            sizes = (sizes,)
+        seconds = []
+        for h, w in sizes:
+            frame = torch.zeros((batch, 3, int(h), int(w)), dtype=torch.uint8, device=self.device)
+            start = time.perf_counter()
+            self.predict(frame)
+            seconds.append(self.runtime.sync() - start)
+        return seconds
+
+    def preprocess(self, images: torch.Tensor, hwc: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 [N,H,W,3] (hwc) or uint8 / float [N,3,H,W] -> normalised [N,3,H,W] in the runtime's dtype
+        and layout, on the device, written into `out` when given (from `input_buffer`): on the CPU in
+        float32, one pass of the native normalize kernel; otherwise one converting copy plus one
+        in-place multiply-subtract."""
+        if hwc:
+            images = images.permute(0, 3, 1, 2)  # a view with channels_last strides
+        if out is None:
+            out = self.input_buffer(*images.shape[:1], *images.shape[2:])
+        if images.dtype == torch.uint8 and out.dtype == torch.float32 and out.device.type == "cpu":
+            return _normalize(images, self._scale, self._shift, out=out)
+        out.copy_(images)
+        dtype = out.dtype
+        scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
+        return out.mul_(scale.to(dtype)).sub_(self._shift.to(dtype))
+
+    def input_buffer(self, n: int, h: int, w: int) -> torch.Tensor:
+        """An uninitialised normalised-input batch in the runtime's dtype and layout."""
+        return torch.empty((n, 3, h, w), dtype=self.runtime.dtype, device=self.device,
+                           memory_format=self.runtime.memory_format)
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Low-resolution logits of the normalised batch, and the (padded) size they map to."""
+        h, w = x.shape[2:]
+        if self.tiling is not None and (h > self.tiling.size[0] or w > self.tiling.size[1]):
+            return tiled_logits(self._network, x, self.tiling, self.output_stride, self.align_corners)
+        x = pad(x, self.output_stride if self.tiling is not None else self.pad_to)
+        return self._network(x), tuple(x.shape[2:])
+
+    # ------------------------------------------------------------------------- stages
+    def _run(self, batch, return_confidence: bool, buffers: _InputBuffers | None) -> SegmentationResult:
+        start = time.perf_counter()
+        timings = dict.fromkeys(("preprocess", "model", "tail") + (("crf",) if self.crf is not None else ()), 0.0)
+        sync = self.runtime.sync
+        parts = inputs.split(batch)
+        outputs = []  # per group: (labels [n,H,W], confidence [n,H,W] or None)
+        for group in parts.groups:
+            t0 = time.perf_counter()
+            n, (H, W) = len(group.indices), group.size
+            out = None if buffers is None else buffers.get(self, n, H, W)
+            x = self.preprocess(group.images, group.hwc, out)
+            t1 = sync()
+            logits, padded = self.logits(x)
+            t2 = sync()
+            if self.crf is None:
+                res = ops.upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
+                                          return_confidence=return_confidence)
+                labels, conf = res if return_confidence else (res, None)
+                if (H, W) != padded:
+                    labels, conf = labels[:, :H, :W], (None if conf is None else conf[:, :H, :W])
+                t3 = sync()
+            else:
+                z = F.interpolate(logits.float(), size=padded, mode="bilinear",
+                                  align_corners=self.align_corners)[:, :, :H, :W]
+                t3 = sync()
+                probs, labels = self.crf(group.as_uint8_hwc(), z.contiguous(), logits=True, return_labels=True)
+                conf = probs.amax(1) if return_confidence else None
+                timings["crf"] += sync() - t3
+            timings["preprocess"] += t1 - t0
+            timings["model"] += t2 - t1
+            timings["tail"] += t3 - t2
+            outputs.append((labels, conf))
+        result = SegmentationResult(inputs.restore(parts, [o[0] for o in outputs]), None, timings)
+        if return_confidence:
+            result.confidence = inputs.restore(parts, [o[1] for o in outputs])
+        timings["total"] = time.perf_counter() - start
+        return result
+
+    def __repr__(self):
+        return (f"Segmenter({type(self.model).__name__}, device={self.device}, precision={self.precision}, "
+                f"runtime={self.runtime.name}, tiling={self.tiling}, tta={self.tta}, crf={self.crf is not None})")
+
+
+class _InputBuffers:
+    """One stream's normalised-input buffers, by batch size and frame size: a video loop of one
+    frame size writes every frame into the same buffer. Kept for the latest sizes only."""
+
+    KEEP = 4  # a list input of several sizes needs one per size
+
+    def __init__(self):
+        self._buffers: dict = {}
+
+    def get(self, seg: Segmenter, n: int, h: int, w: int) -> torch.Tensor:
+        key = (n, h, w)
+        x = self._buffers.pop(key, None)
+        if x is None:
+            x = seg.input_buffer(n, h, w)
+            if len(self._buffers) >= self.KEEP:
+                self._buffers.pop(next(iter(self._buffers)))
+        self._buffers[key] = x  # most recently used last
+        return x
+
+
+def _normalize_op():
+    """fastseg.ops' one-pass uint8 -> float normalisation, exported as `fastseg.ops.normalize`."""
+    op = getattr(ops, "normalize", None)
+    if callable(op):
+        return op
+    from ..ops.normalize import normalize_image
+
+    return normalize_image
+
+
+_normalize = _normalize_op()
+
+
+def _reject(unexpected: dict) -> None:
+    if not unexpected:
+        return
+    name = next(iter(unexpected))
+    hint = f" (use {_REPLACED[name]})" if name in _REPLACED else ""
+    raise TypeError(f"Segmenter() got an unexpected keyword argument {name!r}{hint}")
+
