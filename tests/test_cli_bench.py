@@ -77,6 +77,9 @@ def test_agreement_figures():
     x = torch.ones(10)
     assert Agreement.close(x * (1 + 1e-6), x, 1e-5).ok and not Agreement.close(x * 1.01, x, 1e-5).ok
     assert Agreement.exact(False).text == "RESULTS DIFFER"
+    both = Agreement.labels(a, a, 1.0)
+    assert both.requiring(True, "more").ok and not both.requiring(False, "more").ok
+    assert both.requiring(True, "more").text == "100.0000 % labels equal, more"
 
 
 def test_bench_disagreement_fails(tmp_path, capsys, monkeypatch):

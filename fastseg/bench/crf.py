@@ -66,8 +66,7 @@ def crf(quick: bool, camvid: Path | None = None) -> list[Row]:
     model = DenseCRF()
     q, q_ref = model(image, probs), model.reference(image, probs)
     dq = float(np.abs(q - q_ref).mean())
-    agreement = Agreement.labels(q.argmax(0), q_ref.argmax(0), 0.995, f"mean abs. dQ {dq:.1e}")
-    agreement = Agreement(agreement.measure, agreement.value, agreement.ok and dq <= 1e-3, agreement.detail)
+    agreement = Agreement.labels(q.argmax(0), q_ref.argmax(0), 0.995).requiring(dq <= 1e-3, f"mean abs. dQ {dq:.1e}")
     h, w = labels.shape
     return measure("dense CRF (5 iterations)", f"{w}x{h} {source}, {NUM_CLASSES} labels",
                    {f"fastseg ({torch.get_num_threads()} threads)": lambda: model(image, probs)},

@@ -7,7 +7,7 @@ claim is the ratio reference / fastseg, never an absolute time. Measurements tha
 (peak memory, the mIoU a CRF adds) are `Figure`s."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -28,13 +28,13 @@ class Agreement:
     detail: str = ""
 
     @classmethod
-    def labels(cls, got, expected, minimum: float, detail: str = "") -> "Agreement":
+    def labels(cls, got, expected, minimum: float) -> "Agreement":
         a = torch.as_tensor(np.asarray(got)).long()
         b = torch.as_tensor(np.asarray(expected)).long()
         if a.shape != b.shape:
             return cls("labels equal", 0.0, False, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
         equal = float((a == b).double().mean())
-        return cls("labels equal", equal, equal >= minimum, detail)
+        return cls("labels equal", equal, equal >= minimum)
 
     @classmethod
     def close(cls, got: torch.Tensor, expected: torch.Tensor, tolerance: float) -> "Agreement":
@@ -44,6 +44,10 @@ class Agreement:
     @classmethod
     def exact(cls, equal: bool) -> "Agreement":
         return cls("exact", 1.0 if equal else 0.0, bool(equal))
+
+    def requiring(self, condition: bool, detail: str) -> "Agreement":
+        """The same figure, ok only if condition holds too; detail says what else was checked."""
+        return replace(self, ok=self.ok and bool(condition), detail=", ".join(d for d in (self.detail, detail) if d))
 
     @property
     def text(self) -> str:

@@ -51,8 +51,8 @@ def upsample_argmax_confidence(quick: bool) -> list[Row]:
     labels, conf = op(logits, size, return_confidence=True)
     ref_labels, ref_conf = eager()
     err = Agreement.close(conf, ref_conf, 1e-5)
-    agreement = Agreement.labels(labels, ref_labels, LABELS_EQUAL, f"confidence max rel. error {err.value:.1e}")
-    agreement = Agreement(agreement.measure, agreement.value, agreement.ok and err.ok, agreement.detail)
+    agreement = Agreement.labels(labels, ref_labels, LABELS_EQUAL).requiring(
+        err.ok, f"confidence max rel. error {err.value:.1e}")
     return measure("upsample + argmax + confidence", shape, {"fastseg": lambda: op(logits, size, return_confidence=True)},
                    {"F.interpolate + softmax + max (eager)": Reference(eager, agreement)}, rounds=3 if quick else 5)
 
@@ -155,9 +155,8 @@ def _atrous_conv(quick: bool, channels_last: bool) -> list[Row]:
 
     got = ours()
     same_layout = got.is_contiguous(memory_format=layout)
-    agreement = Agreement.close(got, eager(), 1e-4)
-    agreement = Agreement(agreement.measure, agreement.value, agreement.ok and same_layout,
-                          "" if same_layout else "output layout differs from the input's")
+    agreement = Agreement.close(got, eager(), 1e-4).requiring(
+        same_layout, "" if same_layout else "output layout differs from the input's")
     shape = f"{dims((n, c, h, w))} {'channels_last' if channels_last else 'NCHW'}, 3x3, dilation {d}"
     return measure("atrous conv + BN + ReLU", shape, {"fastseg": ours},
                    {"F.conv2d + BatchNorm + ReLU (eager)": Reference(eager, agreement),

@@ -87,7 +87,7 @@ def header(content: dict) -> str:
     commit = (content.get("commit") or "unknown")[:10] + (" + local changes" if content.get("dirty") else "")
     mode = "quick run (small shapes, few rounds)" if content["quick"] else "full run"
     return (f"{mode} on {c['model']} ({c['cores']} cores, {m['torch_threads']} torch threads; "
-            f"{' '.join(c['flags']) or 'no AVX2'}), torch {m['torch']}, {content['date']}, commit {commit}; "
+            f"{' '.join(c['flags']) or 'none of AVX2, AVX-512, AMX'}), torch {m['torch']}, {content['date']}, commit {commit}; "
             f"load average {m['load_average'][0]:.2f} at the start")
 
 
