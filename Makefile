@@ -29,11 +29,14 @@ demo: build
 test: build
 	$(PYTHON) -m pytest -q tests
 
+# The full run is the README's source: its results file is committed, and the figures are generated from it.
 bench: build
-	$(PYTHON) -m pytest -q benchmarks --benchmark-columns=median,iqr,rounds
+	$(PYTHON) -m pytest -q benchmarks --results benchmarks/results/latest.json
+	$(PYTHON) tools/readme_figures.py
 
+# CI's run: small shapes, results file under runs/bench/
 bench-quick: build
-	$(PYTHON) -m pytest -q benchmarks --quick --benchmark-columns=median,rounds
+	$(PYTHON) -m pytest -q benchmarks --quick
 
 # The CUDA build cannot rot: every .cu compiles for each architecture, GPU or not (needs nvcc).
 CUDA_ARCHS ?= 80 90

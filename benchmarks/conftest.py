@@ -1,53 +1,72 @@
-"""pytest-benchmark suites: each fused op against the references users would otherwise run.
+"""`pytest benchmarks/` runs the cases of fastseg.bench (the same as `fastseg bench`), one test each.
 
 Every speed figure is a ratio against a reference timed in the same run, interleaved, as medians
-(these machines are noisy). Benchmarks assert equal results; they never fail on speed unless
-FASTSEG_BENCH_STRICT=1 asks them to check the issue's targets.
+(these machines are noisy). A case fails when fastseg's results disagree with a reference's, never
+on speed, unless FASTSEG_BENCH_STRICT=1 asks for the ratios the cases aim at.
 
-  pytest benchmarks/            full shapes
-  pytest benchmarks/ --quick    small shapes, few rounds (what CI runs)
+  pytest benchmarks/                               full shapes
+  pytest benchmarks/ --quick                       small shapes, few rounds (what CI runs)
+  pytest benchmarks/ --results FILE                the run's results file (default runs/bench/results-DATE.json)
+
+The table of the whole run is printed at the end.
 """
 from __future__ import annotations
 
-import os
-import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from fastseg._timing import interleaved_medians  # the root conftest.py has settled TRITON_INTERPRET
+from fastseg.bench import results  # the root conftest.py has settled TRITON_INTERPRET
 
 
-class Comparison:
-    """Times `ours` against references in one interleaved run, prints a table, records ratios."""
+def pytest_addoption(parser):
+    parser.addoption("--results", type=Path, default=None, metavar="FILE",
+                     help="where to write this run's results file (JSON)")
 
-    def __init__(self, benchmark, title: str):
-        self.benchmark = benchmark
-        self.title = title
 
-    def __call__(self, ours: dict, references: dict, rounds: int, warmup: int = 1,
-                 targets: dict | None = None, settle: float = 0.0) -> dict:
-        medians = interleaved_medians({**ours, **references}, rounds, warmup, settle)
-        lines = [f"\n{self.title} (median of {rounds} interleaved rounds)"]
-        lines.append(f"  {'implementation':34s} {'median ms':>10s}")
-        for name, m in medians.items():
-            lines.append(f"  {name:34s} {m * 1e3:10.3f}")
-        ratios = {}
-        for o in ours:
-            for r in references:
-                ratios[f"{r} / {o}"] = medians[r] / medians[o]
-                lines.append(f"  speed-up of {o} over {r}: {ratios[f'{r} / {o}']:.2f}x")
-        print("\n".join(lines), file=sys.stderr)
-        if self.benchmark is not None:
-            self.benchmark.extra_info.update({f"ratio {k}": round(v, 3) for k, v in ratios.items()})
-            self.benchmark.extra_info.update({f"median_ms {k}": round(v * 1e3, 4) for k, v in medians.items()})
-            first = next(iter(ours.values()))
-            self.benchmark.pedantic(first, rounds=max(1, min(rounds, 5)), iterations=1)
-        if os.environ.get("FASTSEG_BENCH_STRICT") == "1" and targets:
-            for key, minimum in targets.items():
-                assert ratios[key] >= minimum, f"{key}: {ratios[key]:.2f}x < target {minimum}x"
-        return ratios
+class Run:
+    """What the run's cases gave, in order, and how to write it down."""
+
+    def __init__(self):
+        self.items: list = []
+        self.machine, self.started, self.t0 = results.machine(), results.now(), time.perf_counter()
+        self.quick = False
+
+    def content(self) -> dict:
+        return results.results(self.quick, self.items, time.perf_counter() - self.t0, self.started, self.machine)
+
+
+RUN_KEY = pytest.StashKey[Run]()
+
+
+def pytest_configure(config):
+    config.stash[RUN_KEY] = Run()
 
 
 @pytest.fixture
-def compare(benchmark, request):
-    return Comparison(benchmark, request.node.name)
+def bench_run(request, quick) -> Run:
+    run = request.config.stash[RUN_KEY]
+    run.quick = quick
+    return run
+
+
+def pytest_sessionfinish(session):
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is None or not run.items:
+        return
+    path = session.config.getoption("--results") or \
+        Path("runs") / "bench" / f"results-{run.started.strftime('%Y%m%d-%H%M%S')}.json"
+    run.path, run.written = path, run.content()
+    results.write(path, run.written)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or not getattr(run, "written", None):
+        return
+    _, rows, figures = results.load(run.path)
+    terminalreporter.write_sep("=", "fastseg bench")
+    terminalreporter.write_line(results.header(run.written))
+    terminalreporter.write_line(results.markdown(rows, figures))
+    terminalreporter.write_line(f"results file: {run.path}")

@@ -1,97 +1,67 @@
-"""fastseg against the references users would otherwise run: the rows of `fastseg bench`.
+"""fastseg against the references users would otherwise run: the benchmark cases, defined once.
 
-Each case sets up one op or model with its references, checks that they agree (the check is shown
-in the row and a disagreement fails the command) and times fastseg and every reference round-robin
-in the same run (`fastseg._timing.interleaved_medians`). The claim is the ratio reference / fastseg;
-absolute times on a shared machine mean little. `quick` picks small shapes and few rounds.
+`fastseg bench` and `pytest benchmarks/` run these same cases. Each case checks that fastseg agrees
+with its references (a disagreement fails the run) and times fastseg and every reference round-robin
+in the same run; the claim is the ratio reference / fastseg (`measure.Row`), never an absolute time.
+A few cases measure something else (peak memory, the mIoU the CRF adds: `measure.Figure`).
+`quick` picks small shapes and few rounds (what CI runs). A run's rows and figures, with the machine
+they ran on, are one JSON results file (`results`).
 
-    from fastseg.bench import CASES, run_cases
-    rows = run_cases(quick=True)            # list of Row
+    from fastseg.bench import CASES, run_case
+    rows = run_case("upsample_argmax", quick=True)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
-from .._timing import interleaved_medians
+from . import crf, memory, models, ops
+from .measure import Agreement, Figure, Reference, Row, measure
+
+__all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
 
 
-@dataclass
-class Row:
-    case: str          # what is measured, e.g. "upsample + argmax"
-    shape: str
-    reference: str     # what fastseg is timed against
-    ref_ms: float
-    ours_ms: float
-    agreement: str     # how the results compare, in words
-    ok: bool           # the results agree within the case's tolerance
+@dataclass(frozen=True)
+class Case:
+    name: str
+    run: Callable[..., list]
 
     @property
-    def ratio(self) -> float:
-        return self.ref_ms / self.ours_ms
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "speedup": self.ratio}
-
-
-@dataclass
-class Reference:
-    fn: Callable[[], object]
-    agreement: str
-    ok: bool
+    def options(self) -> dict[str, bool]:
+        """The options the case takes (camvid, model), each with whether it is required."""
+        params = list(inspect.signature(self.run).parameters.values())[1:]
+        return {p.name: p.default is inspect.Parameter.empty for p in params}
 
 
-def measure(case: str, shape: str, ours: Callable[[], object], references: dict[str, Reference],
-            rounds: int, warmup: int = 1, settle: float = 0.0) -> list[Row]:
-    """One row per reference, all timed interleaved with `ours` in one run (settle: see
-    interleaved_medians; the model cases use it, since fastseg's model stage runs on ONNX Runtime)."""
-    medians = interleaved_medians({"\0ours": ours, **{k: r.fn for k, r in references.items()}}, rounds, warmup,
-                                  settle)
-    return [Row(case, shape, name, 1e3 * medians[name], 1e3 * medians["\0ours"], r.agreement, r.ok)
-            for name, r in references.items()]
+CASES: dict[str, Case] = {case.name: case for case in (
+    Case("upsample_argmax", ops.upsample_argmax),
+    Case("upsample_argmax_confidence", ops.upsample_argmax_confidence),
+    Case("upsample_argmax_memory", memory.upsample_argmax_memory),
+    Case("confusion_matrix", ops.confusion_matrix_uint8),
+    Case("confusion_matrix_int64", ops.confusion_matrix_int64),
+    Case("atrous_conv", ops.atrous_conv_channels_last),
+    Case("atrous_conv_nchw", ops.atrous_conv_nchw),
+    Case("aspp", models.aspp),
+    Case("crf", crf.crf),
+    Case("crf_batch", crf.crf_batch),
+    Case("crf_memory", crf.crf_memory),
+    Case("crf_camvid", crf.crf_camvid),
+    Case("default_model", models.default_model),
+    Case("lraspp", models.lraspp),
+    Case("lraspp_compile", models.lraspp_compile),
+    Case("deeplabv3", models.deeplabv3),
+)}
 
 
-def _cases() -> dict[str, Callable[[bool], list[Row]]]:
-    from . import models, ops
-
-    return {"upsample_argmax": ops.upsample_argmax_case, "confusion_matrix": ops.confusion_matrix_case,
-            "crf": ops.crf_case, "atrous_conv": ops.atrous_conv_case,
-            "default_model": models.default_model_case, "lraspp": models.lraspp_case}
-
-
-CASES = ("upsample_argmax", "confusion_matrix", "crf", "atrous_conv", "default_model", "lraspp")
-OP_CASES = CASES[:4]
-
-
-def run_cases(quick: bool = False, names=CASES, progress: bool = True, **options) -> list[Row]:
-    """The rows of the named cases, in order. options go to the cases that take them (model=)."""
-    from tqdm import tqdm
-
-    table = _cases()
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise ValueError(f"unknown bench case(s) {unknown}; known: {list(CASES)}")
-    rows: list[Row] = []
-    bar = tqdm(names, desc="bench", unit="case", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        fn = table[name]
-        kwargs = {k: v for k, v in options.items() if k in fn.__code__.co_varnames}
-        rows.extend(fn(quick, **kwargs))
-    return rows
-
-
-def format_table(rows: list[Row]) -> str:
-    """Aligned plain-text table (also valid Markdown)."""
-    head = ("case", "shape", "reference", "ref ms", "fastseg ms", "speed-up", "agreement")
-    body = [(r.case, r.shape, r.reference, f"{r.ref_ms:.2f}", f"{r.ours_ms:.2f}", f"{r.ratio:.2f}x",
-             r.agreement + ("" if r.ok else "  ** MISMATCH **")) for r in rows]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    numeric = {3, 4, 5}
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + (":" if i in numeric else "-") for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(head), rule, *map(line, body)])
+def run_case(name: str, quick: bool, **options) -> list[Row | Figure]:
+    """The rows (or figures) of one case; options it does not take are ignored (None: not given)."""
+    case = CASES[name]
+    taken = {k: v for k, v in options.items() if k in case.options and v is not None}
+    missing = [k for k, required in case.options.items() if required and k not in taken]
+    if missing:
+        raise ValueError(f"bench case {name} needs {', '.join(missing)}")
+    items = case.run(quick, **taken)
+    for item in items:
+        item.name = name
+    return items

@@ -1,95 +1,98 @@
 """`fastseg bench`: fastseg's ops and models against their references on this machine.
 
-    fastseg bench [--quick] [--only crf,lraspp] [--model FILE] [--out DIR]
+    fastseg bench [--quick] [--only crf,lraspp] [--model FILE] [--camvid DIR] [--out DIR]
 
-Every row times fastseg and its reference round-robin in the same run (medians), after checking that
-they agree; the speed-up is reference time / fastseg time. Writes into --out: bench.md (the table),
-bench.json (rows and machine) and bench.png (the speed-ups as a bar chart). Exit status 1 when any
-row's results disagree. --quick: small shapes and few rounds (about a minute).
+The cases are those of `pytest benchmarks/` (fastseg.bench). Every row times fastseg and its
+reference round-robin in the same run (medians), after checking that they agree; the speed-up is
+reference time / fastseg time. Writes into --out: bench.json (the results file: machine, commit, rows
+and figures), bench.md (the table) and bench.png (the speed-ups as a bar chart). Exit status 1 when
+any row's results disagree or a figure's check fails.
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-HELP = "fastseg's ops and models against their references: table and plot of speed-ups"
+HELP = "fastseg's ops and models against their references: results file, table and plot of speed-ups"
 
 
 def add_arguments(parser) -> None:
     from ..bench import CASES
 
-    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds (what CI runs)")
     parser.add_argument("--only", default=None, metavar="CASE[,CASE]",
                         help=f"run only these cases, of: {', '.join(CASES)}")
     parser.add_argument("--model", default=None,
-                        help="a fastseg model file for the default-model row (default: the packaged model)")
+                        help="a fastseg model file for the default_model case (default: the packaged model)")
+    parser.add_argument("--camvid", type=Path, default=None, metavar="DIR",
+                        help="a CamVid folder (with val/ and valannot/): the CRF cases use its frames, and the "
+                             "cases that need it (crf_camvid) run")
     parser.add_argument("--out", type=Path, default=Path("runs") / "bench",
-                        help="folder for bench.md, bench.json, bench.png (default: runs/bench)")
+                        help="folder for bench.json, bench.md, bench.png (default: runs/bench)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _machine() -> dict:
-    import torch
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_average": list(os.getloadavg())}
+def _error(message: str) -> int:
+    print(f"fastseg bench: error: {message}", file=sys.stderr)
+    return 2
 
 
-def _header(machine: dict, quick: bool) -> str:
-    return (f"fastseg bench{' --quick' if quick else ''}: {machine['cores']} cores, {machine['torch_threads']} "
-            f"torch threads, torch {machine['torch']}; medians of interleaved rounds, speed-up = reference / "
-            f"fastseg (load average {machine['load_average'][0]:.2f} at the start)")
+def _names(args) -> tuple[list[str] | None, str | None]:
+    from ..bench import CASES
+
+    if args.only is None:  # every case whose required options are given
+        given = {"camvid": args.camvid, "model": args.model}
+        return [n for n, c in CASES.items() if all(given.get(k) is not None for k, req in c.options.items() if req)], None
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        return None, f"--only: unknown case(s) {unknown or [args.only]}; known: {', '.join(CASES)}"
+    if args.camvid is None:
+        needing = [n for n in names if CASES[n].options.get("camvid")]
+        if needing:
+            return None, f"--only: {', '.join(needing)} need(s) --camvid DIR"
+    return names, None
 
 
 def run(args) -> int:
-    from .._atomic import write_text
-    from ..bench import CASES, format_table, run_cases
+    from tqdm import tqdm
 
-    names = CASES if args.only is None else tuple(n.strip() for n in args.only.split(",") if n.strip())
-    unknown = [n for n in names if n not in CASES]
-    if unknown or not names:
-        print(f"fastseg bench: error: --only: unknown case(s) {unknown or [args.only]}; known: {', '.join(CASES)}",
-              file=sys.stderr)
-        return 2
+    from .._atomic import write_text
+    from ..bench import results, run_case
+    from ..bench.measure import Figure, Row
+
+    names, problem = _names(args)
+    if problem:
+        return _error(problem)
     if args.model is not None and not os.path.isfile(args.model):
-        print(f"fastseg bench: error: --model: {args.model} is not a file", file=sys.stderr)
-        return 2
+        return _error(f"--model: {args.model} is not a file")
+    if args.camvid is not None and not (args.camvid / "val").is_dir():
+        return _error(f"--camvid: {args.camvid} has no val/ folder")
     args.out.mkdir(parents=True, exist_ok=True)
-    machine = _machine()
-    started = time.perf_counter()
-    rows = run_cases(args.quick, names, progress=not args.no_progress, model=args.model)
-    table = format_table(rows)
-    header = _header(machine, args.quick)
+    machine, started, t0 = results.machine(), results.now(), time.perf_counter()
+    items = []
+    bar = tqdm(names, desc="bench", unit="case", disable=args.no_progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        items += run_case(name, args.quick, model=args.model, camvid=args.camvid)
+    content = results.results(args.quick, items, time.perf_counter() - t0, started, machine)
+    rows = [r for r in items if isinstance(r, Row)]
+    figures = [f for f in items if isinstance(f, Figure)]
+    header, table = results.header(content), results.markdown(rows, figures)
     print(f"\n{header}\n\n{table}")
+    results.write(args.out / "bench.json", content)
     write_text(args.out / "bench.md", f"{header}\n\n{table}\n")
-    report = {"quick": args.quick, "machine": machine, "seconds": time.perf_counter() - started,
-              "rows": [r.as_dict() for r in rows]}
-    write_text(args.out / "bench.json", json.dumps(report, indent=1))
     if rows:
         from ..plots import speedup_figure
 
-        speedup_figure([f"{r.case}\nvs {r.reference}" for r in rows], [r.ratio for r in rows],
+        speedup_figure([f"{r.case}: {r.ours}\nvs {r.reference}" for r in rows], [r.ratio for r in rows],
                        args.out / "bench.png", title=header.replace("; ", "\n", 1), ok=[r.ok for r in rows])
-    print(f"\nwrote {args.out}/bench.md, bench.json" + (", bench.png" if rows else ""))
-    bad = [r for r in rows if not r.ok]
-    for r in bad:
-        print(f"fastseg bench: {r.case} vs {r.reference}: results differ ({r.agreement})", file=sys.stderr)
+    print(f"\nwrote {args.out}/bench.json, bench.md" + (", bench.png" if rows else ""))
+    bad = [i for i in items if not i.ok]
+    for i in bad:
+        what = f"{i.case}: {i.ours} vs {i.reference}: results differ ({i.agreement.text})" if isinstance(i, Row) \
+            else f"{i.case}: check failed ({i.text})"
+        print(f"fastseg bench: {what}", file=sys.stderr)
     return 1 if bad else 0
-
-
-def ops_table() -> int:
-    """The fused ops against their references as a printed table (full shapes): what `fastseg demo`
-    printed before the default model existed."""
-    from ..bench import OP_CASES, format_table, run_cases
-
-    rows = run_cases(False, OP_CASES)
-    import torch
-
-    print(f"fastseg: fused ops vs their references on this machine ({torch.get_num_threads()} threads, "
-          f"medians of interleaved runs)\n\n{format_table(rows)}")
-    return 0 if all(r.ok for r in rows) else 1

@@ -1,4 +1,5 @@
-"""Same-run, interleaved timing: the only kind of speed claim these noisy machines support."""
+"""Same-run, interleaved timing: the only kind of speed claim these noisy machines support (every
+benchmark case times its candidates with interleaved_medians)."""
 from __future__ import annotations
 
 import statistics

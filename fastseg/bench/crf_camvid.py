@@ -1,6 +1,5 @@
-"""Does the dense CRF help? A demonstration on real CamVid val frames.
-
-    python -m fastseg.crf_demo [--root ../shared/data/camvid] [--limit N] [--factor 8]
+"""Does the dense CRF help? Measured on real CamVid val frames (the `crf_camvid` bench case:
+`fastseg bench --only crf_camvid --camvid DIR`, the folder holding val/ and valannot/).
 
 A coarse prediction is made from the ground truth itself, the way a low-resolution network output
 looks: labels taken at 1/factor resolution, softened (one-hot mixed with a uniform distribution) and
@@ -10,7 +9,6 @@ label 11 ignored) is computed before and after with fastseg.metrics.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -18,12 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .crf import DenseCRF
-from .data import CamVid
-from .metrics import ConfusionMatrix
+from ..crf import DenseCRF
+from ..data import CamVid
+from ..metrics import ConfusionMatrix
 
 NUM_CLASSES = 11
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 
 
 # pydensecrf's usual bilateral term (sxy=80, srgb=13, compat=10) is tuned for peaky network outputs
@@ -85,16 +82,3 @@ def report(r: dict, factor: int) -> str:
                  f"({torch.get_num_threads()} threads)")
     return "\n".join(lines)
 
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="CamVid folder (with val/ and valannot/)")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N val frames")
-    ap.add_argument("--factor", type=int, default=8, help="downsampling factor of the coarse prediction")
-    args = ap.parse_args(argv)
-    r = evaluate(args.root, args.limit, args.factor)
-    print(report(r, args.factor))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,104 @@
+"""A benchmark run as data: one JSON results file per run (the machine, the code, every row and
+figure), and its rendering as Markdown (the table `fastseg bench` prints and the README's figures,
+which tools/readme_figures.py writes from a committed results file)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from .measure import Figure, Row
+
+# CPU features that decide which kernels are fast (oneDNN, ONNX Runtime and fastseg's -march=native code)
+FEATURE_PREFIXES = ("avx2", "avx512", "amx", "fma")
+FEATURE_PARTS = ("vnni", "bf16")
+
+
+def cpu() -> dict:
+    """Model name and the vector / matrix features of this machine's CPU (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = value.split()
+                    break
+    except OSError:
+        pass
+    wanted = sorted(f for f in set(flags) if f.startswith(FEATURE_PREFIXES) or any(p in f for p in FEATURE_PARTS))
+    return {"model": model, "flags": wanted, "cores": os.cpu_count()}
+
+
+def git_commit(folder: Path = Path(__file__).resolve().parent) -> dict:
+    """The commit the code ran from, and whether tracked files differed from it; None outside a checkout."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return {"commit": None, "dirty": None}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        return {"commit": head.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu": cpu(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def results(quick: bool, items: list, seconds: float, started: datetime.datetime, machine_info: dict) -> dict:
+    """The results file's content. machine_info is taken at the start (the load average then)."""
+    return {"quick": quick, "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), **git_commit(),
+            "machine": machine_info, "seconds": round(seconds, 1),
+            "rows": [r.as_dict() for r in items if isinstance(r, Row)],
+            "figures": [f.as_dict() for f in items if isinstance(f, Figure)]}
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def write(path: Path, content: dict) -> None:
+    from .._atomic import write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(content, indent=1) + "\n")
+
+
+def load(path: Path) -> tuple[dict, list[Row], list[Figure]]:
+    content = json.loads(Path(path).read_text())
+    return content, [Row.from_dict(r) for r in content["rows"]], [Figure(**f) for f in content["figures"]]
+
+
+def header(content: dict) -> str:
+    """One line: what ran where (CPU, its features, cores, torch), when, from which commit."""
+    m, c = content["machine"], content["machine"]["cpu"]
+    commit = (content.get("commit") or "unknown")[:10] + (" + local changes" if content.get("dirty") else "")
+    mode = "quick run (small shapes, few rounds)" if content["quick"] else "full run"
+    return (f"{mode} on {c['model']} ({c['cores']} cores, {m['torch_threads']} torch threads; "
+            f"{' '.join(c['flags']) or 'none of AVX2, AVX-512, AMX'}), torch {m['torch']}, {content['date']}, commit {commit}; "
+            f"load average {m['load_average'][0]:.2f} at the start")
+
+
+def markdown(rows: list[Row], figures: list[Figure]) -> str:
+    """Rows as a Markdown table (speed-up = reference median / fastseg median, same run,
+    interleaved), figures as a list under it."""
+    head = ("case", "shape", "fastseg", "reference", "speed-up", "agreement")
+    body = [(r.case, r.shape, r.ours, r.reference, f"{r.ratio:.2f}x",
+             r.agreement.text + ("" if r.ok else " **(MISMATCH)**")) for r in rows]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---:" if h == "speed-up" else "---" for h in head) + " |"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    lines += [""] if figures else []
+    lines += [f"- {f.case}, {f.shape}: {f.text}" + ("" if f.ok else " **(CHECK FAILED)**") for f in figures]
+    return "\n".join(lines)
