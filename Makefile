@@ -6,7 +6,7 @@ PYTHON  := $(VENV)/bin/python
 PIP     := $(PYTHON) -m pip
 STAMP   := $(VENV)/.fastseg-deps
 
-.PHONY: setup build demo test bench bench-quick cuda-check clean
+.PHONY: setup build demo test bench bench-quick cuda-check arm-check clean
 
 setup: build
 
@@ -45,6 +45,16 @@ cuda-check:
 	@tmp=$$(mktemp -d); for f in csrc/cuda/*.cu; do for a in $(CUDA_ARCHS); do \
 	  nvcc -std=c++17 -O3 --expt-relaxed-constexpr -arch=sm_$$a -Icsrc -c $$f -o $$tmp/out.o \
 	  && echo "nvcc sm_$$a $$f: ok" || { rm -rf $$tmp; exit 1; }; done; done; rm -rf $$tmp
+
+# The aarch64 build cannot rot either: every C++ source compiles with Debian's g++-aarch64-linux-gnu
+# (the CRF's aarch64 answer is checked under qemu-aarch64 by tests/test_native_targets.py).
+PYBIND_INC = $(shell $(PYTHON) -c "import pybind11; print(pybind11.get_include())")
+PY_INC = $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+arm-check: $(STAMP)
+	@command -v aarch64-linux-gnu-g++ >/dev/null || { echo "arm-check: apt-get install g++-aarch64-linux-gnu" >&2; exit 1; }
+	@tmp=$$(mktemp -d); for f in csrc/cpu/*.cpp csrc/bindings/*.cpp csrc/tests/*.cpp; do \
+	  aarch64-linux-gnu-g++ -std=c++17 -O2 -march=armv8.2-a -fopenmp -fPIC -Icsrc -I$(PYBIND_INC) -I$(PY_INC) \
+	    -c $$f -o $$tmp/out.o && echo "aarch64 $$f: ok" || { rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp
 
 clean:
 	rm -rf build *.egg-info fastseg/_C*.so

@@ -8,16 +8,40 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 
 import torch
 
-try:  # torch first: its bundled libgomp is then the one OpenMP runtime in this process
-    from . import _C
-except ImportError as exc:  # pragma: no cover - only on a broken install
-    _C = None
-    _IMPORT_ERROR = exc
-else:
-    _IMPORT_ERROR = None
+from . import _target
+
+
+class WrongCPU(ImportError):
+    """fastseg._C was compiled for instructions this CPU does not have."""
+
+
+def _load():
+    """fastseg._C, or None and the reason. The CPU check comes first: loading a _C built for
+    instructions this CPU lacks would end the process with SIGILL (fastseg/_target.py)."""
+    try:
+        from . import _cpu
+    except ImportError as exc:
+        return None, exc
+    target = _target.built_target(_cpu)
+    missing = _target.missing_features(target, _cpu)
+    if missing:
+        return None, WrongCPU(_target.refusal(target, missing))
+    try:  # torch is imported first: its bundled libgomp is then the one OpenMP runtime in this process
+        from . import _C
+    except ImportError as exc:
+        return None, exc
+    return _C, None
+
+
+_C, _IMPORT_ERROR = _load()
+if isinstance(_IMPORT_ERROR, WrongCPU):
+    # said once at import: every native op then refuses with this message, and "auto" backends
+    # run their references
+    warnings.warn(str(_IMPORT_ERROR), RuntimeWarning, stacklevel=2)
 
 
 def available() -> bool:
@@ -26,6 +50,8 @@ def available() -> bool:
 
 def ext():
     """The extension module, or a clear error saying how to build it."""
+    if isinstance(_IMPORT_ERROR, WrongCPU):
+        raise RuntimeError(str(_IMPORT_ERROR))
     if _C is None:
         raise RuntimeError(
             "fastseg._C (the native extension) is not built; reinstall with "
