@@ -10,7 +10,7 @@ import torch  # noqa: F401  (loaded before fastseg._C so one OpenMP runtime serv
 
 __version__ = "0.1.0"
 
-_LAZY = {"ops", "metrics", "crf", "models", "data", "training", "export", "kernels"}
+_LAZY = {"ops", "metrics", "crf", "models", "data", "training", "export"}
 
 
 def __getattr__(name):

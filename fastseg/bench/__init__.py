@@ -2,7 +2,8 @@
 
 `fastseg bench` and `pytest benchmarks/` run these same cases. Each case checks that fastseg agrees
 with its references (a disagreement fails the run) and times fastseg and every reference round-robin
-in the same run; the claim is the ratio reference / fastseg (`measure.Row`), never an absolute time.
+in the same run; the claim is the ratio reference / fastseg (`measure.Row`), never an absolute time
+(ARCHITECTURE.md, P2: ratios, not times).
 A few cases measure something else (peak memory, the mIoU the CRF adds: `measure.Figure`).
 `quick` picks small shapes and few rounds (what CI runs). A run's rows and figures, with the machine
 they ran on, are one JSON results file (`results`).

@@ -9,7 +9,9 @@
 Every op picks its backend through `_dispatch.resolve` from the `_dispatch.Op` it declares.
 Activations come from the one table in `activation.py`, whose fused codes are the C++ enum
 `fastseg._C.Activation`. Modules (conv + folded batch-norm + activation, fused ASPP) live in one
-place only, `fastseg.models.rewrite`, and call these functions.
+place only, `fastseg.models.rewrite`, and call these functions. ARCHITECTURE.md follows one op
+(upsample_argmax) from here down to its C++ and Triton kernels; its P1 (held against a reference) is
+why every op has a naive.py, and P9 (one home for each thing) why there is one dispatch and one table.
 
 The Triton kernels live here beside their op rather than in a top-level `kernels/` package: one
 folder then holds everything Python-side of an op, no `package_dir` remapping is needed to install
