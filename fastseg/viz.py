@@ -11,7 +11,7 @@ too. Pictures are PIL images, so they save to any format PIL writes. Matplotlib 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

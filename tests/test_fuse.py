@@ -13,7 +13,7 @@ import fastseg.models as M
 import fastseg.models.rewrite as rewrite
 from fastseg.models.rewrite import AtrousConv, FoldedConv, FoldedSeparableConv, fold_batchnorm
 
-from _zoo import REL_TOL, randomize_batchnorm, rel_err, one_torch_thread  # noqa: F401  (autouse fixture)
+from _zoo import REL_TOL, one_torch_thread, randomize_batchnorm, rel_err  # noqa: F401  (autouse fixture)
 
 ALL_SMALL = ["fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
              "deeplabv3plus_resnet18", "deeplabv3plus_resnet50", "unet_resnet34", "segformer_b0"]

@@ -6,7 +6,7 @@ A created model remembers its name and keyword arguments (`model.config`), which
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

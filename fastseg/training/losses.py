@@ -6,7 +6,7 @@ All losses take logits [N, C, H, W] (any float dtype; computed in float32) and i
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
