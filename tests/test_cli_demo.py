@@ -71,7 +71,7 @@ def test_missing_packaged_file_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_package_data_ships_the_weights():
     """setup.py's package_data carries fastseg/weights/*.safetensors (and the card) into wheels;
-    the issue allows the packaged weights at most 10 MB."""
+    the packaged weights stay within 10 MB so that the wheel stays small."""
     from pathlib import Path
 
     setup = (Path(fastseg.__file__).resolve().parents[1] / "setup.py").read_text()

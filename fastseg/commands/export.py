@@ -17,7 +17,6 @@ import numpy as np
 from .._atomic import atomic_write
 from ._model import add_model_arguments, choose_model
 
-HELP = "export a model to ONNX (image in, labels out; dynamic batch and size)"
 # --check: ONNX Runtime and PyTorch sum in different orders, so a pixel whose two best classes are
 # nearly tied may get either label; every other pixel must get the same one.
 NEAR_TIE = 1e-4
