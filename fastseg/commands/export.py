@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -77,9 +78,10 @@ def check(path: Path, model, float_input: bool = False, sizes=((360, 480), (97, 
     import torch.nn.functional as F
 
     from ..models import fuse
+    from ..models.base import SegmentationModel
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    net = fuse(model).float().eval()
+    net = cast(SegmentationModel, fuse(model).float().eval())
     mean = torch.tensor(net.mean).view(1, 3, 1, 1)
     std = torch.tensor(net.std).view(1, 3, 1, 1)
     result = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from typing import Any, cast
 
 from torch import nn
 
@@ -40,7 +41,7 @@ def factory(name: str) -> Callable[..., nn.Module]:
 def create(name: str, **kwargs) -> nn.Module:
     """Build the named model with random weights, e.g. `create("deeplabv3_resnet50", num_classes=21)`."""
     model = factory(name)(**kwargs)
-    model.config = {"name": name, "kwargs": dict(kwargs)}
+    cast(Any, model).config = {"name": name, "kwargs": dict(kwargs)}  # an attribute, not a submodule
     return model
 
 

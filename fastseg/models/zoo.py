@@ -124,7 +124,7 @@ def _register_segformer_variants():
             return SegFormer(num_classes, **{**SEGFORMER_DEFAULTS, **_preset, **kwargs})
 
         factory.__name__ = f"segformer_{variant}"
-        factory.__signature__ = _segformer_signature(preset)  # type: ignore[attr-defined]
+        factory.__signature__ = _segformer_signature(preset)
         register_model(factory)
 
 

@@ -53,6 +53,11 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
+    layer1: nn.Sequential  # the four stages, set by name in __init__ (torchvision's keys)
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, depth: int = 50, output_stride: int = 32, first_block_dilated: bool = False,
                  base_width: int = 64):
         super().__init__()

@@ -2,6 +2,8 @@
 configuration of the same family). Key names of transformers 5.x and of the 4.x layout are both read."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from ..io import load_state_dict_checked
@@ -51,7 +53,7 @@ RULES = [
 ]
 
 
-def _describe(hf: nn.Module) -> tuple[str, dict]:
+def _describe(hf: Any) -> tuple[str, dict]:  # a transformers model, read by its attributes
     if type(hf).__name__ != "SegformerForSemanticSegmentation":
         raise TypeError(f"from_transformers expects SegformerForSemanticSegmentation, got {type(hf).__name__}")
     c = hf.config
