@@ -143,8 +143,8 @@ def foreign_files(tmp_path):
     data = good.read_bytes()
     header = int.from_bytes(data[:8], "little")
     files = {
-        "empty": (b"", "fewer than the header length's 8"),
-        "five bytes": (b"\x10\0\0\0\0", "fewer than the header length's 8"),
+        "empty": (b"", "too short for the 8-byte header length"),
+        "five bytes": (b"\x10\0\0\0\0", "too short for the 8-byte header length"),
         "truncated in the header": (data[: 8 + header // 2], "header claims"),
         "truncated in the tensors": (data[: len(data) - 100], "not a readable safetensors file"),
         "a header length of 2**63": ((2**63).to_bytes(8, "little") + data[8:], "header claims"),

@@ -41,6 +41,7 @@ class ConfigError(ValueError):
     """A model file whose saved config cannot be trusted: one line, naming the file and the field."""
 
     def __init__(self, path: str, field: str, problem: str):
+        problem = " ".join(problem.split())  # one line, whatever a constructor's message held
         super().__init__(f"{path}: bad fastseg config: {field} {problem}")
         self.path, self.field = path, field
 

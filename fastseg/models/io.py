@@ -96,7 +96,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     from safetensors import SafetensorError, safe_open
 
     from .registry import create
-    from .rewrite import fuse
 
     path = os.fspath(path)
     _check_header_length(path)
@@ -111,6 +110,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         raise ValueError(f"{path!r} {UNREADABLE}: {exc}") from exc
     model = create(name, **kwargs)
     if fused:
+        from .rewrite import fuse
+
         model = fuse(model.eval())
     load_state_dict_checked(model, tensors, path)
     return model.to(device).eval()
@@ -130,7 +131,7 @@ def _check_header_length(path: str) -> None:
     except OSError as exc:
         raise ValueError(f"{path!r} {UNREADABLE}: {exc}") from exc
     if len(head) < 8:
-        raise ValueError(f"{path!r} {UNREADABLE}: {size} bytes, fewer than the header length's 8")
+        raise ValueError(f"{path!r} {UNREADABLE}: {size} bytes, too short for the 8-byte header length")
     length = int.from_bytes(head, "little")
     if length > size - 8:
         raise ValueError(f"{path!r} {UNREADABLE}: its header claims {length} bytes, the file has {size - 8} more")
