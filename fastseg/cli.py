@@ -24,7 +24,8 @@ COMMANDS = {
     "predict": Command("predict", "segment image files, folders or globs into label PNGs, colour masks and overlays"),
     "eval": Command("evaluate", "evaluate a model on a dataset split: per-class IoU table, mIoU, confusion-matrix "
                                 "picture"),
-    "bench": Command("bench", "fastseg's ops and models against their references: table and plot of speed-ups"),
+    "bench": Command("bench", "fastseg's ops and models against their references: results file, table and plot "
+                              "of speed-ups"),
     "export": Command("export", "export a model to ONNX (image in, labels out; dynamic batch and size)"),
     "demo": Command("demo", "segment CamVid val frames with the default model and write pictures (prediction, "
                             "truth, CRF)"),
