@@ -26,6 +26,12 @@ build: $(STAMP)
 demo: build
 	$(PYTHON) -m fastseg demo
 
+# ruff on every Python file; mypy on the modules listed in pyproject.toml ([tool.mypy] files)
+.PHONY: lint
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
 test: build
 	$(PYTHON) -m pytest -q tests
 

@@ -1,46 +1,55 @@
 """The `fastseg` command line: one module per subcommand in fastseg/commands/.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``
-(the exit status). Modules are imported only when their command runs, so `fastseg --help` is quick.
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status); its
+one-line help lives in COMMANDS below. A command's module, and with it the model code, ONNX Runtime
+or matplotlib it needs, is imported only when that command runs: `fastseg --help` reads the table
+alone, and `fastseg predict ...` loads nothing of eval, bench or export.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
+from typing import NamedTuple
 
-# command name -> module in fastseg.commands (the order is the order of `fastseg --help`)
+
+class Command(NamedTuple):
+    module: str   # in fastseg.commands
+    help: str     # the line of `fastseg --help`, and the description of `fastseg COMMAND --help`
+
+
+# in the order of `fastseg --help`
 COMMANDS = {
-    "predict": "predict",
-    "eval": "evaluate",
-    "bench": "bench",
-    "export": "export",
-    "demo": "demo",
+    "predict": Command("predict", "segment image files, folders or globs into label PNGs, colour masks and overlays"),
+    "eval": Command("evaluate", "evaluate a model on a dataset split: per-class IoU table, mIoU, confusion-matrix "
+                                "picture"),
+    "bench": Command("bench", "fastseg's ops and models against their references: results file, table and plot "
+                              "of speed-ups"),
+    "export": Command("export", "export a model to ONNX (image in, labels out; dynamic batch and size)"),
+    "demo": Command("demo", "segment CamVid val frames with the default model and write pictures (prediction, "
+                            "truth, CRF)"),
 }
 
 
-def _module(name: str):
-    return importlib.import_module(f"fastseg.commands.{COMMANDS[name]}")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command with its help line; the arguments of `command` alone (its module is imported)."""
     parser = argparse.ArgumentParser(prog="fastseg", description="fastseg: fast semantic segmentation")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = _module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"fastseg.commands.{COMMANDS[name]}":
-                raise
-            continue  # a command not written yet
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+    for name, spec in COMMANDS.items():
+        subparser = sub.add_parser(name, help=spec.help, description=spec.help)
+        if name == command:
+            module = importlib.import_module(f"fastseg.commands.{spec.module}")
+            module.add_arguments(subparser)
+            subparser.set_defaults(_run=module.run)
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # `fastseg` itself takes no option but --help, so the first word not starting with "-" is the command
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return int(args._run(args) or 0)
 
 

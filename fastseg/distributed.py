@@ -53,7 +53,7 @@ class Workers:
     initialised: bool = False  # this object started torch.distributed (and close() ends it)
 
     @classmethod
-    def from_env(cls, device="cpu", threads: int | None = None, timeout_s: float = 1800) -> "Workers":
+    def from_env(cls, device="cpu", threads: int | None = None, timeout_s: float = 1800) -> Workers:
         """Join the process group that torchrun's environment describes (single process without it)
         and set torch's thread count: `threads`, else cores / local world size under torchrun."""
         world = _env_int("WORLD_SIZE", 1)

@@ -142,7 +142,7 @@ class ConfusionMatrix:
         self.matrix += batch
         return batch
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another meter's counts (e.g. from another worker); returns self."""
         if not isinstance(other, ConfusionMatrix):
             raise TypeError(f"merge: expected a ConfusionMatrix, got {type(other).__name__}")
@@ -156,7 +156,7 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.matrix = torch.zeros_like(self.matrix)
 
-    def all_reduce(self, group=None) -> "ConfusionMatrix":
+    def all_reduce(self, group=None) -> ConfusionMatrix:
         """Sum the counts of every rank (torch.distributed all_reduce, SUM); a no-op when
         torch.distributed is not initialised. A collective: every rank calls it once, after its
         last update; each then holds the dataset-wide matrix. Returns self."""

@@ -11,7 +11,8 @@ too. Pictures are PIL images, so they save to any format PIL writes. Matplotlib 
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -121,7 +122,7 @@ def _font(size: int):
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
-    return right, bottom
+    return math.ceil(right), math.ceil(bottom)
 
 
 def draw_box(picture: Image.Image, box: tuple[int, int, int, int], color=(255, 40, 40), width: int = 3) -> None:
@@ -142,7 +143,9 @@ def _legend(entries, width: int, font, pad: int) -> Image.Image:
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     swatch = max(12, _text_size(probe, "Hg", font)[1])
     items = [(name, color, swatch + 6 + _text_size(probe, name, font)[0]) for name, color in entries]
-    rows, row, used = [], [], 0
+    rows: list[list[tuple]] = []
+    row: list[tuple] = []
+    used = 0
     for item in items:
         if row and used + item[2] > width - 2 * pad:
             rows.append(row)
@@ -205,10 +208,10 @@ def grid(cells: Sequence[Sequence], *, column_titles: Sequence[str] | None = Non
         x = gap
         for c, (picture, w) in enumerate(zip(row, widths)):
             if picture is not None:
-                text = captions[r][c] if captions and r < len(captions) and c < len(captions[r]) else None
-                if text:
+                caption = captions[r][c] if captions and r < len(captions) and c < len(captions[r]) else None
+                if caption:
                     picture = picture.copy()
-                    _caption(picture, text, font)
+                    _caption(picture, caption, font)
                 sheet.paste(picture, (x, y))
             x += w + gap
         y += h + gap

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -27,13 +26,6 @@ def small_model():
         last.weight.mul_(20)
         last.bias.zero_()
     return model.eval()
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    fastseg.models.save(small_model(), path)
-    return path
 
 
 def write_image(path, h, w, seed):

@@ -9,13 +9,14 @@ import json
 import pytest
 from PIL import Image
 
-from _eval_model import save_small_model
-from _zoo import one_torch_thread  # noqa: F401  (autouse)
 import fastseg.bench
 from fastseg.bench import CASES, Agreement, Case, Reference, measure
 from fastseg.bench.measure import Row
 from fastseg.bench.results import load
 from fastseg.cli import main
+
+from _eval_model import save_small_model
+from _zoo import one_torch_thread  # noqa: F401  (autouse)
 
 QUICK_CASES = "upsample_argmax,confusion_matrix,default_model"
 

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _eval_model import save_small_model
-from _zoo import one_torch_thread  # noqa: F401  (autouse: numbers, not speed)
 from fastseg.cli import main
 from fastseg.commands.evaluate import CRF_DEFAULTS
 from fastseg.crf import DenseCRF
 from fastseg.data import CamVid
 from fastseg.metrics import ConfusionMatrix
 from fastseg.segmenter import Segmenter
+
+from _eval_model import save_small_model
+from _zoo import one_torch_thread  # noqa: F401  (autouse: numbers, not speed)
 
 
 @pytest.fixture(scope="module")

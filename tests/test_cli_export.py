@@ -9,7 +9,7 @@ import torch
 import fastseg
 from fastseg.commands import export
 
-from _cli import fastseg_cli, model_file  # noqa: F401 (fixture)
+from _cli import fastseg_cli
 from _images import image, normalise
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 

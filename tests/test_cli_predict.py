@@ -11,7 +11,7 @@ from fastseg import viz
 from fastseg.commands import _inputs, predict
 from fastseg.segmenter import Segmenter
 
-from _cli import NUM_CLASSES, fastseg_cli, model_file, read_png, write_image  # noqa: F401 (fixture)
+from _cli import NUM_CLASSES, fastseg_cli, read_png, write_image
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 SIZES = [(90, 120), (64, 64), (77, 101), (120, 90), (33, 47)]

@@ -3,16 +3,23 @@ the inference rewrite, with randomised batch-norm statistics; broken weights fai
 from __future__ import annotations
 
 import pytest
+
+# The source libraries are test dependencies: missing, they fail collection instead of skipping.
+import segmentation_models_pytorch as smp
 import torch
+import torchvision.models.segmentation as tv_seg
+import transformers
 
 import fastseg.models as M
 
-from _zoo import LABEL_AGREEMENT, REL_TOL, agreement, randomize_batchnorm, rel_err, one_torch_thread  # noqa: F401  (autouse fixture)
-
-# The source libraries are test dependencies: missing, they fail collection instead of skipping.
-import segmentation_models_pytorch as smp  # noqa: E402
-import torchvision.models.segmentation as tv_seg  # noqa: E402
-import transformers  # noqa: E402
+from _zoo import (
+    LABEL_AGREEMENT,
+    REL_TOL,
+    agreement,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    randomize_batchnorm,
+    rel_err,
+)
 
 torch.manual_seed(0)
 
@@ -99,7 +106,8 @@ def test_torchvision_errors(tmp_path):
     # a tensor of the wrong shape is named with both shapes
     bad = dict(state)
     bad["classifier.0.weight"] = bad["classifier.0.weight"][:, :10]
-    with pytest.raises(M.WeightsMismatchError, match=r"head\.conv\.conv\.weight \(file \(512, 10, 3, 3\), model \(512, 2048, 3, 3\)\)"):
+    expected = r"head\.conv\.conv\.weight \(file \(512, 10, 3, 3\), model \(512, 2048, 3, 3\)\)"
+    with pytest.raises(M.WeightsMismatchError, match=expected):
         M.from_torchvision(bad, name="fcn_resnet50")
     # a pickled module is refused by weights_only=True, a truncated file is reported
     torch.save(torch.nn.ReLU(), tmp_path / "module.pth")

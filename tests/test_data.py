@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from fastseg import data
-from fastseg.data import ADE20K, COCOStuff, CamVid, Cityscapes, VOCSegmentation, get_dataset
+from fastseg.data import ADE20K, CamVid, Cityscapes, COCOStuff, VOCSegmentation, get_dataset
 from fastseg.data.cityscapes import LABEL_ID_TO_TRAIN_ID
 from fastseg.data.cocostuff import RAW_VALUES
 
@@ -251,7 +251,7 @@ def test_voc_missing_listed_file(tmp_path):
 
 def make_ade(root: Path) -> dict:
     raws = {}
-    for split, folder, prefix, count in (("train", "training", "ADE_train", 2), ("val", "validation", "ADE_val", 1)):
+    for folder, prefix, count in (("training", "ADE_train", 2), ("validation", "ADE_val", 1)):
         for i in range(count):
             name = f"{prefix}_{i + 1:08d}"
             save_image(root / "images" / folder / f"{name}.jpg", seed=i)

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from _eval_model import save_small_model
 from fastseg.distributed import Workers, available_cores
+
+from _eval_model import save_small_model
 
 FRAMES = 5  # odd: the two ranks get 3 and 2 frames
 # torchrun's own module (the `torchrun` script runs exactly this) from this interpreter's environment;

@@ -13,7 +13,7 @@ import fastseg.models as M
 import fastseg.models.rewrite as rewrite
 from fastseg.models.rewrite import AtrousConv, FoldedConv, FoldedSeparableConv, fold_batchnorm
 
-from _zoo import REL_TOL, randomize_batchnorm, rel_err, one_torch_thread  # noqa: F401  (autouse fixture)
+from _zoo import REL_TOL, one_torch_thread, randomize_batchnorm, rel_err  # noqa: F401  (autouse fixture)
 
 ALL_SMALL = ["fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
              "deeplabv3plus_resnet18", "deeplabv3plus_resnet50", "unet_resnet34", "segformer_b0"]
@@ -132,9 +132,8 @@ def test_cpu_fast_paths_run_and_agree(monkeypatch):
     """channels_last float32 inference on the CPU: stride-1 3x3 convs go to Winograd, each bottleneck's
     last conv + residual + ReLU to oneDNN's in-place sum; the logits still equal the eval model's, the
     input and the stage outputs other heads read (DeepLabV3+'s low-level feature) are left intact."""
-    from fastseg.ops import winograd
-
     from fastseg import _torch_compat
+    from fastseg.ops import winograd
 
     calls = {"winograd": 0, "sum": 0}
     real_conv, real_sum = winograd.conv2d, _torch_compat._CONV_ADD_RELU_

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import fastseg.models as M
 from fastseg.models.io import CONFIG_KEY
 
-from _zoo import randomize_batchnorm, one_torch_thread  # noqa: F401  (autouse fixture)
+from _zoo import one_torch_thread, randomize_batchnorm  # noqa: F401  (autouse fixture)
 
 REQUIRED = ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
             "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"] + \
@@ -87,9 +87,11 @@ def test_mobilenet_output_stride_32():
 
 # --- save / load ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,kwargs", [("deeplabv3_mobilenet_v3_large", {"num_classes": 3, "atrous_rates": [6, 12, 18]}),
-                                         ("lraspp_mobilenet_v3_large", {"num_classes": 2}),
-                                         ("segformer_b0", {"num_classes": 5})])
+@pytest.mark.parametrize("name,kwargs", [
+    ("deeplabv3_mobilenet_v3_large", {"num_classes": 3, "atrous_rates": [6, 12, 18]}),
+    ("lraspp_mobilenet_v3_large", {"num_classes": 2}),
+    ("segformer_b0", {"num_classes": 5}),
+])
 @pytest.mark.parametrize("fused", [False, True])
 def test_save_load_roundtrip(tmp_path, name, kwargs, fused):
     model = randomize_batchnorm(M.create(name, **kwargs))
@@ -145,7 +147,8 @@ def test_load_errors(tmp_path):
         cfg["kwargs"]["num_classes"] = 3
         m[CONFIG_KEY] = json.dumps(cfg)
     _rewrite(good, tmp_path / "shape.safetensors", wrong_classes)
-    with pytest.raises(M.WeightsMismatchError, match=r"head\.low_classifier\.weight \(file \(2, 40, 1, 1\), model \(3, 40, 1, 1\)\)"):
+    expected = r"head\.low_classifier\.weight \(file \(2, 40, 1, 1\), model \(3, 40, 1, 1\)\)"
+    with pytest.raises(M.WeightsMismatchError, match=expected):
         M.load(tmp_path / "shape.safetensors")
 
     _rewrite(good, tmp_path / "noconfig.safetensors", lambda t, m: m.pop(CONFIG_KEY))

@@ -80,7 +80,7 @@ def crf_sheet(frames: list[Frame], classes, palette, title: str, band_radius: in
         image, truth = f.image[window], f.truth[window]
         where = Image.fromarray(f.image)
         viz.draw_box(where, (left, top, left + size - 1, top + size - 1), width=3)
-        where = where.resize((where.width * size * factor // where.height, size * factor), Image.BILINEAR)
+        where = where.resize((where.width * size * factor // where.height, size * factor), Image.Resampling.BILINEAR)
         row = [where, viz.zoom(image, factor)]
         caption = [f"{f.name}\nCRF changed {changed} px near edges here", None]
         for pred in (f.plain[window], f.refined[window]):

@@ -23,7 +23,6 @@ from .._atomic import atomic_write
 from . import _demo_pictures as pictures
 from ._model import add_model_arguments, choose_model
 
-HELP = "segment CamVid val frames with the default model and write pictures (prediction, truth, CRF)"
 CAMVID = Path("shared") / "data" / "camvid"
 BOUNDARY_RADIUS = 3  # pixels: the band around true boundaries where boundary accuracy is measured
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from ..models import pretrained
 from ._model import UsageError, add_model_source_arguments, resolve
 
-HELP = "evaluate a model on a dataset split: per-class IoU table, mIoU, confusion-matrix picture"
-
 # The CRF's defaults for `--crf`: those chosen for the packaged default model (a local,
 # edge-following bilateral term; pydensecrf's usual sxy 80, srgb 13, compat 10 is tuned for peaky
 # outputs and erases thin classes such as poles and signs).

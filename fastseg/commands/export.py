@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from .._atomic import atomic_write
 from ._model import add_model_arguments, choose_model
 
-HELP = "export a model to ONNX (image in, labels out; dynamic batch and size)"
 # --check: ONNX Runtime and PyTorch sum in different orders, so a pixel whose two best classes are
 # nearly tied may get either label; every other pixel must get the same one.
 NEAR_TIE = 1e-4
@@ -78,9 +78,10 @@ def check(path: Path, model, float_input: bool = False, sizes=((360, 480), (97, 
     import torch.nn.functional as F
 
     from ..models import fuse
+    from ..models.base import SegmentationModel
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    net = fuse(model).float().eval()
+    net = cast(SegmentationModel, fuse(model).float().eval())
     mean = torch.tensor(net.mean).view(1, 3, 1, 1)
     std = torch.tensor(net.std).view(1, 3, 1, 1)
     result = {}

@@ -28,7 +28,6 @@ from .._atomic import atomic_write
 from . import _inputs
 from ._model import add_model_arguments, choose_model
 
-HELP = "segment image files, folders or globs into label PNGs, colour masks and overlays"
 KINDS = ("labels", "color", "overlay")
 
 

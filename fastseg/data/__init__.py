@@ -8,8 +8,8 @@ Every reader maps its labels to contiguous train ids with one shared ignore valu
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, SegmentationDataset, bit_palette

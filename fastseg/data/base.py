@@ -10,8 +10,8 @@ train ids (``label_map``, a 256-entry lookup table); decoding, checking and mapp
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

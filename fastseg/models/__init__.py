@@ -10,13 +10,13 @@ Every model has `forward_logits(x)` (logits at `model.output_stride`), `forward(
 input like the source model) and `predict(x)` (labels through the fused upsample+argmax).
 None of torchvision, segmentation-models-pytorch or transformers is needed to use the zoo.
 """
+from . import pretrained
 from .convert.smp import from_smp
 from .convert.torchvision import from_torchvision
 from .convert.transformers import from_transformers
-from .rewrite import fuse
-from . import pretrained
 from .io import WeightsMismatchError, load, save
 from .registry import create, list_models, register_model
+from .rewrite import fuse
 
 __all__ = ["create", "list_models", "register_model", "from_torchvision", "from_smp", "from_transformers",
            "save", "load", "fuse", "WeightsMismatchError", "pretrained"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+from .config import FORMAT_VERSION, ConfigError, check_config
+
 CONFIG_KEY = "fastseg.config"
 
 
@@ -27,15 +28,15 @@ def _describe(keys, limit=12):
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """`model.load_state_dict(strict=True)`, but every mismatch is reported at once, by key and shape."""
-    own = model.state_dict()
-    missing = set(own) - set(state_dict)
-    unexpected = set(state_dict) - set(own)
-    mismatched = [f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})"
-                  for k in sorted(set(own) & set(state_dict)) if tuple(own[k].shape) != tuple(state_dict[k].shape)]
+def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], source: str,
+                 model_name: str) -> None:
+    """WeightsMismatchError listing every missing, unexpected and mis-shaped key at once."""
+    missing = set(expected) - set(found)
+    unexpected = set(found) - set(expected)
+    mismatched = [f"{k} (file {found[k]}, model {expected[k]})"
+                  for k in sorted(set(expected) & set(found)) if expected[k] != found[k]]
     if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit {type(model).__name__}:"]
+        lines = [f"{source} does not fit {model_name}:"]
         if missing:
             lines.append(f"  missing keys ({len(missing)}): {_describe(missing)}")
         if unexpected:
@@ -43,6 +44,12 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Ten
         if mismatched:
             lines.append(f"  shape mismatch ({len(mismatched)}): {_describe(mismatched)}")
         raise WeightsMismatchError("\n".join(lines))
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """`model.load_state_dict(strict=True)`, but every mismatch is reported at once, by key and shape."""
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in state_dict.items()}, source, type(model).__name__)
     model.load_state_dict(state_dict, strict=True)
     return model
 
@@ -78,28 +85,99 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model written by `save` (eval mode). Wrong or truncated files raise a clear error."""
+    """Rebuild a model written by `save` (eval mode).
+
+    The file is untrusted until checked: its config is validated field by field (config.py), the
+    model it describes is built on the meta device (no memory) and its tensors' names, shapes and
+    dtypes are compared with the file's headers; only then is the model built for real and filled.
+    A file that fails any step raises ValueError naming the file (WeightsMismatchError when the
+    tensors do not fit), before anything of the model's size is allocated.
+    """
     from safetensors import SafetensorError, safe_open
 
     from .registry import create
 
     path = os.fspath(path)
+    _check_header_length(path)
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            name, kwargs, fused = check_config(_read_config(f.metadata() or {}, path), path)
+            headers = {k: f.get_slice(k) for k in f.keys()}
+            _check_tensors(name, kwargs, fused, {k: (tuple(h.get_shape()), h.get_dtype()) for k, h in headers.items()},
+                           path)
+            tensors = {k: f.get_tensor(k) for k in headers}
     except (SafetensorError, OSError) as exc:
-        raise ValueError(f"{path!r} is not a readable safetensors file (truncated or of another kind?): {exc}") from exc
-    if CONFIG_KEY not in metadata:
-        raise ValueError(f"{path!r} is a safetensors file without a fastseg config; weights from other "
-                         "tools load through from_torchvision / from_smp / from_transformers")
-    meta = json.loads(metadata[CONFIG_KEY])
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has fastseg format {meta.get('format')!r}; this version reads {FORMAT_VERSION}")
-    model = create(meta["name"], **meta["kwargs"])
-    if meta.get("fused"):
+        raise ValueError(f"{path!r} {UNREADABLE}: {exc}") from exc
+    model = create(name, **kwargs)
+    if fused:
         from .rewrite import fuse
 
         model = fuse(model.eval())
     load_state_dict_checked(model, tensors, path)
     return model.to(device).eval()
+
+
+UNREADABLE = "is not a readable safetensors file (truncated or of another kind?)"
+# A safetensors file starts with the byte length of its JSON header. A fastseg model's header is a
+# few tens of kilobytes; a larger claim is refused before anything reads that much.
+MAX_HEADER = 16 << 20
+
+
+def _check_header_length(path: str) -> None:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ValueError(f"{path!r} {UNREADABLE}: {exc}") from exc
+    if len(head) < 8:
+        raise ValueError(f"{path!r} {UNREADABLE}: {size} bytes, too short for the 8-byte header length")
+    length = int.from_bytes(head, "little")
+    if length > size - 8:
+        raise ValueError(f"{path!r} {UNREADABLE}: its header claims {length} bytes, the file has {size - 8} more")
+    if length > MAX_HEADER:
+        raise ValueError(f"{path!r} {UNREADABLE}: a header of {length} bytes, more than a model's "
+                         f"({MAX_HEADER} at most)")
+
+
+def _read_config(metadata: Mapping[str, str], path: str):
+    if CONFIG_KEY not in metadata:
+        raise ValueError(f"{path!r} is a safetensors file without a fastseg config; weights from other "
+                         "tools load through from_torchvision / from_smp / from_transformers")
+    try:
+        return json.loads(metadata[CONFIG_KEY])
+    except RecursionError:
+        raise ConfigError(path, "(the config)", "is nested too deeply") from None
+    except ValueError as exc:
+        raise ConfigError(path, "(the config)", f"is not JSON: {exc}") from None
+
+
+def _kind(dtype: str | torch.dtype) -> str:
+    """float / int / other, for a safetensors dtype name ("F16", "I64", ...) or a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype.is_floating_point:
+            return "float"
+        return "other" if dtype.is_complex or dtype == torch.bool else "int"
+    return "float" if dtype.startswith(("F", "BF")) else "int" if dtype.startswith(("I", "U")) else "other"
+
+
+def _check_tensors(name: str, kwargs: dict, fused: bool, found: Mapping[str, tuple[tuple[int, ...], str]],
+                   path: str) -> None:
+    """The model `name(**kwargs)` built on the meta device against the file's tensor headers."""
+    from .registry import create
+    from .rewrite import fuse
+
+    try:
+        with torch.device("meta"):
+            model = create(name, **kwargs)
+            if fused:
+                model = fuse(model.eval())
+    except Exception as exc:  # whatever the config makes the constructor raise is the file's fault
+        raise ConfigError(path, "kwargs", f"do not build a {name}: {exc}") from None
+    expected = model.state_dict()
+    check_shapes({k: tuple(v.shape) for k, v in expected.items()}, {k: shape for k, (shape, _) in found.items()},
+                 path, type(model).__name__)
+    for key, tensor in expected.items():
+        if _kind(found[key][1]) != _kind(tensor.dtype):
+            raise WeightsMismatchError(f"{path} does not fit {type(model).__name__}: {key} holds {found[key][1]}, "
+                                       f"the model a {_kind(tensor.dtype)} tensor")

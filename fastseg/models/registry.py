@@ -6,7 +6,8 @@ A created model remembers its name and keyword arguments (`model.config`), which
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 from torch import nn
 
@@ -27,15 +28,20 @@ def list_models(pattern: str | None = None) -> list[str]:
     return sorted(n for n in _REGISTRY if pattern is None or pattern in n)
 
 
-def create(name: str, **kwargs) -> nn.Module:
-    """Build the named model with random weights, e.g. `create("deeplabv3_resnet50", num_classes=21)`."""
+def factory(name: str) -> Callable[..., nn.Module]:
+    """The function registered as `name` (its signature lists the keyword arguments it takes)."""
     _load_zoo()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (see fastseg.models.list_models())")
-    model = _REGISTRY[name](**kwargs)
-    model.config = {"name": name, "kwargs": dict(kwargs)}
+    return _REGISTRY[name]
+
+
+def create(name: str, **kwargs) -> nn.Module:
+    """Build the named model with random weights, e.g. `create("deeplabv3_resnet50", num_classes=21)`."""
+    model = factory(name)(**kwargs)
+    cast(Any, model).config = {"name": name, "kwargs": dict(kwargs)}  # an attribute, not a submodule
     return model
 
 

@@ -3,6 +3,8 @@ torchvision (FCN, DeepLabV3, LR-ASPP), segmentation-models-pytorch (U-Net, DeepL
 Hugging Face transformers (SegFormer)."""
 from __future__ import annotations
 
+import inspect
+
 from .architectures import FCN, LRASPP, DeepLabV3, DeepLabV3Plus, SegFormer, Unet
 from .backbones.mobilenetv3 import MobileNetV3Large
 from .backbones.resnet import ResNet
@@ -97,11 +99,23 @@ SEGFORMER_DEFAULTS = dict(num_heads=(1, 2, 5, 8), sr_ratios=(8, 4, 2, 1), mlp_ra
                           patch_sizes=(7, 3, 3, 3), strides=(4, 2, 2, 2), layer_norm_eps=1e-5)
 
 
+def _segformer_signature(preset: dict) -> inspect.Signature:
+    """What a SegFormer factory takes, with its preset's values as defaults: the keyword arguments
+    pass through **kwargs, and this signature is what help() and the check of saved configs read."""
+    sizes = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+             for k, v in {**SEGFORMER_DEFAULTS, **preset}.items()]
+    classes = inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=21)
+    return inspect.Signature([classes, *sizes])
+
+
 @register_model
 def segformer(num_classes=21, **kwargs):
     """SegFormer with every encoder/decoder size given explicitly (what `from_transformers` uses
     for a configuration that is none of the B0..B5 presets)."""
     return SegFormer(num_classes, **{**SEGFORMER_DEFAULTS, **SEGFORMER_VARIANTS["b0"], **kwargs})
+
+
+segformer.__signature__ = _segformer_signature(SEGFORMER_VARIANTS["b0"])  # type: ignore[attr-defined]
 
 
 def _register_segformer_variants():
@@ -110,6 +124,7 @@ def _register_segformer_variants():
             return SegFormer(num_classes, **{**SEGFORMER_DEFAULTS, **_preset, **kwargs})
 
         factory.__name__ = f"segformer_{variant}"
+        factory.__signature__ = _segformer_signature(preset)
         register_model(factory)
 
 

@@ -1,9 +1,25 @@
 """Fine-tuning tools: losses that honour ignore_index, joint augmentation, a resumable loop."""
-from .augment import (ColorJitter, Compose, RandomCrop, RandomHorizontalFlip, RandomScale, ToTensor,
-                      eval_transform, train_transform)
+from .augment import (
+    ColorJitter,
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    ToTensor,
+    eval_transform,
+    train_transform,
+)
 from .loop import TrainResult, evaluate, load_checkpoint, save_atomic, train
-from .losses import (CrossEntropyLoss, FocalLoss, OhemCrossEntropy, cross_entropy, focal_loss,
-                     label_statistics, median_frequency_weights, ohem_cross_entropy)
+from .losses import (
+    CrossEntropyLoss,
+    FocalLoss,
+    OhemCrossEntropy,
+    cross_entropy,
+    focal_loss,
+    label_statistics,
+    median_frequency_weights,
+    ohem_cross_entropy,
+)
 
 __all__ = ["ColorJitter", "Compose", "CrossEntropyLoss", "FocalLoss", "OhemCrossEntropy", "RandomCrop",
            "RandomHorizontalFlip", "RandomScale", "ToTensor", "TrainResult", "cross_entropy",

@@ -11,7 +11,7 @@ loop reseeds per epoch, so runs and resumed runs repeat exactly.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -22,9 +22,9 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -241,6 +241,7 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
         is_last = epoch + 1 == epochs
         if val_set is not None and ((epoch + 1) % val_every == 0 or is_last):
             scored = ema.model if ema is not None else model
+            assert num_classes is not None  # checked before the first epoch when there is a val_set
             scores = evaluate(scored, val_set, num_classes, device=device, ignore_index=ignore_index,
                               num_workers=num_workers, progress=progress)
             record["miou"] = scores["miou"]

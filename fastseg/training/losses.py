@@ -6,7 +6,8 @@ All losses take logits [N, C, H, W] (any float dtype; computed in float32) and i
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,7 +140,7 @@ def label_statistics(labels: Iterable, num_classes: int, ignore_index: int = IGN
     ignore_index raise ValueError. Returns two int64 numpy arrays of length num_classes.
     """
     if hasattr(labels, "read_label") and hasattr(labels, "__len__"):
-        dataset = labels
+        dataset: Any = labels
         labels = (dataset.read_label(i) for i in range(len(dataset)))
     counts = np.zeros(num_classes, dtype=np.int64)
     image_pixels = np.zeros(num_classes, dtype=np.int64)

@@ -78,8 +78,7 @@ class MobileNetV3Large(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(low: stride-8 features of block 3, high: last conv's features at the output stride)."""
-        x = self.stem(x)
-        low = None
+        x = low = self.stem(x)  # low: replaced by block LOW_LEVEL_BLOCK's output
         for index, block in enumerate(self.blocks):
             x = block(x)
             if index == LOW_LEVEL_BLOCK:

@@ -1,9 +1,10 @@
 """ResNet-18/34/50/101/152 (torchvision layout, v1.5: stride on the 3x3 conv), optionally dilated.
 
 `base_width` scales every stage (64 is the standard network; 32 gives a quarter of its multiply-adds,
-which is what the real-time default model uses). `output_stride` 8 or 16 replaces the stride of the last stages by dilation. Two conventions exist:
-torchvision keeps the previous dilation in the first block of a dilated stage
-(`first_block_dilated=False`), smp dilates every conv of the stage (`first_block_dilated=True`).
+which is what the real-time default model uses). `output_stride` 8 or 16 replaces the stride of the
+last stages by dilation. Two conventions exist: torchvision keeps the previous dilation in the first
+block of a dilated stage (`first_block_dilated=False`), smp dilates every conv of the stage
+(`first_block_dilated=True`).
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
+    layer1: nn.Sequential  # the four stages, set by name in __init__ (torchvision's keys)
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, depth: int = 50, output_stride: int = 32, first_block_dilated: bool = False,
                  base_width: int = 64):
         super().__init__()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -27,7 +27,8 @@ def rename_all(state: Mapping[str, torch.Tensor], rules: Rules) -> dict[str, tor
     return {rename(k, rules): v for k, v in state.items()}
 
 
-CONV_BN = [(r"(.*)\.0\.weight", r"\1.conv.weight"), (r"(.*)\.1\.(weight|bias|running_mean|running_var|num_batches_tracked)", r"\1.bn.\2")]
+CONV_BN = [(r"(.*)\.0\.weight", r"\1.conv.weight"),
+           (r"(.*)\.1\.(weight|bias|running_mean|running_var|num_batches_tracked)", r"\1.bn.\2")]
 BN_FIELDS = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 
 

@@ -2,6 +2,8 @@
 encoders (encoder_depth 5). A classification (aux) head, if any, is dropped."""
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from torch import nn
 
 from ..io import load_state_dict_checked
@@ -40,11 +42,11 @@ DEEPLABV3PLUS_RULES = [
 HEAD_RULES = [(r"segmentation_head\.0\.(weight|bias)", r"head.classifier.\1")]
 
 
-def _unsupported(what: str):
+def _unsupported(what: str) -> NoReturn:
     raise ValueError(f"from_smp: {what} is not supported (fastseg mirrors smp's defaults for it)")
 
 
-def _encoder_depth(encoder: nn.Module) -> int:
+def _encoder_depth(encoder: Any) -> int:
     if type(encoder).__name__ != "ResNetEncoder" or not hasattr(encoder, "layer3"):
         _unsupported(f"encoder {type(encoder).__name__}")
     block = type(encoder.layer1[0]).__name__
@@ -56,7 +58,7 @@ def _encoder_depth(encoder: nn.Module) -> int:
     return depth
 
 
-def _describe(smp_model: nn.Module) -> tuple[str, dict]:
+def _describe(smp_model: Any) -> tuple[str, dict]:  # an smp model, read by its attributes
     kind = type(smp_model).__name__
     depth = _encoder_depth(smp_model.encoder)
     head = smp_model.segmentation_head

@@ -2,9 +2,11 @@
 deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large. Auxiliary classifiers are dropped."""
 from __future__ import annotations
 
+from typing import Any, cast
+
 from torch import nn
 
-from ..backbones.mobilenetv3 import MobileNetV3Large
+from ..backbones.mobilenetv3 import InvertedResidual, MobileNetV3Large
 from ..io import load_state_dict_checked
 from ..registry import create
 from ._keys import BN_FIELDS, read_state, rename_all, resnet_rules
@@ -23,7 +25,7 @@ def _mobilenet_rules(backbone: MobileNetV3Large) -> list[tuple[str, str]]:
              (rf"backbone\.{last}\.0\.weight", "backbone.last_conv.conv.weight"),
              (rf"backbone\.{last}\.1\.{BN_FIELDS}", r"backbone.last_conv.bn.\1")]
     for index, block in enumerate(backbone.blocks):
-        for j, part in enumerate(block.parts()):
+        for j, part in enumerate(cast(InvertedResidual, block).parts()):
             src, dst = rf"backbone\.{index + 1}\.block\.{j}", f"backbone.blocks.{index}.{part}"
             if part == "se":
                 rules += [(rf"{src}\.fc1\.(weight|bias)", rf"{dst}.reduce.\1"),
@@ -55,7 +57,7 @@ def _head_rules(kind: str) -> list[tuple[str, str]]:
             (r"classifier\.(low|high)_classifier\.(weight|bias)", r"head.\1_classifier.\2")]
 
 
-def _describe(tv: nn.Module) -> tuple[str, dict]:
+def _describe(tv: Any) -> tuple[str, dict]:  # a torchvision model, read by its attributes
     """The fastseg name and kwargs of a torchvision segmentation model, read off its modules."""
     kind = {"FCN": "fcn", "DeepLabV3": "deeplabv3", "LRASPP": "lraspp"}.get(type(tv).__name__)
     if kind is None:

@@ -2,6 +2,8 @@
 configuration of the same family). Key names of transformers 5.x and of the 4.x layout are both read."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from ..io import load_state_dict_checked
@@ -16,7 +18,8 @@ DST = r"backbone.stages.\1.blocks.\2."
 
 RULES = [
     (r"segformer\.stages\.(\d+)\.patch_embeddings\.proj\.(weight|bias)", r"backbone.stages.\1.patch_embed.proj.\2"),
-    (r"segformer\.stages\.(\d+)\.patch_embeddings\.layer_norm\.(weight|bias)", r"backbone.stages.\1.patch_embed.norm.\2"),
+    (r"segformer\.stages\.(\d+)\.patch_embeddings\.layer_norm\.(weight|bias)",
+     r"backbone.stages.\1.patch_embed.norm.\2"),
     (r"segformer\.stages\.(\d+)\.layer_norm\.(weight|bias)", r"backbone.stages.\1.norm.\2"),
     (BLOCK + r"layernorm_before\.(weight|bias)", DST + r"norm1.\3"),
     (BLOCK + r"layernorm_after\.(weight|bias)", DST + r"norm2.\3"),
@@ -28,7 +31,8 @@ RULES = [
     (BLOCK + r"mlp\.dwconv\.dwconv\.(weight|bias)", DST + r"mlp.dwconv.\3"),
     # transformers 4.x layout
     (r"segformer\.encoder\.patch_embeddings\.(\d+)\.proj\.(weight|bias)", r"backbone.stages.\1.patch_embed.proj.\2"),
-    (r"segformer\.encoder\.patch_embeddings\.(\d+)\.layer_norm\.(weight|bias)", r"backbone.stages.\1.patch_embed.norm.\2"),
+    (r"segformer\.encoder\.patch_embeddings\.(\d+)\.layer_norm\.(weight|bias)",
+     r"backbone.stages.\1.patch_embed.norm.\2"),
     (r"segformer\.encoder\.layer_norm\.(\d+)\.(weight|bias)", r"backbone.stages.\1.norm.\2"),
     (BLOCK_V4 + r"layer_norm_1\.(weight|bias)", DST + r"norm1.\3"),
     (BLOCK_V4 + r"layer_norm_2\.(weight|bias)", DST + r"norm2.\3"),
@@ -49,7 +53,7 @@ RULES = [
 ]
 
 
-def _describe(hf: nn.Module) -> tuple[str, dict]:
+def _describe(hf: Any) -> tuple[str, dict]:  # a transformers model, read by its attributes
     if type(hf).__name__ != "SegformerForSemanticSegmentation":
         raise TypeError(f"from_transformers expects SegformerForSemanticSegmentation, got {type(hf).__name__}")
     c = hf.config

@@ -27,7 +27,7 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 256, rates=(12, 24, 36),
                  separable: bool = False, dropout: float = 0.5):
         super().__init__()
-        branches = [ConvBNAct(in_channels, out_channels, 1)]
+        branches: list[nn.Module] = [ConvBNAct(in_channels, out_channels, 1)]
         for rate in rates:
             if separable:
                 branches.append(SeparableConvBNAct(in_channels, out_channels, 3, dilation=rate))
