@@ -55,7 +55,7 @@ def ext():
     if _C is None:
         raise RuntimeError(
             "fastseg._C (the native extension) is not built; reinstall with "
-            "`pip install --no-build-isolation -e .` (cause: %s)" % _IMPORT_ERROR
+            f"`pip install --no-build-isolation -e .` (cause: {_IMPORT_ERROR})"
         )
     return _C
 

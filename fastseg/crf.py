@@ -10,10 +10,11 @@ It computes what pydensecrf computes for
     d.addPairwiseGaussian(sxy=3, compat=3); d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
     Q = d.inference(5)
 
-(the same permutohedral lattice, symmetric normalisation, Potts compatibility and mean field), in C++ on the CPU (multi-threaded, whole batches in one call) and in CUDA
-for CUDA tensors. Beyond pydensecrf: any number of image channels (`srgb` per channel, e.g. RGB plus
-depth), extra pairwise terms over arbitrary per-pixel features (`PairwiseTerm`), logits in, float16
-in, numpy or torch (or CuPy) in and the same kind out, read-only and non-contiguous inputs.
+(the same permutohedral lattice, symmetric normalisation, Potts compatibility and mean field), in
+C++ on the CPU (multi-threaded, whole batches in one call) and in CUDA for CUDA tensors. Beyond
+pydensecrf: any number of image channels (`srgb` per channel, e.g. RGB plus depth), extra pairwise
+terms over arbitrary per-pixel features (`PairwiseTerm`), logits in, float16 in, numpy or torch (or
+CuPy) in and the same kind out, read-only and non-contiguous inputs.
 
 Memory (CPU, one image of N = H*W pixels, C labels padded to Cp = 8*ceil(C/8)): 4*Cp bytes per pixel
 for the unary plus, per pairwise term with d feature dimensions, 12*(d+1) bytes per pixel for its
@@ -23,8 +24,9 @@ have far fewer). `DenseCRF.memory_bound(H, W, C)` gives the worst case in bytes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

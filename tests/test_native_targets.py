@@ -9,7 +9,6 @@ Needs Debian's g++-aarch64-linux-gnu and qemu-user (CI installs them); elsewhere
 """
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -43,7 +42,8 @@ def need(*tools: str) -> None:
 # ---- the target check, here ------------------------------------------------------------------------
 
 def test_features_from_compiler_macros():
-    x86 = "#define __AVX2__ 1\n#define __SSE4_1__ 1\n#define __AVX512VNNI__ 1\n#define __AMX_TILE__ 1\n#define __FMA__ 1\n"
+    x86 = ("#define __AVX2__ 1\n#define __SSE4_1__ 1\n#define __AVX512VNNI__ 1\n#define __AMX_TILE__ 1\n"
+           "#define __FMA__ 1\n")
     assert _target.features_from_macros(x86) == ["sse4.1", "avx2", "fma", "avx512vnni", "amx-tile"]
     arm = "#define __ARM_NEON 1\n#define __ARM_FEATURE_DOTPROD 1\n#define __aarch64__ 1\n"
     assert _target.features_from_macros(arm) == ["neon", "dotprod"]

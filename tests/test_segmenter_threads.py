@@ -11,7 +11,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 import torch.nn.functional as F
 from torch import nn
 

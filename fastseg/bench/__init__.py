@@ -14,8 +14,8 @@ they ran on, are one JSON results file (`results`).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import crf, memory, models, ops
 from .measure import Agreement, Figure, Reference, Row, measure

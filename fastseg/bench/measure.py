@@ -7,8 +7,8 @@ claim is the ratio reference / fastseg, never an absolute time. Measurements tha
 (peak memory, the mIoU a CRF adds) are `Figure`s."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ class Agreement:
     detail: str = ""
 
     @classmethod
-    def labels(cls, got, expected, minimum: float) -> "Agreement":
+    def labels(cls, got, expected, minimum: float) -> Agreement:
         a = torch.as_tensor(np.asarray(got)).long()
         b = torch.as_tensor(np.asarray(expected)).long()
         if a.shape != b.shape:
@@ -37,15 +37,15 @@ class Agreement:
         return cls("labels equal", equal, equal >= minimum)
 
     @classmethod
-    def close(cls, got: torch.Tensor, expected: torch.Tensor, tolerance: float) -> "Agreement":
+    def close(cls, got: torch.Tensor, expected: torch.Tensor, tolerance: float) -> Agreement:
         err = float((got.double() - expected.double()).abs().max() / expected.double().abs().max())
         return cls("max rel. error", err, err <= tolerance)
 
     @classmethod
-    def exact(cls, equal: bool) -> "Agreement":
+    def exact(cls, equal: bool) -> Agreement:
         return cls("exact", 1.0 if equal else 0.0, bool(equal))
 
-    def requiring(self, condition: bool, detail: str) -> "Agreement":
+    def requiring(self, condition: bool, detail: str) -> Agreement:
         """The same figure, ok only if condition holds too; detail says what else was checked."""
         return replace(self, ok=self.ok and bool(condition), detail=", ".join(d for d in (self.detail, detail) if d))
 
@@ -95,7 +95,7 @@ class Row:
         return {**asdict(self), "ratio": self.ratio, "ok": self.ok}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Row":
+    def from_dict(cls, d: dict) -> Row:
         fields = {k: d[k] for k in ("case", "shape", "ours", "reference", "ours_ms", "ref_ms", "rounds")}
         return cls(**fields, agreement=Agreement(**d["agreement"]), target=d.get("target"), name=d.get("name", ""))
 

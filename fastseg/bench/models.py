@@ -15,13 +15,12 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .timing import SETTLE
 from .measure import Agreement, Reference, Row, dims, generator, measure, smooth_image
 from .ops import random_batchnorm
+from .timing import SETTLE
 
 LABELS_EQUAL = 0.999  # fraction of pixels with the same label
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -123,8 +122,8 @@ def _segmenter_case(case: str, tv_model, hw, rounds: int, targets: dict, compile
     refs = {}
     for name, fn in references.items():
         theirs = fn()
-        refs[name] = Reference(fn, {o: Agreement.labels(labels, theirs, LABELS_EQUAL) for o, labels in our_labels.items()},
-                               targets.get(name))
+        agreements = {o: Agreement.labels(labels, theirs, LABELS_EQUAL) for o, labels in our_labels.items()}
+        refs[name] = Reference(fn, agreements, targets.get(name))
     return measure(case, f"{hw[1]}x{hw[0]} uint8 -> labels", ours, refs, rounds=rounds, settle=SETTLE)
 
 

@@ -53,7 +53,8 @@ def upsample_argmax_confidence(quick: bool) -> list[Row]:
     err = Agreement.close(conf, ref_conf, 1e-5)
     agreement = Agreement.labels(labels, ref_labels, LABELS_EQUAL).requiring(
         err.ok, f"confidence max rel. error {err.value:.1e}")
-    return measure("upsample + argmax + confidence", shape, {"fastseg": lambda: op(logits, size, return_confidence=True)},
+    ours = {"fastseg": lambda: op(logits, size, return_confidence=True)}
+    return measure("upsample + argmax + confidence", shape, ours,
                    {"F.interpolate + softmax + max (eager)": Reference(eager, agreement)}, rounds=3 if quick else 5)
 
 

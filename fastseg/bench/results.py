@@ -35,8 +35,10 @@ def cpu() -> dict:
     return {"model": model, "flags": wanted, "cores": os.cpu_count()}
 
 
-def git_commit(folder: Path = Path(__file__).resolve().parent) -> dict:
+def git_commit(folder: Path | None = None) -> dict:
     """The commit the code ran from, and whether tracked files differed from it; None outside a checkout."""
+    folder = folder if folder is not None else Path(__file__).resolve().parent
+
     def git(*args):
         return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
 
@@ -87,7 +89,8 @@ def header(content: dict) -> str:
     commit = (content.get("commit") or "unknown")[:10] + (" + local changes" if content.get("dirty") else "")
     mode = "quick run (small shapes, few rounds)" if content["quick"] else "full run"
     return (f"{mode} on {c['model']} ({c['cores']} cores, {m['torch_threads']} torch threads; "
-            f"{' '.join(c['flags']) or 'none of AVX2, AVX-512, AMX'}), torch {m['torch']}, {content['date']}, commit {commit}; "
+            f"{' '.join(c['flags']) or 'none of AVX2, AVX-512, AMX'}), torch {m['torch']}, {content['date']}, "
+            f"commit {commit}; "
             f"load average {m['load_average'][0]:.2f} at the start")
 
 
@@ -97,7 +100,8 @@ def markdown(rows: list[Row], figures: list[Figure]) -> str:
     head = ("case", "shape", "fastseg", "reference", "speed-up", "agreement")
     body = [(r.case, r.shape, r.ours, r.reference, f"{r.ratio:.2f}x",
              r.agreement.text + ("" if r.ok else " **(MISMATCH)**")) for r in rows]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---:" if h == "speed-up" else "---" for h in head) + " |"]
+    rule = " | ".join("---:" if h == "speed-up" else "---" for h in head)
+    lines = ["| " + " | ".join(head) + " |", "| " + rule + " |"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
     lines += [""] if figures else []
     lines += [f"- {f.case}, {f.shape}: {f.text}" + ("" if f.ok else " **(CHECK FAILED)**") for f in figures]

@@ -44,7 +44,9 @@ def _names(args) -> tuple[list[str] | None, str | None]:
 
     if args.only is None:  # every case whose required options are given
         given = {"camvid": args.camvid, "model": args.model}
-        return [n for n, c in CASES.items() if all(given.get(k) is not None for k, req in c.options.items() if req)], None
+        runnable = [n for n, c in CASES.items()
+                    if all(given.get(k) is not None for k, req in c.options.items() if req)]
+        return runnable, None
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]
     if unknown or not names:

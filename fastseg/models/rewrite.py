@@ -125,7 +125,7 @@ class FusedASPP(nn.Module):
         self._params_cache = None
 
     @classmethod
-    def from_torchvision(cls, module: nn.Module, backend: str = "auto") -> "FusedASPP":
+    def from_torchvision(cls, module: nn.Module, backend: str = "auto") -> FusedASPP:
         """The fused form of torchvision's DeepLabV3 ASPP (eval mode; its weights are copied)."""
         convs = list(module.convs)
         first = module.convs[0][0]
@@ -211,7 +211,8 @@ class FoldedSegFormerHead(nn.Module):
         convs = []
         for i, proj in enumerate(head.proj):
             part = weight[:, (stages - 1 - i) * channels:(stages - i) * channels]  # concat is coarse-first
-            conv = nn.Conv2d(proj.in_features, channels, 1, device=fuse.conv.weight.device, dtype=fuse.conv.weight.dtype)
+            conv = nn.Conv2d(proj.in_features, channels, 1, device=fuse.conv.weight.device,
+                             dtype=fuse.conv.weight.dtype)
             with torch.no_grad():
                 conv.weight.copy_((part @ proj.weight.double())[:, :, None, None])
                 bias = part @ proj.bias.double()

@@ -7,8 +7,8 @@ specialised on. The codes are read from the extension, never written out here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

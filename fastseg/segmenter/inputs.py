@@ -62,7 +62,8 @@ def split(batch) -> Split:
             by_key.setdefault((size, t.dtype, hwc, dev), []).append(i)
         groups = [Group(idx, torch.stack([images[i][0] for i in idx]), key[2]) for key, idx in by_key.items()]
         return Split(groups, "list", [im[2] for im in images], [im[3] for im in images])
-    four_d = (isinstance(batch, np.ndarray) and batch.ndim == 4) or (isinstance(batch, torch.Tensor) and batch.dim() == 4)
+    four_d = ((isinstance(batch, np.ndarray) and batch.ndim == 4)
+              or (isinstance(batch, torch.Tensor) and batch.dim() == 4))
     if not four_d:
         t, hwc, kind, dev = _single_image(batch, "batch")
         return Split([Group([0], t[None], hwc)], "single", [kind], [dev])

@@ -3,9 +3,9 @@
 Fusing and exporting take seconds, far longer than opening the graph, so the "onnxruntime" runtime
 keeps each export in the cache folder under a key that hashes everything the graph depends on: the
 weights, the module tree, the source files of its module classes and of fastseg's models, ops and
-exporter (what fusing and exporting run), the export options, and the torch and fastseg versions. A cache hit needs neither
-the fused model nor the exporter. A changed model is a new key, never
-a stale graph. Entries are written atomically; an entry that fails to open is removed and rebuilt.
+exporter (what fusing and exporting run), the export options, and the torch and fastseg versions.
+A cache hit needs neither the fused model nor the exporter. A changed model is a new key, never a
+stale graph. Entries are written atomically; an entry that fails to open is removed and rebuilt.
 When the folder cannot be written the graph is exported in memory, as if there were no cache.
 
 The folder is $FASTSEG_CACHE, else $XDG_CACHE_HOME/fastseg, else ~/.cache/fastseg; entries are
@@ -20,8 +20,9 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn

@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import numbers
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import ContextManager
 
 import torch
 from torch import nn
@@ -38,7 +37,7 @@ class Runtime:
         """The CPU threads the network runs on (torch's, unless the runtime has a pool of its own)."""
         return torch.get_num_threads()
 
-    def kernel_threads(self) -> ContextManager:
+    def kernel_threads(self) -> contextlib.AbstractContextManager:
         """Entered around each call of the pipeline: how fastseg's kernels (preprocessing, fused tail)
         run next to this runtime. By default on torch's threads."""
         return contextlib.nullcontext()
@@ -123,5 +122,5 @@ class OnnxRuntime(Runtime):
     def threads(self) -> int:
         return self._threads
 
-    def kernel_threads(self) -> ContextManager:
+    def kernel_threads(self) -> contextlib.AbstractContextManager:
         return _native.own_threads()

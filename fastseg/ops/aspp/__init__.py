@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..atrous_conv import native as native_conv
 from .._dispatch import Op, resolve
+from ..atrous_conv import native as native_conv
 from ..atrous_conv.geometry import check_input
 from .naive import reference
 
@@ -55,7 +55,7 @@ class AsppParams:
     def out_channels(self) -> int:
         return self.pool_weight.shape[0]
 
-    def to(self, device=None, dtype=None) -> "AsppParams":
+    def to(self, device=None, dtype=None) -> AsppParams:
         move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
         return AsppParams([move(w) for w in self.branch_weights], [move(b) for b in self.branch_biases],
                           self.dilations, move(self.pool_weight), move(self.pool_bias),

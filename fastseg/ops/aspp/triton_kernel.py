@@ -17,9 +17,15 @@ import triton
 import triton.language as tl
 
 from .. import activation as activations
-from ..atrous_conv.triton_kernel import (bias_activation_store, conv_tile, launch_config, output_pixels,
-                                         pack_weight, upcast)
 from ..atrous_conv.triton_kernel import atrous_conv as conv_launch
+from ..atrous_conv.triton_kernel import (
+    bias_activation_store,
+    conv_tile,
+    launch_config,
+    output_pixels,
+    pack_weight,
+    upcast,
+)
 
 
 @triton.jit
