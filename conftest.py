@@ -11,6 +11,16 @@ import pytest
 if os.environ.get("TRITON_INTERPRET") is None and not os.path.exists("/dev/nvidia0"):
     os.environ["TRITON_INTERPRET"] = "1"
 
+# The Segmenter caches its ONNX exports; tests keep theirs in a folder of their own, not in the
+# user's cache (and start without entries a previous run left).
+if "FASTSEG_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["FASTSEG_CACHE"] = tempfile.mkdtemp(prefix="fastseg-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["FASTSEG_CACHE"], ignore_errors=True)
+
 REPO = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FASTSEG_SHARED", REPO.parent / "shared"))
 
