@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import fastseg
@@ -63,11 +64,12 @@ def test_cpu_module_answers_per_feature():
     from fastseg import _cpu
 
     assert _cpu.missing(["no-such-extension"]) == ["no-such-extension"]  # unknown: assumed absent
-    flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()) \
-        if Path("/proc/cpuinfo").exists() and "flags" in Path("/proc/cpuinfo").read_text() else None
-    if flags is not None:  # x86 Linux: cpuid agrees with the kernel's list
-        assert _cpu.has("avx2") == ("avx2" in flags)
-        assert _cpu.has("avx512f") == ("avx512f" in flags)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lines = [line for line in cpuinfo.splitlines() if line.startswith("flags")]
+    if lines:  # x86 Linux: cpuid agrees with the kernel's list of flags
+        flags = set(lines[0].split(":", 1)[1].split())
+        for name in ("avx", "avx2", "fma", "avx512f", "avx512bw"):
+            assert _cpu.has(name) == (name in flags), name
 
 
 def test_build_tree_for_another_cpu_is_stale(tmp_path):
@@ -91,7 +93,7 @@ def test_wrong_cpu_refused_with_a_message(monkeypatch):
     monkeypatch.setattr(_native, "_C", None)
     monkeypatch.setattr(_native, "_IMPORT_ERROR", _native.WrongCPU(message))
     with pytest.raises(RuntimeError, match="built for another CPU"):
-        fastseg.ops.upsample_argmax(__import__("torch").zeros(1, 2, 3, 3), size=(6, 6), backend="native")
+        fastseg.ops.upsample_argmax(torch.zeros(1, 2, 3, 3), size=(6, 6), backend="native")
 
 
 # ---- other CPUs, emulated -------------------------------------------------------------------------
