@@ -394,6 +394,54 @@ def test_resume_gives_identical_weights(tmp_path, optimizer):
     assert straight.best_miou == resumed.best_miou
 
 
+def test_weight_average_is_scored_saved_and_resumed(tmp_path):
+    """ema_decay: the average (not the live weights) is returned and kept in best.pt, and an interrupted
+    run resumes it to the same values; a checkpoint without an average cannot resume one."""
+    kwargs = dict(epochs=3, batch_size=4, lr=0.02, warmup_iters=2, progress=False, log=None, seed=3,
+                  ema_decay=0.9)
+    torch.manual_seed(0)
+    model = TinyNet()
+    straight = train(model, augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "a", **kwargs)
+    assert straight.ema is not None and straight.ema is not model
+    live, avg = model.state_dict(), straight.ema.state_dict()
+    assert any(not torch.equal(live[k], avg[k]) for k in live if live[k].is_floating_point())
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    if best["epoch"] == 3:
+        for key, value in avg.items():
+            assert torch.equal(best["model"][key], value), key
+
+    def stop_after_first(epoch, record):
+        if epoch == 1:
+            raise Interrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "b",
+              on_epoch_end=stop_after_first, **kwargs)
+    resumed = train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "b", **kwargs)
+    for key, value in straight.ema.state_dict().items():
+        assert torch.equal(value, resumed.ema.state_dict()[key]), key
+    train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "c",
+          **dict(kwargs, ema_decay=None))
+    with pytest.raises(ValueError, match="weight average"):
+        train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "c", **kwargs)
+
+
+def test_weight_average_update_rule():
+    from fastseg.training.loop import WeightAverage
+
+    live = nn.Linear(3, 2)
+    average = WeightAverage(live, 0.5)
+    start = live.weight.detach().clone()
+    with torch.no_grad():
+        live.weight.add_(1.0)
+    average.update(live, step=100)  # past the ramp: decay 0.5
+    assert torch.allclose(average.model.weight, start + 0.5)
+    assert not average.model.weight.requires_grad
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(live, 1.0)
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     train(TinyNet(), ToyDataset(8), None, epochs=1, batch_size=4, checkpoint_dir=tmp_path, progress=False, log=None)
     with pytest.raises(ValueError, match="resume"):
