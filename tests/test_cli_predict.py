@@ -194,3 +194,41 @@ def test_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path):
     with atomic_write(tmp_path / "new.png") as f:
         f.write(b"x")
     assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o666 & ~umask   # as open() would make it
+
+
+def test_unwritable_out_is_refused_before_the_model_loads(folder, tmp_path, model_file, capsys, monkeypatch):
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(predict, "choose_model", no_model)
+    assert fastseg_cli("predict", folder, "--out", blocker, "--model", model_file) == 2
+    assert "--out: cannot write to" in capsys.readouterr().err
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "color").write_text("a file where a kind's folder should be")
+    assert fastseg_cli("predict", folder, "--out", tmp_path / "out2", "--model", model_file) == 2
+    assert str(tmp_path / "out2" / "color") in capsys.readouterr().err
+
+
+def test_temporaries_of_a_killed_run_are_removed(folder, tmp_path, model_file, capsys):
+    """A writer killed by SIGKILL inside atomic_write leaves its temporary file; the next run removes
+    it, but not the temporary of a writer that is still running (this process)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    killed = ("import os, signal, sys\nfrom fastseg._atomic import atomic_write\n"
+              "with atomic_write(sys.argv[1]) as f:\n    f.write(b'half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", killed, str(out / "labels" / "img0.png")])
+    assert done.returncode == -9
+    left = [p for p in (out / "labels").iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and not (out / "labels" / "img0.png").exists()
+    live = out / "color" / f".img1.png.{os.getpid()}-0123abcd.tmp"
+    live.parent.mkdir(parents=True)
+    live.write_bytes(b"being written")
+    assert fastseg_cli("predict", folder, "--out", out, "--model", model_file) == 1  # broken.png fails
+    assert "removed 1 temporary file" in capsys.readouterr().out
+    assert not left[0].exists() and live.exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and p != live]

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, remove_stale_temporaries
 from . import _inputs
 from ._model import add_model_arguments, choose_model
 
@@ -119,6 +119,13 @@ def run(args) -> int:
           + (f"; {_count(found.ignored, 'non-image file')} ignored" if found.ignored else ""))
     if not todo:
         return 1 if found.missing else 0
+    problem = _check_writable(args.out, args.save)
+    if problem:  # before the model loads and the first image is segmented, not after
+        print(f"fastseg predict: --out: {problem}", file=sys.stderr)
+        return 2
+    stale = remove_stale_temporaries(args.out)
+    if stale:
+        print(f"fastseg predict: removed {_count(stale, 'temporary file')} that an interrupted run left behind")
 
     try:
         chosen = choose_model(args.model, args.num_classes, args.dataset)
@@ -149,6 +156,21 @@ def run(args) -> int:
         print("interrupted: run the same command again to finish (finished images are skipped)", file=sys.stderr)
         return 130
     return 1 if failed or found.missing else 0
+
+
+def _check_writable(out: Path, kinds) -> str | None:
+    """Why the outputs cannot be written under out (None when they can): each kind's folder is
+    made, and a file is created in it and removed."""
+    for kind in kinds:
+        folder = out / kind
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(folder / ".fastseg-write-check") as f:
+                f.write(b"")
+            (folder / ".fastseg-write-check").unlink()
+        except OSError as exc:
+            return f"cannot write to {folder}: {exc.strerror or exc}"
+    return None
 
 
 def _segment_one(source: _inputs.Source, seg, palette: np.ndarray, args) -> str | None:
