@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -177,6 +178,35 @@ def test_unet_short_decoder_and_base_width(decoder, size):
     expected = [-(-s // stride) for s in size] if stride > 1 else list(size)
     assert list(low.shape) == [2, 3, *expected]
     assert full.shape == (2, 3, *size)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (45, 37)])
+def test_unet_image_pooling_context(tmp_path, size):
+    """context="pool" adds the coarsest map's projected mean to every pixel; the inference rewrite folds
+    its batch-norm, a saved model loads with it, and ONNX Runtime runs its export as torch does."""
+    model = randomize_batchnorm(M.create("unet_resnet18", num_classes=3, base_width=16,
+                                         decoder_channels=(32, 16, 8, 8), context="pool")).eval()
+    plain = M.create("unet_resnet18", num_classes=3, base_width=16, decoder_channels=(32, 16, 8, 8))
+    assert set(model.state_dict()) - set(plain.state_dict()) == {
+        k for k in model.state_dict() if k.startswith("head.context.")} != set()
+    x = torch.randn(2, 3, *size)
+    feature = model.backbone(x)[-1]
+    with torch.no_grad():
+        pooled = model.head.context.project(feature.mean((2, 3), keepdim=True))
+        torch.testing.assert_close(model.head.context(feature), feature + pooled)
+        torch.testing.assert_close(M.fuse(model).forward_logits(x), model.forward_logits(x), rtol=1e-4, atol=1e-4)
+    M.save(model, tmp_path / "m.safetensors")
+    loaded = M.load(tmp_path / "m.safetensors")
+    assert loaded.config["kwargs"]["context"] == "pool"
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_logits(x), model.forward_logits(x))
+    from fastseg import Segmenter
+
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    ort = Segmenter(model, runtime="onnxruntime").predict(image).labels
+    assert (ort == Segmenter(model, runtime="torch").predict(image).labels).mean() > 0.999
+    with pytest.raises(ValueError, match="context"):
+        M.create("unet_resnet18", context="aspp")
 
 
 def test_unet_decoder_length_errors():
