@@ -364,6 +364,23 @@ class Interrupt(Exception):
     pass
 
 
+def interrupted_then_resumed(folder, **kwargs):
+    """The toy run stopped after its first epoch, then resumed from its checkpoint by a fresh model
+    (as a new process would); returns that model and the resumed run's result."""
+    def stop_after_first(epoch, record):
+        if epoch == 1:
+            raise Interrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=folder,
+              on_epoch_end=stop_after_first, **kwargs)
+    assert torch.load(folder / "last.pt", weights_only=True)["epoch"] == 1
+    torch.manual_seed(123)  # a fresh process: different init and RNG state, all replaced by the resume
+    model = TinyNet()
+    return model, train(model, augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=folder, **kwargs)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_resume_gives_identical_weights(tmp_path, optimizer):
     kwargs = dict(epochs=3, batch_size=4, lr=0.02, optimizer=optimizer, warmup_iters=2, progress=False,
@@ -373,19 +390,7 @@ def test_resume_gives_identical_weights(tmp_path, optimizer):
     straight = train(straight_model, augmented_toy(12, 1), ToyDataset(3, seed=2),
                      checkpoint_dir=tmp_path / "a", **kwargs)
 
-    def stop_after_first(epoch, record):
-        if epoch == 1:
-            raise Interrupt
-
-    torch.manual_seed(0)
-    with pytest.raises(Interrupt):
-        train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "b",
-              on_epoch_end=stop_after_first, **kwargs)
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1
-    torch.manual_seed(123)  # a fresh process: different init and RNG state, all replaced by the resume
-    resumed_model = TinyNet()
-    resumed = train(resumed_model, augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "b",
-                    **kwargs)
+    resumed_model, resumed = interrupted_then_resumed(tmp_path / "b", **kwargs)
     a, b = straight_model.state_dict(), resumed_model.state_dict()
     assert a.keys() == b.keys()
     for key in a:
@@ -410,15 +415,7 @@ def test_weight_average_is_scored_saved_and_resumed(tmp_path):
         for key, value in avg.items():
             assert torch.equal(best["model"][key], value), key
 
-    def stop_after_first(epoch, record):
-        if epoch == 1:
-            raise Interrupt
-
-    torch.manual_seed(0)
-    with pytest.raises(Interrupt):
-        train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "b",
-              on_epoch_end=stop_after_first, **kwargs)
-    resumed = train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "b", **kwargs)
+    _, resumed = interrupted_then_resumed(tmp_path / "b", **kwargs)
     for key, value in straight.ema.state_dict().items():
         assert torch.equal(value, resumed.ema.state_dict()[key]), key
     train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "c",
