@@ -207,15 +207,14 @@ def default_model(quick: bool, model: str | None = None) -> list[Row]:
 
 def aspp(quick: bool) -> list[Row]:
     """DeepLabV3's ASPP head: torchvision's module (eager, channels_last input) against fastseg's
-    fused ASPP (`fastseg.models.fuse`: folded BN, the pooling branch as a per-image projection bias)
+    fused ASPP (`FusedASPP.from_torchvision`: folded BN, the pooling branch as a per-image projection bias)
     holding the same weights."""
     tv = _torchvision()
     if tv is None:
         return []
     from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
-    from ..models import fuse
-    from ..models.heads.aspp import ASPP
+    from ..models.rewrite import FusedASPP
 
     n, c, h, w, cout = (1, 32, 16, 32, 32) if quick else (1, 512, 32, 64, 256)
     rates = (12, 24, 36)
@@ -225,17 +224,8 @@ def aspp(quick: bool) -> list[Row]:
     for m in theirs.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             random_batchnorm(m, g)
-    mine = ASPP(c, cout, rates).eval()
-    # torchvision's layout -> fastseg's: convs[0..3] = (conv, bn, relu), convs[4] = (pool, conv, bn,
-    # relu), project = (conv, bn, relu, dropout)
-    pairs = [(mine.branches[i], theirs.convs[i][0], theirs.convs[i][1]) for i in range(len(rates) + 1)]
-    pairs += [(mine.pooling.proj, theirs.convs[-1][1], theirs.convs[-1][2]),
-              (mine.project, theirs.project[0], theirs.project[1])]
-    for block, conv, bn in pairs:
-        block.conv.load_state_dict(conv.state_dict())
-        block.bn.load_state_dict(bn.state_dict())
+    fused = FusedASPP.from_torchvision(theirs)  # fastseg's ASPP holding the same weights, folded
     theirs = theirs.to(memory_format=torch.channels_last)
-    fused = fuse(mine)
     x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
