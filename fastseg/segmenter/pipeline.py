@@ -157,7 +157,7 @@ class Segmenter:
         if out is None:
             out = self.input_buffer(*images.shape[:1], *images.shape[2:])
         if images.dtype == torch.uint8 and out.dtype == torch.float32 and out.device.type == "cpu":
-            return _normalize(images, self._scale, self._shift, out=out)
+            return ops.normalize_image(images, self._scale, self._shift, out=out)
         out.copy_(images)
         dtype = out.dtype
         scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
@@ -238,19 +238,6 @@ class _InputBuffers:
                 self._buffers.pop(next(iter(self._buffers)))
         self._buffers[key] = x  # most recently used last
         return x
-
-
-def _normalize_op():
-    """fastseg.ops' one-pass uint8 -> float normalisation, exported as `fastseg.ops.normalize`."""
-    op = getattr(ops, "normalize", None)
-    if callable(op):
-        return op
-    from ..ops.normalize import normalize_image
-
-    return normalize_image
-
-
-_normalize = _normalize_op()
 
 
 def _reject(unexpected: dict) -> None:
