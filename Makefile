@@ -58,7 +58,7 @@ PYBIND_INC = $(shell $(PYTHON) -c "import pybind11; print(pybind11.get_include()
 PY_INC = $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 arm-check: $(STAMP)
 	@command -v aarch64-linux-gnu-g++ >/dev/null || { echo "arm-check: apt-get install g++-aarch64-linux-gnu" >&2; exit 1; }
-	@tmp=$$(mktemp -d); for f in csrc/cpu/*.cpp csrc/bindings/*.cpp csrc/tests/*.cpp; do \
+	@tmp=$$(mktemp -d); for f in csrc/cpu/*.cpp csrc/bindings/*.cpp csrc/target/*.cpp csrc/tests/*.cpp; do \
 	  aarch64-linux-gnu-g++ -std=c++17 -O2 -march=armv8.2-a -fopenmp -fPIC -Icsrc -I$(PYBIND_INC) -I$(PY_INC) \
 	    -c $$f -o $$tmp/out.o && echo "aarch64 $$f: ok" || { rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp
 

@@ -50,6 +50,18 @@ def test_features_from_compiler_macros():
     assert _target.features_from_macros(arm) == ["neon", "dotprod"]
 
 
+def test_cpu_module_knows_every_extension_a_build_can_assume():
+    """_target.py (the build side) and csrc/target/cpu_features.cpp (the CPU side) name the same
+    extensions: one the CPU side did not know would count as missing and refuse every import."""
+    import platform
+
+    from fastseg import _cpu
+
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    names = set(_target.ARM_MACROS.values()) if arm else set(_target.X86_FEATURES)
+    assert names <= set(_cpu.known())
+
+
 def test_this_build_records_what_its_compiler_enables():
     from fastseg import _cpu
 

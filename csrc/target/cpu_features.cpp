@@ -18,19 +18,35 @@ namespace py = pybind11;
 namespace {
 
 // Feature names are the lower-case names GCC's predefined macros use (__AVX512VNNI__ -> avx512vnni,
-// __ARM_FEATURE_DOTPROD -> dotprod); fastseg's setup.py lists the ones a build assumes.
+// __ARM_FEATURE_DOTPROD -> dotprod); fastseg/_target.py lists the ones a build can assume, and a test
+// checks that this table knows each of them (`known`).
+#define FS_X86_FEATURES(X)                                                                            \
+  X("sse3") X("ssse3") X("sse4.1") X("sse4.2") X("popcnt") X("avx") X("avx2") X("fma") X("bmi")        \
+  X("bmi2") X("f16c") X("avx512f") X("avx512bw") X("avx512cd") X("avx512dq") X("avx512vl")             \
+  X("avx512vnni") X("avx512bf16") X("avx512ifma") X("avx512vbmi") X("avx512vbmi2") X("avx512bitalg")  \
+  X("avx512vpopcntdq") X("avx512fp16") X("amx-tile") X("amx-bf16") X("amx-int8")
+const char* const kArmFeatures[] = {"neon", "fp", "fp16", "dotprod", "crypto", "aes", "sha2", "crc32",
+                                    "atomics", "rcpc", "sve", "bf16", "i8mm"};
+
+std::vector<std::string> known() {
+  std::vector<std::string> names;
+#if defined(__x86_64__) || defined(__i386__)
+#define FS_NAME(feature) names.push_back(feature);
+  FS_X86_FEATURES(FS_NAME)
+#undef FS_NAME
+#elif defined(__aarch64__)
+  for (const char* name : kArmFeatures) names.push_back(name);
+#endif
+  return names;
+}
+
 bool has(const std::string& name) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-#define FS_X86(feature) \
+#define FS_TEST(feature) \
   if (name == feature) return __builtin_cpu_supports(feature);
-  FS_X86("sse3") FS_X86("ssse3") FS_X86("sse4.1") FS_X86("sse4.2") FS_X86("popcnt") FS_X86("avx")
-  FS_X86("avx2") FS_X86("fma") FS_X86("bmi") FS_X86("bmi2") FS_X86("avx512f") FS_X86("avx512bw")
-  FS_X86("avx512cd") FS_X86("avx512dq") FS_X86("avx512vl") FS_X86("avx512vnni") FS_X86("avx512bf16")
-  FS_X86("avx512ifma") FS_X86("avx512vbmi") FS_X86("avx512vbmi2") FS_X86("avx512bitalg")
-  FS_X86("avx512vpopcntdq") FS_X86("f16c") FS_X86("avx512fp16") FS_X86("amx-tile") FS_X86("amx-bf16")
-  FS_X86("amx-int8")
-#undef FS_X86
+  FS_X86_FEATURES(FS_TEST)
+#undef FS_TEST
   return false;  // a name this table does not know: assume the CPU lacks it
 #elif defined(__aarch64__) && defined(__linux__)
   const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
@@ -80,4 +96,5 @@ PYBIND11_MODULE(_cpu, m) {
   m.attr("c_features") = FASTSEG_C_FEATURES;
   m.def("missing", &missing, "The names among `features` this CPU lacks", py::arg("features"));
   m.def("has", &has, "Whether this CPU has the named extension", py::arg("name"));
+  m.def("known", &known, "The extension names `has` can test on this architecture");
 }
