@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "fastseg's ops and models against their references: results file, table and plot of speed-ups"
-
 
 def add_arguments(parser) -> None:
     from ..bench import CASES
