@@ -33,3 +33,12 @@ def agreement(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape, (a.shape, b.shape)
     return float((a == b).mean())
+
+
+def float_output(shape, layout):
+    """An uninitialised float32 [N,C,H,W] to write into: nchw, channels_last, or strided (a crop)."""
+    if layout == "channels_last":
+        return torch.empty(shape).contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        return torch.empty((shape[0], shape[1], shape[2], shape[3] + 5))[..., 2:2 + shape[3]]
+    return torch.empty(shape)

@@ -8,6 +8,12 @@
 // order, so the values equal F.interpolate's bit for bit) plus a compare and two blends for the
 // running max / argmax, eight pixels per AVX2 instruction. With confidence requested, a running
 // sum of exp(v - max) is kept in the same pass (online softmax), so the logits are read once.
+//
+// Labels only (no confidence): a bilinear value is a convex combination of the four input pixels
+// around it, with the same weights for every class, so where one class beats every other by a
+// clear margin at all four corners it wins everywhere between them. Such cells (most of an image
+// enlarged several times) are filled without interpolating any channel; the margin is far above
+// float rounding, so the labels equal the full computation's bit for bit (see `certain_label`).
 #include "cpu/upsample_argmax.h"
 
 #include <algorithm>
@@ -80,11 +86,15 @@ struct Plan {
     seg_max += kLanes;  // room for an 8-wide window load at the segment's end
   }
 
-  int64_t shared_bytes() const { return W * (2 * 4 + 2 * 4) + H * static_cast<int64_t>(sizeof(LinearTap)); }
+  // (+ the per-pixel certain labels of the cell shortcut, int16 per input pixel, labels-only calls)
+  int64_t shared_bytes() const {
+    return W * (2 * 4 + 2 * 4) + H * static_cast<int64_t>(sizeof(LinearTap)) + N * h * w * 2;
+  }
   int64_t thread_bytes() const {
     return 4 * (2 * C * tile_wp      // two interpolated rows
                 + C * seg_max        // the input row segment, as float
-                + 7 * tile_wp);      // relative indices, x weights, argmax, confidence, max
+                + 9 * tile_wp)       // relative indices, x weights, argmax, confidence, max, cells
+           + tile_wp / kLanes;
   }
 };
 
@@ -282,6 +292,51 @@ void vertical(const float* r0, const float* r1, bool finite, int64_t cs, int64_t
   vertical_scalar<CONF>(r0, r1, cs, C, h0, h1, nx, arg, conf, maxv);
 }
 
+// ---- cells decided at their corners ----------------------------------------------------------
+
+// The class of one input pixel when it wins by a margin no rounding can undo, else -1. The
+// interpolated difference of classes k and j is a non-negative combination of the corners'
+// differences, computed with a few roundings of 2^-24 relative to the corners' magnitudes; a gap
+// of 2^-12 of the larger magnitude at every corner (which bounds every class's gap, not only the
+// runner-up's) leaves it positive, and first-index tie-breaking never comes into play.
+constexpr float kCertainMargin = 1.f / 4096.f;
+using Certain = int16_t;  // labels of up to 32767 classes; more classes skip the shortcut
+
+template <typename T>
+Certain certain_label(const T* p, int64_t sC, int64_t C) {
+  float best = load_as_float(p), second = -std::numeric_limits<float>::infinity();
+  if (!std::isfinite(best)) return -1;
+  int64_t k = 0;
+  for (int64_t c = 1; c < C; ++c) {
+    const float v = load_as_float(p + c * sC);
+    if (!std::isfinite(v)) return -1;
+    if (v > best) {
+      second = best;
+      best = v;
+      k = c;
+    } else if (v > second) {
+      second = v;
+    }
+  }
+  if (C > 1 && !(best - second > kCertainMargin * std::max(std::fabs(best), std::fabs(second)))) return -1;
+  return static_cast<Certain>(k);
+}
+
+// certain[n, y, x] for every input pixel.
+template <typename T>
+std::vector<Certain> certain_labels(const T* logits, const std::vector<int64_t>& st, int64_t N, int64_t C,
+                                    int64_t h, int64_t w, int threads, bool own_threads) {
+  std::vector<Certain> out(N * h * w);
+  const int64_t rows = N * h;
+  parallel_region(threads, own_threads, [&](int t) {
+    for (int64_t r = rows * t / threads, end = rows * (t + 1) / threads; r < end; ++r) {
+      const T* row = logits + (r / h) * st[0] + (r % h) * st[2];
+      for (int64_t x = 0; x < w; ++x) out[r * w + x] = certain_label(row + x * st[3], st[1], C);
+    }
+  });
+  return out;
+}
+
 // ---- driver ------------------------------------------------------------------------------------
 
 // Strided float32 [N,H,W] output, or none.
@@ -314,11 +369,16 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
   const FloatOut confidence(cbuf), max_value(mbuf);
   const int64_t C = p.C, cs = p.tile_wp, n_tasks = p.N * p.n_bands * p.n_tiles;
   std::atomic<int64_t> next_task{0};  // dynamic schedule: tiles differ in cost near the edges
+  // the cell shortcut gives labels only, and pays where cells span several output pixels
+  const bool shortcut = !cbuf && !mbuf && C <= std::numeric_limits<Certain>::max() && p.H * p.W >= 2 * p.h * p.w;
+  const std::vector<Certain> certain =
+      shortcut ? certain_labels(logits, in.strides, p.N, C, p.h, p.w, threads, own_threads) : std::vector<Certain>();
 
   parallel_region(threads, own_threads, [&](int) {
     std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs), maxrow(cs);
-    std::vector<int32_t> rel0(cs), rel1(cs), arg(cs);
+    std::vector<int32_t> rel0(cs), rel1(cs), arg(cs), cell(cs), out32(cs);
     std::vector<float> w0(cs), w1(cs);
+    std::vector<char> block_known(cs / kLanes);
 
     for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const int64_t t = task % p.n_tiles, band = (task / p.n_tiles) % p.n_bands;
@@ -336,6 +396,7 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
       }
       int64_t slot_row[2] = {-1, -1};
       bool slot_finite[2] = {true, true};
+      int64_t cell_rows[2] = {-1, -1};  // the input rows `cell` was filled for
       // Input row `y` interpolated along x, in a slot other than the one holding `keep`.
       auto row_slot = [&](int64_t y, int64_t keep) -> int {
         if (slot_row[0] == y) return 0;
@@ -355,6 +416,34 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
         const bool finite = slot_finite[s0] && slot_finite[s1];
         const float* r0 = rows.data() + s0 * C * cs;
         const float* r1 = rows.data() + s1 * C * cs;
+        L* ldst = labels + n * lN + y * lH + X0 * lW;
+        if (shortcut && finite) {
+          if (cell_rows[0] != tap.i0 || cell_rows[1] != tap.i1) {  // output rows of one input-row pair share cells
+            const Certain* a0 = certain.data() + (n * p.h + tap.i0) * p.w;
+            const Certain* a1 = certain.data() + (n * p.h + tap.i1) * p.w;
+            for (int64_t x = 0; x < nx; ++x) {
+              const int32_t i0 = p.ix0[X0 + x], i1 = p.ix1[X0 + x];
+              const int32_t c = a0[i0];
+              cell[x] = (c == a0[i1] && c == a1[i0] && c == a1[i1]) ? c : -1;
+            }
+            for (int64_t b = 0; b < nxp / kLanes; ++b) {
+              bool known = true;
+              for (int64_t x = b * kLanes; x < std::min(nx, (b + 1) * kLanes); ++x) known = known && cell[x] >= 0;
+              block_known[b] = known;
+            }
+            cell_rows[0] = tap.i0;
+            cell_rows[1] = tap.i1;
+          }
+          std::copy(cell.begin(), cell.begin() + nx, out32.begin());
+          for (int64_t b = 0; b < nxp / kLanes; ++b) {
+            if (block_known[b]) continue;
+            const int64_t x = b * kLanes;
+            vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, kLanes, kLanes, out32.data() + x,
+                            nullptr, maxrow.data() + x);
+          }
+          for (int64_t x = 0; x < nx; ++x) ldst[x * lW] = static_cast<L>(out32[x]);
+          continue;
+        }
         if (confidence.ptr) {
           vertical<true>(r0, r1, finite, cs, C, tap.w0, tap.w1, nx, nxp, arg.data(),
                          confrow.data(), maxrow.data());
@@ -364,7 +453,6 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
                           maxrow.data());
         }
         if (max_value.ptr) max_value.write_row(n, y, X0, nx, maxrow.data());
-        L* ldst = labels + n * lN + y * lH + X0 * lW;
         if (lW == 1) {
           for (int64_t x = 0; x < nx; ++x) ldst[x] = static_cast<L>(arg[x]);
         } else {

@@ -18,11 +18,13 @@ folder then holds everything Python-side of an op, no `package_dir` remapping is
 them as part of fastseg, and a kernel imports the op's helpers relatively. Nothing depends on the
 old top-level location (the ahead-of-time GPU compile test names kernels by module path).
 
-Ops: upsample_argmax, confusion_matrix, normalize (normalize_image), atrous_conv, aspp, winograd.
+Ops: upsample_argmax, confusion_matrix, normalize (normalize_image), resize_normalize, atrous_conv, aspp,
+winograd.
 The functions named like their folder are exported here (`fastseg.ops.upsample_argmax(...)`);
 `aspp` and `winograd` stay reachable as modules (`fastseg.ops.aspp.aspp`, `fastseg.ops.winograd.conv2d`).
 """
 from .atrous_conv import atrous_conv  # noqa: F401
 from .confusion_matrix import confusion_matrix  # noqa: F401
 from .normalize import normalize_image  # noqa: F401
+from .resize_normalize import resize_normalize  # noqa: F401
 from .upsample_argmax import upsample_argmax  # noqa: F401
