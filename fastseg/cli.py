@@ -32,12 +32,29 @@ COMMANDS = {
 }
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it (or the option is
+    a flag, off by default, or required)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or action.required or not action.option_strings or default is None
+                or default is False or default is argparse.SUPPRESS):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        return f"{text} (default: {shown})".replace("%", "%%")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every command with its help line; the arguments of `command` alone (its module is imported)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="fastseg", description="fastseg: fast semantic segmentation")
+    parser.add_argument("--version", action="version", version=f"fastseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, spec in COMMANDS.items():
-        subparser = sub.add_parser(name, help=spec.help, description=spec.help)
+        subparser = sub.add_parser(name, help=spec.help, description=spec.help, formatter_class=DefaultsHelpFormatter)
         if name == command:
             module = importlib.import_module(f"fastseg.commands.{spec.module}")
             module.add_arguments(subparser)
@@ -47,7 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    # `fastseg` itself takes no option but --help, so the first word not starting with "-" is the command
+    # `fastseg` itself takes no option but --help / --version, so the first word not starting with "-" is the command
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     return int(args._run(args) or 0)

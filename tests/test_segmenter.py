@@ -351,11 +351,11 @@ def test_crf_stage(model):
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("bad, error, match", [
-    (np.zeros((8, 8, 3), np.float32), TypeError, "uint8"),
-    (np.zeros((8, 8, 4), np.uint8), ValueError, r"\[H,W,3\]"),
-    (np.zeros((8, 8), np.uint8), ValueError, "batch"),
+    (np.zeros((8, 8, 3), np.int32), TypeError, "uint8"),
+    (np.zeros((8, 8, 5), np.uint8), ValueError, r"\[H,W,3\]"),
+    (np.zeros(8, np.uint8), ValueError, "batch"),
     (np.zeros((0, 8, 8, 3), np.uint8), ValueError, "empty"),
-    (np.zeros((2, 8, 8, 1), np.uint8), ValueError, "N,H,W,3"),
+    (np.zeros((2, 8, 8, 5), np.uint8), ValueError, "N,H,W,3"),
     (np.zeros((0, 8, 3), np.uint8), ValueError, "empty"),
     (torch.zeros(2, 4, 8, 8), ValueError, "N,3,H,W"),
     (torch.zeros(0, 3, 8, 8), ValueError, "empty"),

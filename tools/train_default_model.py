@@ -80,6 +80,9 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
+    p.add_argument("--input-size", type=int, nargs=2, default=(360, 480), metavar=("H", "W"),
+                   help="size of the training frames (CamVid's), saved in the model's config: the "
+                        "Segmenter resizes inputs towards it (default: 360 480)")
     p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("LOW", "HIGH"))
     p.add_argument("--jitter", type=float, default=0.3, help="brightness / contrast / saturation range")
     p.add_argument("--hue", type=float, default=0.0, help="hue shift range (fraction of the circle)")
@@ -148,6 +151,7 @@ def main(argv=None) -> None:
               f"(best {best['miou']:.4f} at epoch {best['epoch']})")
     else:
         half = final.half().eval()
+        half.config["input_size"] = list(args.input_size)
         args.export.parent.mkdir(parents=True, exist_ok=True)
         save(half, args.export)
         print(f"weights: {args.export} ({args.export.stat().st_size / 1e6:.2f} MB)")

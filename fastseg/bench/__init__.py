@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import crf, memory, models, ops
+from . import crf, memory, models, ops, scale_camvid
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -49,6 +49,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("crf_memory", crf.crf_memory),
     Case("crf_camvid", crf.crf_camvid),
     Case("default_model", models.default_model),
+    Case("scale_camvid", scale_camvid.scale_camvid),
     Case("lraspp", models.lraspp),
     Case("lraspp_compile", models.lraspp_compile),
     Case("deeplabv3", models.deeplabv3),

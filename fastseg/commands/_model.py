@@ -46,7 +46,8 @@ def add_model_arguments(parser, *, positional: bool = False) -> None:
     else:
         parser.add_argument("--model", default=None, help=help_)
     parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes of a registered architecture created with random weights")
+                        help="classes of a registered architecture created with random weights (default: none; "
+                             "a packaged model or a file knows its own)")
     parser.add_argument("--dataset", default=None, choices=sorted(registry),
                         help="whose class names and colours to use (default: the packaged model's dataset; "
                              "generic colours for other models)")
@@ -102,7 +103,8 @@ def add_model_source_arguments(parser) -> None:
                         help="a packaged model name or a fastseg model file (fastseg.models.save), or a "
                              "registered model name (random weights; needs --num-classes); "
                              "default: the packaged CamVid model")
-    parser.add_argument("--num-classes", type=int, default=None, help="classes of a model given by name")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classes of a model given by name (default: none; files and packaged models know theirs)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default: cpu)")
 
 

@@ -21,12 +21,13 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds (what CI runs)")
     parser.add_argument("--only", default=None, metavar="CASE[,CASE]",
-                        help=f"run only these cases, of: {', '.join(CASES)}")
+                        help=f"run only these cases, of: {', '.join(CASES)} (default: all)")
     parser.add_argument("--model", default=None,
                         help="a fastseg model file for the default_model case (default: the packaged model)")
     parser.add_argument("--camvid", type=Path, default=None, metavar="DIR",
                         help="a CamVid folder (with val/ and valannot/): the CRF cases use its frames, and the "
-                             "cases that need it (crf_camvid) run")
+                             "cases that need it (crf_camvid, scale_camvid) run (default: none; synthetic frames, "
+                             "those cases skipped)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "bench",
                         help="folder for bench.json, bench.md, bench.png (default: runs/bench)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..models import pretrained
 from ._model import UsageError, add_model_source_arguments, resolve
+from ._scale import add_scale_arguments, scale_options
 
 # The CRF's defaults for `--crf`: those chosen for the packaged default model (a local,
 # edge-following bilateral term; pydensecrf's usual sxy 80, srgb 13, compat 10 is tuned for peaky
@@ -37,13 +38,15 @@ def add_arguments(parser) -> None:
                         help="also score the predictions refined by the dense CRF (same forward pass)")
     parser.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
                         help=f"override a DenseCRF parameter (repeatable); defaults {CRF_DEFAULTS}")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N images of the split (default: all of them)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for results.json, table.txt, confusion_matrix.png "
                              "(default: runs/eval/DATASET_SPLIT)")
     parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "inductor", "onnxruntime"),
                         help="the Segmenter's model runtime (default: auto)")
+    add_scale_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (default: torch's; under torchrun cores / local ranks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,7 +115,7 @@ def _evaluate(args, workers, crf_params) -> int:
         out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         if workers.is_main:
             out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-        seg = Segmenter(resolved.model, device=workers.device, runtime=args.runtime)
+        seg = Segmenter(resolved.model, device=workers.device, runtime=args.runtime, **scale_options(args))
         crf = None if crf_params is None else DenseCRF(**crf_params)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     where = f" (rank 0 of {workers.world_size})" if workers.world_size > 1 else ""

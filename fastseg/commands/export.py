@@ -26,7 +26,8 @@ NEAR_TIE = 1e-4
 def add_arguments(parser) -> None:
     add_model_arguments(parser, positional=True)
     parser.add_argument("--output", "-o", required=True, type=Path, help="the .onnx file to write")
-    parser.add_argument("--labels-dtype", default="uint8", choices=("uint8", "int64"))
+    parser.add_argument("--labels-dtype", default="uint8", choices=("uint8", "int64"),
+                        help="dtype of the graph's labels output")
     parser.add_argument("--float-input", action="store_true",
                         help="take float32 [N,3,H,W] already normalised instead of uint8 [N,H,W,3]")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: fastseg's)")

@@ -27,8 +27,10 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_write, remove_stale_temporaries
 from . import _inputs
 from ._model import add_model_arguments, choose_model
+from ._scale import add_scale_arguments, scale_options
 
 KINDS = ("labels", "color", "overlay")
+RUNTIMES = ("auto", "torch", "inductor", "onnxruntime")  # fastseg.segmenter.choice.RUNTIMES (not imported: torch)
 
 
 def add_arguments(parser) -> None:
@@ -41,10 +43,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     add_model_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="the network's arithmetic; fp16 / bf16 need hardware that runs them natively")
+    parser.add_argument("--allow-emulated-precision", action="store_true",
+                        help="run fp16 / bf16 even where it is emulated (far slower than fp32; for testing)")
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="what runs the network (auto: fastseg.segmenter.choice decides)")
+    parser.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass")
+    add_scale_arguments(parser)
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (fastseg.crf.DenseCRF)")
     parser.add_argument("--tta-flip", action="store_true", help="average with the mirrored image's prediction")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -94,6 +111,8 @@ def run(args) -> int:
     import torch
 
     from ..segmenter import TTA, Segmenter
+    from ..segmenter.choice import check_precision
+    from ..segmenter.input_checks import check_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,10 +147,14 @@ def run(args) -> int:
         print(f"fastseg predict: removed {_count(stale, 'temporary file')} that an interrupted run left behind")
 
     try:
+        # checked first, so that the message names this command's option, not the Python argument
+        check_precision(args.precision, check_device(args.device), args.allow_emulated_precision,
+                        "--allow-emulated-precision")
         chosen = choose_model(args.model, args.num_classes, args.dataset)
         seg = Segmenter(chosen.model, device=args.device, precision=args.precision,
                         crf=chosen.make_crf() if args.crf else None,
-                        tta=TTA(flip=True) if args.tta_flip else None)
+                        tta=TTA(flip=True) if args.tta_flip else None, runtime=args.runtime,
+                        allow_emulated_precision=args.allow_emulated_precision, **scale_options(args))
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"fastseg predict: {exc}", file=sys.stderr)
         return 2
@@ -140,15 +163,17 @@ def run(args) -> int:
     failed: list[tuple[Path, str]] = []
     finished, interrupted = 0, False
     started = time.perf_counter()
-    with tqdm(todo, unit="image", desc="predict", file=sys.stderr) as bar:
+    with tqdm(total=len(todo), unit="image", desc="predict", file=sys.stderr) as bar:
         try:
-            for source in bar:
-                error = _segment_one(source, seg, chosen.palette, args)
-                if error is None:
-                    finished += 1
-                else:
-                    failed.append((source.path, error))
-                    bar.write(f"failed: {source.path}: {error}", file=sys.stderr)
+            for first in range(0, len(todo), args.batch_size):
+                batch = todo[first:first + args.batch_size]
+                for source, error in zip(batch, _segment_batch(batch, seg, chosen.palette, args)):
+                    if error is None:
+                        finished += 1
+                    else:
+                        failed.append((source.path, error))
+                        bar.write(f"failed: {source.path}: {error}", file=sys.stderr)
+                bar.update(len(batch))
         except KeyboardInterrupt:
             interrupted = True
     _summary(finished, done_before, failed, found.missing, time.perf_counter() - started)
@@ -173,19 +198,28 @@ def _check_writable(out: Path, kinds) -> str | None:
     return None
 
 
-def _segment_one(source: _inputs.Source, seg, palette: np.ndarray, args) -> str | None:
-    """Read, segment and write one image; the reason it failed, or None. A failure of one image must
-    not stop the others, so any error is caught here (KeyboardInterrupt is not an Exception)."""
+def _segment_batch(sources: list[_inputs.Source], seg, palette: np.ndarray, args) -> list[str | None]:
+    """Read, segment (in one call) and write some images; per image the reason it failed, or None.
+    A failure of one image must not stop the others, so any error is caught here (KeyboardInterrupt
+    is not an Exception); when the batch's call fails, its images are retried one by one."""
+    errors: list[str | None] = [None] * len(sources)
+    images = {}
+    for i, source in enumerate(sources):
+        try:
+            images[i] = read_image(source.path)
+        except Exception as exc:  # corrupt, truncated, not an image, unreadable
+            errors[i] = f"cannot read the image: {exc}"
     try:
-        image = read_image(source.path)
-    except Exception as exc:  # corrupt, truncated, not an image, unreadable
-        return f"cannot read the image: {exc}"
-    try:
-        labels = seg.predict(image).labels
-        write_outputs(output_paths(args.out, source.key, args.save), image, labels, palette, args.alpha)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        labels = dict(zip(images, seg.predict(list(images.values())).labels)) if len(images) > 1 else {}
+    except Exception:
+        labels = {}
+    for i, image in images.items():
+        try:
+            result = labels[i] if i in labels else seg.predict(image).labels
+            write_outputs(output_paths(args.out, sources[i].key, args.save), image, result, palette, args.alpha)
+        except Exception as exc:
+            errors[i] = f"{type(exc).__name__}: {exc}"
+    return errors
 
 
 def _summary(finished: int, skipped: int, failed, missing, seconds: float) -> None:

@@ -11,6 +11,7 @@ input like the source model) and `predict(x)` (labels through the fused upsample
 None of torchvision, segmentation-models-pytorch or transformers is needed to use the zoo.
 """
 from . import pretrained
+from .config import input_size
 from .convert.smp import from_smp
 from .convert.torchvision import from_torchvision
 from .convert.transformers import from_transformers
@@ -19,4 +20,4 @@ from .registry import create, list_models, register_model
 from .rewrite import fuse
 
 __all__ = ["create", "list_models", "register_model", "from_torchvision", "from_smp", "from_transformers",
-           "save", "load", "fuse", "WeightsMismatchError", "pretrained"]
+           "save", "load", "fuse", "WeightsMismatchError", "pretrained", "input_size"]

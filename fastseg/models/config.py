@@ -3,7 +3,7 @@
 A model file may come from anyone, and its config's keyword arguments size the network: a few bytes
 claiming 30 million classes or a million transformer blocks would otherwise make `create` allocate
 gigabytes before any shape is compared. `check_config` accepts only what `fastseg.models.save` can
-write for a registered model: the four top-level fields, keyword arguments that the model's factory
+write for a registered model: the top-level fields, keyword arguments that the model's factory
 takes (by its signature), each of the kind of its default (integer, list of integers, number, flag)
 and within bounds far beyond any real network. A bad config raises one `ValueError` that names the
 file and the field.
@@ -15,7 +15,8 @@ import math
 from typing import Any
 
 FORMAT_VERSION = 1
-TOP_LEVEL = ("format", "name", "kwargs", "fused")
+TOP_LEVEL = ("format", "name", "kwargs", "fused", "input_size")
+MAX_INPUT_SIDE = 1 << 15  # pixels per side of the image size a model was trained at
 
 MAX_WIDTH = 1 << 16   # channels, classes, attention heads
 MAX_LIST = 16         # entries of a list argument (stages, rates, decoder blocks)
@@ -91,6 +92,26 @@ def check_config(meta: Any, path: str) -> tuple[str, dict[str, Any], bool]:
         _check_value(path, key, value, params[key].default)
     _check_stages(path, {**{k: p.default for k, p in params.items()}, **kwargs})
     return name, dict(kwargs), fused
+
+
+def check_input_size(meta: dict, path: str) -> tuple[int, int] | None:
+    """The optional "input_size" field: [height, width] of the images the model was trained at, which
+    the Segmenter resizes inputs towards (absent: unknown, images run at their own size)."""
+    value = meta.get("input_size")
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIDE for v in value)):
+        raise ConfigError(path, "input_size", f"must be [height, width], integers from 1 to {MAX_INPUT_SIDE}, "
+                          f"got {shown(value)}")
+    return value[0], value[1]
+
+
+def input_size(model: Any) -> tuple[int, int] | None:
+    """(height, width) of the images `model` was trained at, when its config says (`model.config`'s
+    "input_size", saved with it by `fastseg.models.save`); None when unknown."""
+    value = (getattr(model, "config", None) or {}).get("input_size")
+    return None if value is None else (int(value[0]), int(value[1]))
 
 
 def _check_value(path: str, key: str, value: Any, default: Any) -> None:

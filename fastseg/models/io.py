@@ -1,19 +1,21 @@
 """fastseg's own file format and strict state-dict loading with errors that name the bad keys.
 
 A fastseg model file is one safetensors file; its header metadata holds a small JSON config:
-{"format": 1, "name": "<registered model>", "kwargs": {...}, "fused": false}. The weights are plain
-tensors, so loading never unpickles anything.
+{"format": 1, "name": "<registered model>", "kwargs": {...}, "fused": false}, and "input_size":
+[height, width] when the model's training image size is known (`model.config["input_size"]`). The
+weights are plain tensors, so loading never unpickles anything.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .config import FORMAT_VERSION, ConfigError, check_config
+from .config import FORMAT_VERSION, ConfigError, check_config, check_input_size
 
 CONFIG_KEY = "fastseg.config"
 
@@ -79,6 +81,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
                          "from_torchvision, from_smp, from_transformers or load")
     meta = {"format": FORMAT_VERSION, "name": config["name"], "kwargs": config.get("kwargs", {}),
             "fused": bool(getattr(model, "fused", False))}
+    if config.get("input_size") is not None:
+        meta["input_size"] = [int(v) for v in config["input_size"]]
     # safetensors refuses shared storage and wants contiguous tensors
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(tensors, os.fspath(path), metadata={CONFIG_KEY: json.dumps(meta)})
@@ -101,7 +105,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     _check_header_length(path)
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
-            name, kwargs, fused = check_config(_read_config(f.metadata() or {}, path), path)
+            meta = _read_config(f.metadata() or {}, path)
+            name, kwargs, fused = check_config(meta, path)
+            trained_size = check_input_size(meta, path)
             headers = {k: f.get_slice(k) for k in f.keys()}
             _check_tensors(name, kwargs, fused, {k: (tuple(h.get_shape()), h.get_dtype()) for k, h in headers.items()},
                            path)
@@ -114,6 +120,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
 
         model = fuse(model.eval())
     load_state_dict_checked(model, tensors, path)
+    if trained_size is not None:
+        cast(Any, model).config["input_size"] = list(trained_size)
     return model.to(device).eval()
 
 

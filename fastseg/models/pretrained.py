@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from torch import nn
@@ -29,6 +30,8 @@ class PretrainedModel:
     # DenseCRF parameters for this model's outputs (`fastseg predict --crf`, `fastseg demo`);
     # empty: pydensecrf's usual ones (DenseCRF's defaults)
     crf: dict = field(default_factory=dict)
+    # (height, width) of its training images, for files saved before the config carried it
+    input_size: tuple[int, int] | None = None
 
     @property
     def path(self) -> Path:
@@ -60,7 +63,8 @@ _MODELS = {m.name: m for m in [
                     # chosen on every 4th val frame among six settings (MODEL_CARD.md): pydensecrf's usual
                     # bilateral term (sxy 80, srgb 13, compat 10) erases poles and signs of this model
                     crf=dict(n_iter=5, sxy_gaussian=3, compat_gaussian=1, sxy_bilateral=30,
-                             srgb_bilateral=8, compat_bilateral=3)),
+                             srgb_bilateral=8, compat_bilateral=3),
+                    input_size=(360, 480)),
 ]}
 DEFAULT = "camvid"
 
@@ -77,6 +81,7 @@ def get(name: str = DEFAULT) -> PretrainedModel:
 
 def load(name: str = DEFAULT) -> nn.Module:
     """The packaged model `name` in fp32 (its weights are stored in fp16), eval mode, on the CPU."""
+    from .config import input_size
     from .io import load as load_file
 
     info = get(name)
@@ -85,7 +90,10 @@ def load(name: str = DEFAULT) -> nn.Module:
             f"the packaged model {name!r} is missing: {info.path} does not exist. It ships with the "
             f"package (trained by tools/train_default_model.py); reinstall fastseg, or pass a model "
             f"file of your own.")
-    return load_file(info.path).float().eval()
+    model = load_file(info.path).float().eval()
+    if info.input_size is not None and input_size(model) is None:
+        cast(Any, model).config["input_size"] = list(info.input_size)
+    return model
 
 
 def _dataset_class(name: str):

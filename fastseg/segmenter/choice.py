@@ -32,9 +32,11 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 RUNTIMES = ("auto", "torch", "inductor", "onnxruntime")
 
 
-def check_precision(precision: str, device: torch.device, allow_emulated: bool) -> str:
+def check_precision(precision: str, device: torch.device, allow_emulated: bool,
+                    how_to_allow: str = "allow_emulated_precision=True") -> str:
     """`precision` when this device runs it natively (or emulation is allowed); otherwise ValueError:
-    emulated reduced precision is far slower than fp32, never what a user wants by accident."""
+    emulated reduced precision is far slower than fp32, never what a user wants by accident.
+    `how_to_allow`: what the message tells the caller to pass (a command line names its option)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {precision!r}")
     if precision == "fp32" or allow_emulated:
@@ -49,7 +51,7 @@ def check_precision(precision: str, device: torch.device, allow_emulated: bool) 
         if not supported:
             raise ValueError(f"precision: this CPU has no native {precision} convolutions (oneDNN reports "
                              f"none; they need AVX512-BF16 / AMX / AVX512-FP16), so {precision} would be "
-                             f"emulated and slower than fp32. Use fp32, or allow_emulated_precision=True.")
+                             f"emulated and slower than fp32. Use fp32, or {how_to_allow}.")
         return precision
     raise ValueError(f"precision: {precision} on {device.type} is not supported")
 

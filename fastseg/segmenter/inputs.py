@@ -3,9 +3,12 @@ to the caller's structure and array kind, and the output arrays a stream reuses.
 
 Accepted: numpy uint8 [H,W,3] (one image) or [N,H,W,3] (a batch), RGB; PIL images (converted to RGB);
 torch uint8 [N,3,H,W] / [3,H,W] in [0, 255], or float [N,3,H,W] / [3,H,W] RGB in [0, 1] (not yet
-normalised: the model's mean / std are applied inside); a list (or tuple) of any of the single-image
-forms, of different sizes. Labels come back with the input's structure and kind: one image -> [H,W],
-a batch -> [N,H,W], a list -> a list of [H,W]; numpy for numpy / PIL inputs, torch (on the input's
+normalised: the model's mean / std are applied inside); numpy float [H,W,3] / [N,H,W,3] in [0, 1];
+a list (or tuple) of any of the single-image forms, of different sizes. Grayscale and RGBA numpy
+images are converted as PIL converts them, and misuse is refused (`input_checks`). With
+`pixel_format="bgr"` the same shapes hold BGR; NV12 and YUYV frames have their own (`yuv_inputs`).
+Labels come back with the input's structure and kind: one image -> [H,W], a batch -> [N,H,W], a
+list -> a list of [H,W]; numpy for numpy / PIL inputs, torch (on the input's
 device) for torch. Inputs are only read, never written, and viewed without a copy where torch can.
 """
 from __future__ import annotations
@@ -16,27 +19,39 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from ..ops.resize_normalize import RGB, PixelFormat, to_rgb
+from .input_checks import as_supported_float, check_tensor, numpy_dtype, numpy_rgb
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @dataclass
 class Group:
-    """Images of one size, run together: `images` is uint8 [n,H,W,3] (hwc, from numpy / PIL; a view
-    when possible) or torch uint8 / float [n,3,H,W]; `indices` are their places in the input."""
+    """Images of one size, run together: `images` is uint8 / float [n,H,W,3] (hwc, from numpy / PIL;
+    a view when possible) or torch uint8 / float [n,3,H,W], in `pixel_format` (NV12 / YUYV frames:
+    see `yuv_inputs`); `indices` are their places in the input."""
 
     indices: list
     images: torch.Tensor
     hwc: bool
+    pixel_format: PixelFormat = RGB
 
     @property
     def size(self) -> tuple[int, int]:
+        if self.pixel_format.yuv:
+            return self.pixel_format.image_size(tuple(self.images.shape))
         return tuple(self.images.shape[1:3] if self.hwc else self.images.shape[2:])
 
     def as_uint8_hwc(self) -> torch.Tensor:
-        """The images as the CRF's bilateral term compares colours: uint8 [n,H,W,3], contiguous."""
+        """The images as the CRF's bilateral term compares colours: uint8 RGB [n,H,W,3], contiguous."""
         images = self.images
-        if self.hwc:
+        if self.pixel_format.yuv or self.pixel_format.name == "bgr":
+            chw = images.permute(0, 3, 1, 2) if self.hwc else images
+            images = to_rgb(chw, self.pixel_format).round_().to(torch.uint8)
+        elif self.hwc and images.dtype == torch.uint8:
             return images.contiguous()
+        elif self.hwc:
+            images = images.permute(0, 3, 1, 2)
         if images.dtype != torch.uint8:
             images = (images.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
         return images.permute(0, 2, 3, 1).contiguous()
@@ -50,8 +65,20 @@ class Split:
     devices: list         # per image: the torch input's device (None for numpy)
 
 
-def split(batch) -> Split:
+def split(batch, pixel_format: PixelFormat = RGB) -> Split:
     """`batch` in any accepted form as groups of same-size images; errors name the offending item."""
+    if pixel_format.yuv:
+        from . import yuv_inputs
+
+        return yuv_inputs.split(batch, pixel_format)
+    parts = _split_rgb(batch)
+    if pixel_format.name != "rgb":
+        for group in parts.groups:
+            group.pixel_format = pixel_format
+    return parts
+
+
+def _split_rgb(batch) -> Split:
     if isinstance(batch, (list, tuple)):
         if len(batch) == 0:
             raise ValueError("batch: empty list of images")
@@ -68,16 +95,15 @@ def split(batch) -> Split:
         t, hwc, kind, dev = _single_image(batch, "batch")
         return Split([Group([0], t[None], hwc)], "single", [kind], [dev])
     if isinstance(batch, np.ndarray):
-        if batch.dtype != np.uint8:
-            raise TypeError(f"batch: numpy images must be uint8, got dtype {batch.dtype}")
-        if batch.shape[3] != 3:
-            raise ValueError(f"batch: expected uint8 [N,H,W,3] (RGB), got shape {batch.shape}")
-        t, hwc, kind, dev = _from_numpy(batch), True, "numpy", None
+        numpy_dtype(batch, "batch")
+        t, hwc, kind, dev = as_supported_float(from_numpy(numpy_rgb(batch, "batch", True))), True, "numpy", None
+        check_tensor(t, "batch")
     else:
         _check_torch_dtype(batch, "batch")
+        check_tensor(batch, "batch")
         if batch.shape[1] != 3:
             raise ValueError(f"batch: expected a torch tensor [N,3,H,W], got shape {tuple(batch.shape)}")
-        t, hwc, kind, dev = batch, False, "torch", batch.device
+        t, hwc, kind, dev = as_supported_float(batch), False, "torch", batch.device
     if t.shape[0] == 0:
         raise ValueError(f"batch: empty batch (N = 0), shape {tuple(t.shape)}")
     _check_not_empty(t.shape[1:3] if hwc else t.shape[2:], "batch")
@@ -127,7 +153,7 @@ class HeldOutputs:
         return held_labels, held_conf
 
 
-def _from_numpy(x: np.ndarray) -> torch.Tensor:
+def from_numpy(x: np.ndarray) -> torch.Tensor:
     if any(st < 0 for st in x.strides):  # torch cannot view negative strides (e.g. img[:, ::-1])
         x = np.ascontiguousarray(x)
     with warnings.catch_warnings():  # read-only arrays are fine: inputs are only read
@@ -137,7 +163,7 @@ def _from_numpy(x: np.ndarray) -> torch.Tensor:
 
 def _check_torch_dtype(x: torch.Tensor, where: str) -> None:
     if x.dtype != torch.uint8 and x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{where}: torch images must be uint8 (0-255) or float16/bfloat16/float32 (0-1), "
+        raise TypeError(f"{where}: torch images must be uint8 (0-255) or float16/bfloat16/float32/float64 (0-1), "
                         f"got {x.dtype}")
 
 
@@ -149,21 +175,22 @@ def _check_not_empty(hw, where: str) -> None:
 def _single_image(x, where: str):
     """One image: (tensor, hwc, kind, device)."""
     if type(x).__module__.startswith("PIL."):
-        return _from_numpy(np.asarray(x.convert("RGB"))), True, "numpy", None
+        return from_numpy(np.asarray(x.convert("RGB"))), True, "numpy", None
     if isinstance(x, np.ndarray):
-        if x.dtype != np.uint8:
-            raise TypeError(f"{where}: numpy images must be uint8 [H,W,3], got dtype {x.dtype}")
-        if x.ndim != 3 or x.shape[2] != 3:
-            raise ValueError(f"{where}: expected a uint8 RGB image [H,W,3], got shape {x.shape}")
+        numpy_dtype(x, where)
+        x = numpy_rgb(x, where, False)
         _check_not_empty(x.shape[:2], where)
-        return _from_numpy(x), True, "numpy", None
+        t = as_supported_float(from_numpy(x))
+        check_tensor(t, where)
+        return t, True, "numpy", None
     if isinstance(x, torch.Tensor):
         _check_torch_dtype(x, where)
+        check_tensor(x, where)
         if x.dim() != 3 or x.shape[0] != 3:
             raise ValueError(f"{where}: expected a torch image [3,H,W], got shape {tuple(x.shape)}")
         _check_not_empty(x.shape[1:], where)
-        return x, False, "torch", x.device
-    raise TypeError(f"{where}: expected a numpy uint8 [H,W,3] array, a PIL image or a torch [3,H,W] "
+        return as_supported_float(x), False, "torch", x.device
+    raise TypeError(f"{where}: expected a numpy [H,W,3] array, a PIL image or a torch [3,H,W] "
                     f"tensor, got {type(x).__name__}")
 
 

@@ -21,11 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
+from ..models.config import input_size
+from ..ops.resize_normalize import RGB, PixelFormat, parse
 from . import inputs
 from .augment import pad, tiled_logits, tta_logits
 from .choice import PRECISIONS, check_precision, choose_runtime
+from .input_checks import check_device
 from .model_spec import resolve_model
 from .options import TTA, Tiling
+from .scale import Scaling, tail_size
 
 __all__ = ["Segmenter", "SegmentationResult"]
 
@@ -72,14 +76,26 @@ class Segmenter:
     ort_spinning: let ONNX Runtime's idle workers spin between the operators of a run (its own
         default): faster when the segmenter has the cores to itself, much slower on a machine busy
         with other work, whose cores the spinning takes; False makes them sleep.
+    scale, size: the size images run through the network at (`fastseg.segmenter.scale`). By default
+        a model that knows its training image size (the packaged one: 480x360) gets each image
+        resized so its short side matches (aspect ratio kept, antialiased when shrinking); others
+        run images as they are. `scale=0.5` halves each side (`scale=1`: as they are), `size=512`
+        sets the short side, `size=(h, w)` the exact size. Labels always come back at each image's
+        own size.
+    pixel_format: what the images hold: "rgb" (the default), "bgr", "nv12" or "yuyv"
+        (`fastseg.ops.resize_normalize.pixel_formats`: shapes, BT.601 limited range unless e.g.
+        "nv12:bt709:full" says otherwise); converted inside the preprocessing pass. `predict` and
+        `stream` take it too, for one call.
     """
 
     def __init__(self, model_or_name=None, device="cpu", precision: str = "fp32", crf=None, *,
                  num_classes: int | None = None, runtime: str = "auto", channels_last: bool | None = None,
                  tiling: Tiling | None = None, tta: TTA | None = None, pad_to: int = 1,
-                 allow_emulated_precision: bool = False, ort_spinning: bool = True, **unexpected):
+                 allow_emulated_precision: bool = False, ort_spinning: bool = True,
+                 scale: float | None = None, size: int | tuple[int, int] | None = None,
+                 pixel_format: str | PixelFormat = "rgb", **unexpected):
         _reject(unexpected)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device: {device!r} asked for, but CUDA is not available")
         self.precision = check_precision(precision, self.device, allow_emulated_precision)
@@ -93,7 +109,9 @@ class Segmenter:
         if int(pad_to) != pad_to or pad_to < 1:
             raise ValueError(f"pad_to: must be a positive integer, got {pad_to!r}")
 
+        self.pixel_format = parse(pixel_format)
         model = resolve_model(model_or_name, num_classes).model
+        self.scaling = Scaling.of(scale, size, input_size(model))
         self.runtime = choose_runtime(runtime, model, self.device, self.precision,
                                       channels_last=channels_last, ort_spinning=ort_spinning)
         # the model the network stage runs (fused, in the runtime's dtype and layout), or for a runtime
@@ -115,21 +133,24 @@ class Segmenter:
             tta_logits, self.runtime, tta=self.tta, stride=self.output_stride, align_corners=self.align_corners)
 
     # ------------------------------------------------------------------------- public
-    def predict(self, batch, return_confidence: bool = False) -> SegmentationResult:
+    def predict(self, batch, return_confidence: bool = False, pixel_format=None) -> SegmentationResult:
         """Labels for `batch` (see `fastseg.segmenter.inputs` for the accepted forms)."""
+        fmt = self.pixel_format if pixel_format is None else parse(pixel_format)
         with torch.inference_mode(), self.runtime.kernel_threads():
-            return self._run(batch, return_confidence, None)
+            return self._run(batch, return_confidence, None, fmt)
 
-    def stream(self, frames: Iterable, return_confidence: bool = False) -> Iterator[SegmentationResult]:
+    def stream(self, frames: Iterable, return_confidence: bool = False,
+               pixel_format=None) -> Iterator[SegmentationResult]:
         """`predict` for each frame of a video loop. The input buffer (the normalised float image) and the
         labels / confidence arrays belong to this loop and are reused from frame to frame while the
         frame size stays the same: each result's arrays are overwritten by the next frame (copy them
         to keep them). Several loops may run on one Segmenter at once, from any threads."""
+        fmt = self.pixel_format if pixel_format is None else parse(pixel_format)
         buffers = _InputBuffers()
         held = inputs.HeldOutputs()
         for frame in frames:
             with torch.inference_mode(), self.runtime.kernel_threads():
-                result = self._run(frame, return_confidence, buffers)
+                result = self._run(frame, return_confidence, buffers, fmt)
             result.labels, result.confidence = held.reuse(result.labels, result.confidence)
             yield result
 
@@ -143,25 +164,38 @@ class Segmenter:
         for h, w in sizes:
             frame = torch.zeros((batch, 3, int(h), int(w)), dtype=torch.uint8, device=self.device)
             start = time.perf_counter()
-            self.predict(frame)
+            self.predict(frame, pixel_format=RGB)
             seconds.append(self.runtime.sync() - start)
         return seconds
 
-    def preprocess(self, images: torch.Tensor, hwc: bool, out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 [N,H,W,3] (hwc) or uint8 / float [N,3,H,W] -> normalised [N,3,H,W] in the runtime's dtype
-        and layout, on the device, written into `out` when given (from `input_buffer`): on the CPU in
-        float32, one pass of the native normalize kernel; otherwise one converting copy plus one
-        in-place multiply-subtract."""
+    def preprocess(self, images: torch.Tensor, hwc: bool, out: torch.Tensor | None = None,
+                   size: tuple[int, int] | None = None, pixel_format: PixelFormat = RGB) -> torch.Tensor:
+        """uint8 [N,H,W,3] (hwc) or uint8 / float [N,3,H,W] (or NV12 / YUYV frames) -> normalised
+        [N,3,h,w] in the runtime's dtype and layout, on the device, at `size` (default: the images'
+        own), written into `out` when given (from `input_buffer`): on the CPU in float32, one pass of
+        a native kernel (`normalize_image`, or `resize_normalize` to resize or convert); otherwise one
+        converting copy plus one in-place multiply-subtract."""
         if hwc:
             images = images.permute(0, 3, 1, 2)  # a view with channels_last strides
+        own = pixel_format.image_size(tuple(images.shape))
+        size = own if size is None else tuple(size)
         if out is None:
-            out = self.input_buffer(*images.shape[:1], *images.shape[2:])
+            out = self.input_buffer(images.shape[0], *size)
+        if size != own or pixel_format.name != "rgb":
+            return self._resize_normalize(images, size, pixel_format, out)
         if images.dtype == torch.uint8 and out.dtype == torch.float32 and out.device.type == "cpu":
             return ops.normalize_image(images, self._scale, self._shift, out=out)
         out.copy_(images)
         dtype = out.dtype
         scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
         return out.mul_(scale.to(dtype)).sub_(self._shift.to(dtype))
+
+    def _resize_normalize(self, images, size, pixel_format, out):
+        scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
+        if out.dtype == torch.float32 and out.device == images.device:
+            return ops.resize_normalize(images, size, scale, self._shift, pixel_format, out=out)
+        return out.copy_(ops.resize_normalize(images, size, scale.to(images.device), self._shift.to(images.device),
+                                              pixel_format))
 
     def input_buffer(self, n: int, h: int, w: int) -> torch.Tensor:
         """An uninitialised normalised-input batch in the runtime's dtype and layout."""
@@ -177,29 +211,32 @@ class Segmenter:
         return self._network(x), tuple(x.shape[2:])
 
     # ------------------------------------------------------------------------- stages
-    def _run(self, batch, return_confidence: bool, buffers: _InputBuffers | None) -> SegmentationResult:
+    def _run(self, batch, return_confidence: bool, buffers: _InputBuffers | None,
+             pixel_format: PixelFormat = RGB) -> SegmentationResult:
         start = time.perf_counter()
         timings = dict.fromkeys(("preprocess", "model", "tail") + (("crf",) if self.crf is not None else ()), 0.0)
         sync = self.runtime.sync
-        parts = inputs.split(batch)
+        parts = inputs.split(batch, pixel_format)
         outputs = []  # per group: (labels [n,H,W], confidence [n,H,W] or None)
         for group in parts.groups:
             t0 = time.perf_counter()
             n, (H, W) = len(group.indices), group.size
-            out = None if buffers is None else buffers.get(self, n, H, W)
-            x = self.preprocess(group.images, group.hwc, out)
+            h, w = self.scaling.network_size(H, W)
+            out = None if buffers is None else buffers.get(self, n, h, w)
+            x = self.preprocess(group.images, group.hwc, out, (h, w), group.pixel_format)
             t1 = sync()
             logits, padded = self.logits(x)
             t2 = sync()
+            full = tail_size((H, W), (h, w), padded)  # the logits straight to the image's own size
             if self.crf is None:
-                res = ops.upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
+                res = ops.upsample_argmax(logits, size=full, align_corners=self.align_corners,
                                           return_confidence=return_confidence)
                 labels, conf = res if return_confidence else (res, None)
-                if (H, W) != padded:
+                if (H, W) != full:
                     labels, conf = labels[:, :H, :W], (None if conf is None else conf[:, :H, :W])
                 t3 = sync()
             else:
-                z = F.interpolate(logits.float(), size=padded, mode="bilinear",
+                z = F.interpolate(logits.float(), size=full, mode="bilinear",
                                   align_corners=self.align_corners)[:, :, :H, :W]
                 t3 = sync()
                 probs, labels = self.crf(group.as_uint8_hwc(), z.contiguous(), logits=True, return_labels=True)
@@ -217,7 +254,8 @@ class Segmenter:
 
     def __repr__(self):
         return (f"Segmenter({type(self.model).__name__}, device={self.device}, precision={self.precision}, "
-                f"runtime={self.runtime.name}, tiling={self.tiling}, tta={self.tta}, crf={self.crf is not None})")
+                f"runtime={self.runtime.name}, tiling={self.tiling}, tta={self.tta}, crf={self.crf is not None}, "
+                f"scaling={self.scaling})")
 
 
 class _InputBuffers:
