@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from fastseg.models import base as model_base
+
 REL_TOL = 1e-4          # max |ours - source| / max |source| on the logits
 LABEL_AGREEMENT = 0.999  # fraction of pixels with the same label
 
@@ -42,3 +44,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Local(model_base.SegmentationModel):
+    """A small local model (logits of a stride-s cell from that cell's pixels), trained at 24x32."""
+
+    def __init__(self, stride=1, classes=5, trained=(24, 32)):
+        super().__init__()
+        torch.manual_seed(0)
+        self.output_stride = stride
+        self.embed = nn.Conv2d(3, 16, max(stride, 3), stride=stride, padding=0 if stride > 1 else 1)
+        self.classify = nn.Conv2d(16, classes, 1)
+        self.config = {"name": "local", "kwargs": {}, "input_size": list(trained)}
+
+    def forward_logits(self, x):
+        return self.classify(torch.tanh(self.embed(x) * 3))

@@ -8,31 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import fastseg
-from fastseg.models import base as model_base
 from fastseg.models.config import ConfigError
 from fastseg.segmenter import Segmenter
 from fastseg.segmenter.scale import Scaling, tail_size
 
 from _images import agreement, image
-from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
-
-
-class Local(model_base.SegmentationModel):
-    """A small local model (logits of a stride-s cell from that cell's pixels), trained at 24x32."""
-
-    def __init__(self, stride=1, classes=5, trained=(24, 32)):
-        super().__init__()
-        torch.manual_seed(0)
-        self.output_stride = stride
-        self.embed = nn.Conv2d(3, 16, max(stride, 3), stride=stride, padding=0 if stride > 1 else 1)
-        self.classify = nn.Conv2d(16, classes, 1)
-        self.config = {"name": "local", "kwargs": {}, "input_size": list(trained)}
-
-    def forward_logits(self, x):
-        return self.classify(torch.tanh(self.embed(x) * 3))
+from _zoo import Local, one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 
 def expected_labels(model, img, size):

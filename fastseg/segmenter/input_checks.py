@@ -53,13 +53,13 @@ def check_tensor(t: torch.Tensor, where: str) -> None:
     if not t.is_floating_point() or t.device.type != "cpu" or t.numel() == 0:
         return
     lo, hi = (float(v) for v in torch.aminmax(t))
-    if hi > FLOAT_MAX:
-        raise ValueError(f"{where}: float images must be RGB in [0, 1], got values up to {hi:g}. Pass 0..255 "
-                         f"data as uint8 (x.astype(np.uint8) / x.to(torch.uint8)) or divide it by 255")
     if lo < FLOAT_MIN:
         raise ValueError(f"{where}: float images must be RGB in [0, 1], got values down to {lo:g}; it looks "
                          f"normalised already, and the Segmenter applies the model's mean / std itself: pass "
                          f"the image before normalisation")
+    if hi > FLOAT_MAX:
+        raise ValueError(f"{where}: float images must be RGB in [0, 1], got values up to {hi:g}. Pass 0..255 "
+                         f"data as uint8 (x.astype(np.uint8) / x.to(torch.uint8)) or divide it by 255")
 
 
 def check_device(device) -> torch.device:
