@@ -10,18 +10,29 @@ STAMP   := $(VENV)/.fastseg-deps
 
 setup: build
 
-# torch 2.14.1 / torchvision 0.29.1 come from this machine's disk; the rest from PyPI.
+# The first set-up (a few minutes) says what it is doing; later runs redo nothing unless
+# pyproject.toml changes. torch 2.14.1 / torchvision 0.29.1 come from this machine's disk; the rest from PyPI.
 $(STAMP): pyproject.toml
-	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q "setuptools>=77" "pybind11>=2.12" "cmake>=3.24" ninja
-	$(PIP) install -q --no-build-isolation -e ".[test]"
-	touch $(STAMP)
+	@echo "setting up $(VENV) (once; a few minutes): 4 steps"
+	@test -x $(PYTHON) || { echo "  creating the virtual environment $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo "  [1/4] pip"; $(PIP) install -q --upgrade pip
+	@echo "  [2/4] torch 2.14.1, torchvision 0.29.1"; $(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	@echo "  [3/4] build tools: setuptools, pybind11, cmake, ninja"; \
+	  $(PIP) install -q "setuptools>=77" "pybind11>=2.12" "cmake>=3.24" ninja
+	@echo "  [4/4] fastseg (editable) and its test dependencies, building the native extension"; \
+	  $(PIP) install -q --no-build-isolation -e ".[test]"
+	@touch $(STAMP) $(BUILT)
 
-# Incremental: CMake's build tree in build/cmake is kept between runs.
-build: $(STAMP)
-	$(PIP) install -q --no-build-isolation --no-deps -e .
+# The native extension is rebuilt only when a C++ / CUDA source or the build files change (Python
+# sources are used in place: the install is editable). Incremental: CMake's tree in build/cmake is kept.
+BUILT   := $(VENV)/.fastseg-built
+NATIVE  := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') CMakeLists.txt setup.py
+$(BUILT): $(STAMP) $(NATIVE)
+	@echo "building the native extension fastseg._C (its sources changed; log: $(VENV)/build.log)"
+	@$(PYTHON) setup.py -q build_ext --inplace > $(VENV)/build.log 2>&1 || { cat $(VENV)/build.log; exit 1; }
+	@touch $(BUILT)
+
+build: $(BUILT)
 
 demo: build
 	$(PYTHON) -m fastseg demo
