@@ -93,8 +93,8 @@ struct Plan {
   int64_t thread_bytes() const {
     return 4 * (2 * C * tile_wp      // two interpolated rows
                 + C * seg_max        // the input row segment, as float
-                + 9 * tile_wp)       // relative indices, x weights, argmax, confidence, max, cells
-           + tile_wp / kLanes;
+                + 7 * tile_wp)       // relative indices, x weights, argmax, confidence, max
+           + 16 * tile_wp;           // decided cells, undecided blocks (at most)
   }
 };
 
@@ -376,9 +376,11 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
 
   parallel_region(threads, own_threads, [&](int) {
     std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs), maxrow(cs);
-    std::vector<int32_t> rel0(cs), rel1(cs), arg(cs), cell(cs), out32(cs);
+    std::vector<int32_t> rel0(cs), rel1(cs), arg(cs);
     std::vector<float> w0(cs), w1(cs);
-    std::vector<char> block_known(cs / kLanes);
+    std::vector<L> cell(cs);                    // decided labels of the current input-row pair's cells
+    std::vector<int64_t> unknown(cs / kLanes);  // its blocks of kLanes columns with an undecided cell
+    int64_t n_unknown = 0;
 
     for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const int64_t t = task % p.n_tiles, band = (task / p.n_tiles) % p.n_bands;
@@ -411,39 +413,55 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
       const int64_t y_end = std::min(p.H, (band + 1) * p.band_h);
       for (int64_t y = band * p.band_h; y < y_end; ++y) {
         const LinearTap tap = p.ty[y];
+        L* ldst = labels + n * lN + y * lH + X0 * lW;
+        if (shortcut) {
+          if (cell_rows[0] != tap.i0 || cell_rows[1] != tap.i1) {  // output rows of one input-row pair share cells
+            const Certain* a0 = certain.data() + (n * p.h + tap.i0) * p.w;
+            const Certain* a1 = certain.data() + (n * p.h + tap.i1) * p.w;
+            n_unknown = 0;
+            for (int64_t x = 0; x < nx; ++x) {
+              const int32_t i0 = p.ix0[X0 + x], i1 = p.ix1[X0 + x];
+              const int32_t c = a0[i0];
+              const bool known = c >= 0 && c == a0[i1] && c == a1[i0] && c == a1[i1];
+              cell[x] = static_cast<L>(known ? c : 0);
+              if (!known && (n_unknown == 0 || unknown[n_unknown - 1] != x / kLanes)) unknown[n_unknown++] = x / kLanes;
+            }
+            cell_rows[0] = tap.i0;
+            cell_rows[1] = tap.i1;
+          }
+          // Only blocks with an undecided cell need the interpolated rows (the decided cells' corners
+          // are finite: certain_label saw them); a non-finite row takes the full path below.
+          bool finite = true;
+          if (n_unknown > 0) {
+            const int s0 = row_slot(tap.i0, -1);
+            const int s1 = row_slot(tap.i1, tap.i0);
+            finite = slot_finite[s0] && slot_finite[s1];
+            const float* r0 = rows.data() + s0 * C * cs;
+            const float* r1 = rows.data() + s1 * C * cs;
+            for (int64_t j = 0; finite && j < n_unknown; ++j) {
+              const int64_t x = unknown[j] * kLanes;
+              vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, kLanes, kLanes, arg.data() + x,
+                              nullptr, maxrow.data() + x);
+            }
+          }
+          if (finite) {
+            if (lW == 1) {
+              std::memcpy(ldst, cell.data(), nx * sizeof(L));
+            } else {
+              for (int64_t x = 0; x < nx; ++x) ldst[x * lW] = cell[x];
+            }
+            for (int64_t j = 0; j < n_unknown; ++j) {
+              for (int64_t x = unknown[j] * kLanes, e = std::min(nx, x + kLanes); x < e; ++x)
+                ldst[x * lW] = static_cast<L>(arg[x]);
+            }
+            continue;
+          }
+        }
         const int s0 = row_slot(tap.i0, -1);
         const int s1 = row_slot(tap.i1, tap.i0);
         const bool finite = slot_finite[s0] && slot_finite[s1];
         const float* r0 = rows.data() + s0 * C * cs;
         const float* r1 = rows.data() + s1 * C * cs;
-        L* ldst = labels + n * lN + y * lH + X0 * lW;
-        if (shortcut && finite) {
-          if (cell_rows[0] != tap.i0 || cell_rows[1] != tap.i1) {  // output rows of one input-row pair share cells
-            const Certain* a0 = certain.data() + (n * p.h + tap.i0) * p.w;
-            const Certain* a1 = certain.data() + (n * p.h + tap.i1) * p.w;
-            for (int64_t x = 0; x < nx; ++x) {
-              const int32_t i0 = p.ix0[X0 + x], i1 = p.ix1[X0 + x];
-              const int32_t c = a0[i0];
-              cell[x] = (c == a0[i1] && c == a1[i0] && c == a1[i1]) ? c : -1;
-            }
-            for (int64_t b = 0; b < nxp / kLanes; ++b) {
-              bool known = true;
-              for (int64_t x = b * kLanes; x < std::min(nx, (b + 1) * kLanes); ++x) known = known && cell[x] >= 0;
-              block_known[b] = known;
-            }
-            cell_rows[0] = tap.i0;
-            cell_rows[1] = tap.i1;
-          }
-          std::copy(cell.begin(), cell.begin() + nx, out32.begin());
-          for (int64_t b = 0; b < nxp / kLanes; ++b) {
-            if (block_known[b]) continue;
-            const int64_t x = b * kLanes;
-            vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, kLanes, kLanes, out32.data() + x,
-                            nullptr, maxrow.data() + x);
-          }
-          for (int64_t x = 0; x < nx; ++x) ldst[x * lW] = static_cast<L>(out32[x]);
-          continue;
-        }
         if (confidence.ptr) {
           vertical<true>(r0, r1, finite, cs, C, tap.w0, tap.w1, nx, nxp, arg.data(),
                          confrow.data(), maxrow.data());
