@@ -51,9 +51,10 @@ def test_segmenter_without_arguments_runs_the_packaged_model():
         x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
         x = (x - torch.tensor(model.mean).view(1, 3, 1, 1)) / torch.tensor(model.std).view(1, 3, 1, 1)
         expected = model.predict(x)[0].numpy()
-    for seg in (Segmenter(), Segmenter("camvid")):
+    for seg in (Segmenter(scale=1), Segmenter("camvid", scale=1)):  # at the frame's own size
         labels = seg.predict(frame).labels
         assert (labels == expected).mean() >= 0.999
+    assert Segmenter().scaling.trained == (360, 480)  # by default, towards the size it was trained at
     info = pretrained.get()
     assert info.path.is_file() and info.classes == fastseg.data.CamVid.classes
     assert len(info.palette) == 11
