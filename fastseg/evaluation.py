@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import ops
 from .metrics import ConfusionMatrix
+from .segmenter.scale import tail_size
 
 STAGES = ("read", "model", "tail", "crf")
 
@@ -67,19 +68,21 @@ def evaluate(seg, dataset, indices=None, crf=None, batch_size: int = 1, progress
                 break
             images, targets = (torch.from_numpy(a) for a in batch)
             t1 = time.perf_counter()
-            x = seg.preprocess(images.to(seg.device), hwc=True)
+            H, W = images.shape[1:3]
+            network = seg.scaling.network_size(H, W)  # as Segmenter.predict: its scale / size
+            x = seg.preprocess(images.to(seg.device), hwc=True, size=network)
             logits, padded = seg.logits(x)
+            full = tail_size((H, W), network, padded)
             if logits.shape[1] != C:
                 raise ValueError(f"the model predicts {logits.shape[1]} classes but {type(dataset).__name__} "
                                  f"has {C} ({', '.join(dataset.classes[:4])}, ...): a model trained on "
                                  "another label set?")
             t2 = sync()
-            H, W = images.shape[1:3]
-            labels = ops.upsample_argmax(logits, size=tuple(padded), align_corners=seg.align_corners)[:, :H, :W]
+            labels = ops.upsample_argmax(logits, size=full, align_corners=seg.align_corners)[:, :H, :W]
             result.plain.update(labels, targets.to(labels.device))
             t3 = sync()
             if crf is not None:
-                z = F.interpolate(logits.float(), size=tuple(padded), mode="bilinear",
+                z = F.interpolate(logits.float(), size=full, mode="bilinear",
                                   align_corners=seg.align_corners)[:, :, :H, :W]
                 _, refined = crf(images.to(z.device), z.contiguous(), logits=True, return_labels=True)
                 result.crf.update(refined, targets.to(refined.device))

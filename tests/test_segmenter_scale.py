@@ -140,3 +140,30 @@ def test_enlarged_camvid_frame_agrees_with_the_native_frame(camvid_root, noise, 
     native, big = scale_camvid.frames(camvid_root, index, noise)
     result = scale_camvid.agreement(seg, native, big)
     assert result.value >= scale_camvid.AGREEMENT, result.text()
+
+
+def test_evaluation_runs_images_at_the_segmenters_size():
+    """fastseg.evaluation (fastseg eval) scores exactly the labels Segmenter.predict gives, scaled too."""
+    from fastseg.evaluation import evaluate
+    from fastseg.metrics import ConfusionMatrix
+
+    class Frames:
+        num_classes, ignore_index, classes = 5, 255, tuple("abcde")
+
+        def __init__(self):
+            self.items = [(image(60, 80, seed=i), (np.arange(60 * 80).reshape(60, 80) % 5).astype(np.uint8))
+                          for i in range(3)]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    data = Frames()
+    for seg in (Segmenter(Local(), runtime="torch"), Segmenter(Local(), runtime="torch", scale=0.5)):
+        want = ConfusionMatrix(5, 255)
+        for img, target in data.items:
+            want.update(seg.predict(img).labels, target)
+        got = evaluate(seg, data, batch_size=2, progress=False).plain
+        assert torch.equal(got.matrix, want.matrix)
