@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import crf, memory, models, ops, scale_camvid
+from . import crf, memory, models, ops, resize, scale_camvid
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -39,6 +39,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("upsample_argmax", ops.upsample_argmax),
     Case("upsample_argmax_confidence", ops.upsample_argmax_confidence),
     Case("upsample_argmax_memory", memory.upsample_argmax_memory),
+    Case("resize_normalize", resize.resize_normalize),
     Case("confusion_matrix", ops.confusion_matrix_uint8),
     Case("confusion_matrix_int64", ops.confusion_matrix_int64),
     Case("atrous_conv", ops.atrous_conv_channels_last),
