@@ -379,8 +379,10 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
     std::vector<int32_t> rel0(cs), rel1(cs), arg(cs);
     std::vector<float> w0(cs), w1(cs);
     std::vector<L> cell(cs);                    // decided labels of the current input-row pair's cells
-    std::vector<int64_t> unknown(cs / kLanes);  // its blocks of kLanes columns with an undecided cell
-    int64_t n_unknown = 0;
+    // its runs of consecutive blocks of kLanes columns holding an undecided cell: [start, end) in
+    // blocks (runs, not single blocks, keep the vertical pass's unrolled loop on busy rows)
+    std::vector<int64_t> run_start(cs / kLanes), run_end(cs / kLanes);
+    int64_t n_runs = 0;
 
     for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const int64_t t = task % p.n_tiles, band = (task / p.n_tiles) % p.n_bands;
@@ -418,13 +420,20 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
           if (cell_rows[0] != tap.i0 || cell_rows[1] != tap.i1) {  // output rows of one input-row pair share cells
             const Certain* a0 = certain.data() + (n * p.h + tap.i0) * p.w;
             const Certain* a1 = certain.data() + (n * p.h + tap.i1) * p.w;
-            n_unknown = 0;
+            n_runs = 0;
             for (int64_t x = 0; x < nx; ++x) {
               const int32_t i0 = p.ix0[X0 + x], i1 = p.ix1[X0 + x];
               const int32_t c = a0[i0];
               const bool known = c >= 0 && c == a0[i1] && c == a1[i0] && c == a1[i1];
               cell[x] = static_cast<L>(known ? c : 0);
-              if (!known && (n_unknown == 0 || unknown[n_unknown - 1] != x / kLanes)) unknown[n_unknown++] = x / kLanes;
+              if (known) continue;
+              const int64_t b = x / kLanes;
+              if (n_runs > 0 && run_end[n_runs - 1] >= b) {
+                run_end[n_runs - 1] = b + 1;
+              } else {
+                run_start[n_runs] = b;
+                run_end[n_runs++] = b + 1;
+              }
             }
             cell_rows[0] = tap.i0;
             cell_rows[1] = tap.i1;
@@ -432,16 +441,16 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
           // Only blocks with an undecided cell need the interpolated rows (the decided cells' corners
           // are finite: certain_label saw them); a non-finite row takes the full path below.
           bool finite = true;
-          if (n_unknown > 0) {
+          if (n_runs > 0) {
             const int s0 = row_slot(tap.i0, -1);
             const int s1 = row_slot(tap.i1, tap.i0);
             finite = slot_finite[s0] && slot_finite[s1];
             const float* r0 = rows.data() + s0 * C * cs;
             const float* r1 = rows.data() + s1 * C * cs;
-            for (int64_t j = 0; finite && j < n_unknown; ++j) {
-              const int64_t x = unknown[j] * kLanes;
-              vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, kLanes, kLanes, arg.data() + x,
-                              nullptr, maxrow.data() + x);
+            for (int64_t j = 0; finite && j < n_runs; ++j) {
+              const int64_t x = run_start[j] * kLanes, len = (run_end[j] - run_start[j]) * kLanes;
+              vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, len, len, arg.data() + x, nullptr,
+                              maxrow.data() + x);
             }
           }
           if (finite) {
@@ -450,8 +459,8 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
             } else {
               for (int64_t x = 0; x < nx; ++x) ldst[x * lW] = cell[x];
             }
-            for (int64_t j = 0; j < n_unknown; ++j) {
-              for (int64_t x = unknown[j] * kLanes, e = std::min(nx, x + kLanes); x < e; ++x)
+            for (int64_t j = 0; j < n_runs; ++j) {
+              for (int64_t x = run_start[j] * kLanes, e = std::min(nx, run_end[j] * kLanes); x < e; ++x)
                 ldst[x * lW] = static_cast<L>(arg[x]);
             }
             continue;

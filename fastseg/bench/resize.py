@@ -33,11 +33,11 @@ def resize_normalize(quick: bool) -> list[Row]:
         return F.interpolate(chw, size=size, mode="bilinear", antialias=True).float().mul_(scale).sub_(shift)
 
     got = ours()
-    # torch's uint8 resize works in fixed point and rounds to whole levels: within ~1.5 levels, 1e-2
-    # of the normalised range
+    # torch's uint8 resize works in fixed point and rounds to whole levels: within a few levels (3e-2
+    # of the normalised range) on a large shrink
     refs = {"F.interpolate(float, antialias) + normalise":
             Reference(float_route, Agreement.close(got, float_route(), 1e-5)),
             "F.interpolate(uint8, antialias) + normalise":
-            Reference(uint8_route, Agreement.close(got, uint8_route(), 1e-2))}
+            Reference(uint8_route, Agreement.close(got, uint8_route(), 3e-2))}
     return measure("resize + normalise", f"1x{H}x{W}x3 uint8 -> 1x3x360x480 fp32", {"fastseg": ours}, refs,
                    rounds=5 if quick else 11)
