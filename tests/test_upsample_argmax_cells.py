@@ -43,16 +43,24 @@ def test_shortcut_labels_equal_full_computation(case, align_corners, dtype):
 
 
 def test_near_ties_and_exact_ties():
-    """Two classes within rounding of each other (relative 1e-7 .. 1e-3), exact ties, large values."""
+    """Two classes within rounding of each other (relative 1e-7 .. 1e-3), exact ties, large values,
+    in a band of rows (elsewhere the map is smooth, so the shortcut runs: it steps aside for maps
+    whose neighbouring pixels mostly disagree)."""
     g = torch.Generator().manual_seed(0)
-    base = smooth_logits(1, 4, 24, 24, seed=1) * 1000
+    base = smooth_logits(1, 4, 48, 48, seed=1) * 1000
     for rel in (0.0, 1e-7, 1e-5, 2.4e-4, 1e-3):
         x = base.clone()
-        noise = torch.randn((24, 24), generator=g) * rel
-        x[0, 2] = x[0, 1] * (1 + noise)  # classes 1 and 2 nearly tied everywhere
-        x[0, 3] = x[0, 1]                # class 3 exactly tied with class 1 (first index wins)
-        for size in ((24 * 8, 24 * 8), (101, 77)):
+        noise = torch.randn((6, 48), generator=g) * rel
+        x[0, 2, 20:26] = x[0, 1, 20:26] * (1 + noise)  # classes 1 and 2 nearly tied
+        x[0, 3, 20:26] = x[0, 1, 20:26]                # class 3 exactly tied with class 1 (first index wins)
+        for size in ((48 * 8, 48 * 8), (201, 157)):
             assert torch.equal(upsample_argmax(x, size, out_dtype=torch.int64), full_labels(x, size, False))
+
+
+def test_noise_like_logits():
+    """Logits whose neighbours mostly disagree (the full path serves them): labels as ever."""
+    x = torch.randn((2, 19, 16, 32), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(upsample_argmax(x, (128, 256), out_dtype=torch.int64), full_labels(x, (128, 256), False))
 
 
 def test_non_finite_logits_take_the_full_path():
