@@ -294,7 +294,7 @@ void vertical(const float* r0, const float* r1, bool finite, int64_t cs, int64_t
 
 // ---- cells decided at their corners ----------------------------------------------------------
 
-// The class of one input pixel when it wins by a margin no rounding can undo, else -1. The
+// An input pixel's class is "certain" when it wins by a margin no rounding can undo (else -1). The
 // interpolated difference of classes k and j is a non-negative combination of the corners'
 // differences, computed with a few roundings of 2^-24 relative to the corners' magnitudes; a gap
 // of 2^-12 of the larger magnitude at every corner (which bounds every class's gap, not only the
@@ -302,38 +302,45 @@ void vertical(const float* r0, const float* r1, bool finite, int64_t cs, int64_t
 constexpr float kCertainMargin = 1.f / 4096.f;
 using Certain = int16_t;  // labels of up to 32767 classes; more classes skip the shortcut
 
-template <typename T>
-Certain certain_label(const T* p, int64_t sC, int64_t C) {
-  float best = load_as_float(p), second = -std::numeric_limits<float>::infinity();
-  if (!std::isfinite(best)) return -1;
-  int64_t k = 0;
-  for (int64_t c = 1; c < C; ++c) {
-    const float v = load_as_float(p + c * sC);
-    if (!std::isfinite(v)) return -1;
-    if (v > best) {
-      second = best;
-      best = v;
-      k = c;
-    } else if (v > second) {
-      second = v;
-    }
-  }
-  if (C > 1 && !(best - second > kCertainMargin * std::max(std::fabs(best), std::fabs(second)))) return -1;
-  return static_cast<Certain>(k);
-}
-
-// certain[n, y, x] for every input pixel.
+// certain[n, y, x] for every input pixel, and how many pixels share their decided class with their
+// right-hand neighbour (`agreeing`): few (noise-like logits) and the shortcut would not pay. One
+// thread, channels outermost (contiguous, branch-free rows): it is a small fraction of the work,
+// and on a busy machine a second parallel region can cost a scheduler time slice to start.
 template <typename T>
 std::vector<Certain> certain_labels(const T* logits, const std::vector<int64_t>& st, int64_t N, int64_t C,
-                                    int64_t h, int64_t w, int threads, bool own_threads) {
+                                    int64_t h, int64_t w, int64_t& agreeing) {
   std::vector<Certain> out(N * h * w);
-  const int64_t rows = N * h;
-  parallel_region(threads, own_threads, [&](int t) {
-    for (int64_t r = rows * t / threads, end = rows * (t + 1) / threads; r < end; ++r) {
-      const T* row = logits + (r / h) * st[0] + (r % h) * st[2];
-      for (int64_t x = 0; x < w; ++x) out[r * w + x] = certain_label(row + x * st[3], st[1], C);
+  std::vector<float> best(w), second(w);
+  std::vector<int32_t> arg(w);
+  std::vector<char> finite(w);
+  agreeing = 0;
+  for (int64_t r = 0; r < N * h; ++r) {
+    const T* row = logits + (r / h) * st[0] + (r % h) * st[2];
+    for (int64_t x = 0; x < w; ++x) {
+      best[x] = load_as_float(row + x * st[3]);
+      second[x] = -std::numeric_limits<float>::infinity();
+      arg[x] = 0;
+      finite[x] = std::isfinite(best[x]);
     }
-  });
+    for (int64_t c = 1; c < C; ++c) {
+      const T* src = row + c * st[1];
+      for (int64_t x = 0; x < w; ++x) {
+        const float v = load_as_float(src + x * st[3]);
+        const bool gt = v > best[x];
+        finite[x] = finite[x] && std::isfinite(v);
+        second[x] = gt ? best[x] : std::max(second[x], v);
+        best[x] = gt ? v : best[x];
+        arg[x] = gt ? static_cast<int32_t>(c) : arg[x];
+      }
+    }
+    Certain* o = out.data() + r * w;
+    for (int64_t x = 0; x < w; ++x) {
+      const float magnitude = std::max(std::fabs(best[x]), std::fabs(second[x]));
+      const bool clear = C == 1 || best[x] - second[x] > kCertainMargin * magnitude;
+      o[x] = finite[x] && clear ? static_cast<Certain>(arg[x]) : Certain{-1};
+    }
+    for (int64_t x = 0; x + 1 < w; ++x) agreeing += o[x] >= 0 && o[x] == o[x + 1];
+  }
   return out;
 }
 
@@ -369,10 +376,13 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
   const FloatOut confidence(cbuf), max_value(mbuf);
   const int64_t C = p.C, cs = p.tile_wp, n_tasks = p.N * p.n_bands * p.n_tiles;
   std::atomic<int64_t> next_task{0};  // dynamic schedule: tiles differ in cost near the edges
-  // the cell shortcut gives labels only, and pays where cells span several output pixels
-  const bool shortcut = !cbuf && !mbuf && C <= std::numeric_limits<Certain>::max() && p.H * p.W >= 2 * p.h * p.w;
+  // The cell shortcut gives labels only, and pays where cells span several output pixels and most
+  // of them are decided (smooth logits, as a network's are; not noise).
+  bool shortcut = !cbuf && !mbuf && C <= std::numeric_limits<Certain>::max() && p.H * p.W >= 2 * p.h * p.w;
+  int64_t agreeing = 0;
   const std::vector<Certain> certain =
-      shortcut ? certain_labels(logits, in.strides, p.N, C, p.h, p.w, threads, own_threads) : std::vector<Certain>();
+      shortcut ? certain_labels(logits, in.strides, p.N, C, p.h, p.w, agreeing) : std::vector<Certain>();
+  shortcut = shortcut && 4 * agreeing >= 3 * p.N * p.h * std::max<int64_t>(p.w - 1, 1);
 
   parallel_region(threads, own_threads, [&](int) {
     std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs), maxrow(cs);
