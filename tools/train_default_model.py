@@ -147,6 +147,8 @@ def main(argv=None) -> None:
         print(f"{args.holdout}: mIoU {last['miou']:.4f} after the last epoch "
               f"(best {best['miou']:.4f} at epoch {best['epoch']})")
     else:
+        # what the model trained on, for its card: `fastseg demo` never shows these frames as unseen
+        summary["training"] = {"splits": args.splits, "excluded_frames": sorted(demo)}
         half = final.half().eval()
         args.export.parent.mkdir(parents=True, exist_ok=True)
         save(half, args.export)
