@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     if best is None:
         print(f"no setting keeps every class within {args.max_drop} IoU points: ship no CRF setting", file=sys.stderr)
         return 1
-    print(f"chosen: {best['setting']} (mIoU {100 * best['miou']:.2f} vs {100 * base.miou:.2f} without); written to {out}")
+    print(f"chosen: {best['setting']} (mIoU {100 * best['miou']:.2f} vs {100 * base.miou:.2f} without); "
+          f"written to {out}")
     return 0
 
 
