@@ -15,7 +15,13 @@ in the Triton kernel, labels can differ from the reference only where two channe
 values are within float rounding of each other.
 
 The confidence is the maximum softmax probability over channels, `1 / sum_c exp(v_c - max_c v)`,
-accumulated online in the same pass as the argmax.
+accumulated online in the same pass as the argmax. Every backend defines it alike where the
+interpolated values are not finite: a channel equal to the maximum counts 1, also when the maximum
+is infinite, so where k channels are +inf the confidence is 1/k (the softmax's limit as those
+logits grow together: 1.0 for a single +inf), where every channel is -inf it is 1/C, and -inf
+channels below a finite maximum count 0. Where any channel is NaN the confidence is NaN (and the
+label is the first NaN channel). Note that bilinear interpolation itself turns an infinite input
+next to an opposite infinity, or next to a zero weight, into NaN, as F.interpolate does.
 
 An empty batch (N = 0) is an error (ValueError naming `logits`), like every other shape that
 cannot be segmented.
