@@ -4,7 +4,8 @@ One program handles BLOCK output pixels of one image. Per pixel it computes the 
 PyTorch's float32 formulas (see csrc/common/bilinear.h), then streams the channels: four loads,
 two horizontal lerps and one vertical lerp in torch's operation order, a running max / argmax
 (first index on ties, NaN counts as the maximum) and, with confidence, a running softmax
-denominator rescaled online, with infinite values as the package docstring defines. The [N,C,H,W] interpolated logits never exist.
+denominator rescaled online, with infinite values as the package docstring defines. The [N,C,H,W]
+interpolated logits never exist.
 
 Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (how it is tested here).
 """
