@@ -57,7 +57,7 @@ PROBE = textwrap.dedent("""
 
 def test_memory_goes_back_after_a_large_frame():
     """ONNX Runtime's arena would keep the large frame's peak for the rest of the process."""
-    side = 2000
+    side = 1600
     run = subprocess.run([sys.executable, "-c", PROBE, json.dumps(FULL_SIZE), str(side)], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -66,7 +66,7 @@ def test_memory_goes_back_after_a_large_frame():
     print(f"{m['runtime']}: {m['before'] / 2**20:.0f} MiB on video frames, peak +{grown / 2**20:.0f} MiB "
           f"on a {side}x{side} frame, +{kept / 2**20:.0f} MiB kept after it")
     assert m["runtime"] == "onnxruntime"  # the default model's CPU runtime, whose arena this is about
-    assert grown > 300 * 2**20, "the large frame did not reach the network at full size"
+    assert grown > 200 * 2**20, "the large frame did not reach the network at full size"
     assert kept < 0.25 * grown, m
 
 
