@@ -53,7 +53,8 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
         numpy array (read-only is fine) or DLPack array (CuPy).
     size: (H, W) of the output (an int means (size, size)); up or down, any ratio.
     align_corners: as in F.interpolate.
-    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W].
+    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W]
+        (where logits are infinite or NaN, as the module docstring defines it).
     out_dtype: labels dtype: uint8 (default when C <= 256, else int64), int16, int32 or int64;
         a torch dtype, numpy dtype or its name.
     backend: "auto" (CPU -> native, CUDA -> triton), "reference", "native" or "triton".
