@@ -167,6 +167,58 @@ def test_nan_counts_as_maximum_like_torch_argmax(backend):
         torch.testing.assert_close(native_max_logit(x, size), want, atol=0, rtol=0, equal_nan=True)
 
 
+def defined_confidence(z: torch.Tensor) -> torch.Tensor:
+    """The documented confidence of interpolated logits z [N,C,H,W], case by case: NaN where a
+    channel is NaN; 1/k where k channels are +inf; 1/C where all are -inf; the softmax otherwise."""
+    C = z.shape[1]
+    top = z.amax(1)
+    plus = (z == float("inf")).sum(1)
+    want = torch.softmax(z.nan_to_num(nan=0.0, posinf=0.0, neginf=-1e30), 1).amax(1)  # finite maxima
+    want = torch.where(top == float("inf"), 1.0 / plus.clamp_min(1), want)
+    want = torch.where(top == -float("inf"), torch.full_like(want, 1.0 / C), want)
+    return torch.where(z.isnan().any(1), torch.full_like(want, float("nan")), want)
+
+
+def non_finite_cases():
+    """(name, logits [1,5,6,8]) mixing +inf, -inf and NaN."""
+    inf, nan = float("inf"), float("nan")
+    base = make_logits((1, 5, 6, 8), seed=11)
+    cases = {}
+    one = base.clone()
+    one[:, 2] = inf                       # one channel at +inf: all its probability
+    cases["one +inf channel"] = one
+    two = base.clone()
+    two[:, 1] = two[:, 3] = inf           # two at +inf: half each
+    cases["two +inf channels"] = two
+    cases["all -inf"] = torch.full_like(base, -inf)
+    low = base.clone()
+    low[:, 0] = low[:, 4] = -inf          # -inf below a finite maximum counts nothing
+    cases["-inf channels"] = low
+    mixed = base.clone()
+    g = torch.Generator().manual_seed(12)
+    picks = torch.randint(0, 4, mixed.shape, generator=g)
+    mixed[picks == 0] = inf
+    mixed[picks == 1] = -inf
+    mixed[(picks == 2) & (torch.rand(mixed.shape, generator=g) < 0.1)] = nan
+    cases["+inf, -inf and NaN scattered"] = mixed
+    return list(cases.items())
+
+
+@pytest.mark.parametrize("backend", ["native", "triton", "reference"])
+@pytest.mark.parametrize("name,x", non_finite_cases(), ids=[c[0] for c in non_finite_cases()])
+def test_confidence_of_infinite_and_nan_logits(backend, name, x):
+    """Every backend gives the documented confidence (and torch's labels) wherever logits are not
+    finite; the interpolated values themselves come from F.interpolate, NaNs it makes included."""
+    size = (96, 64)  # H + W > 128: torch's generic kernel, so the interpolated values are identical
+    labels, conf = ua(x, size, return_confidence=True, backend=backend)
+    z = interpolated(x, size, False)
+    want = defined_confidence(z)
+    assert torch.equal(labels.long(), z.argmax(1)), name
+    torch.testing.assert_close(conf, want, atol=2e-6, rtol=2e-6, equal_nan=True, msg=name)
+    finite = ~z.isnan().any(1)
+    assert finite.any(), "no pixel left to check the definition on"
+
+
 def test_out_dtypes_and_many_classes():
     x = make_logits((1, 300, 4, 5), seed=6)
     labels = ua(x, (9, 7))

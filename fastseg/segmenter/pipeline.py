@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from .. import ops
 from . import inputs
 from .augment import pad, tiled_logits, tta_logits
+from .budget import DEFAULT_MAX_PIXELS, automatic_tiling, check_max_pixels, images_per_call
 from .choice import PRECISIONS, check_precision, choose_runtime
 from .model_spec import resolve_model
 from .options import TTA, Tiling
@@ -72,12 +73,16 @@ class Segmenter:
     ort_spinning: let ONNX Runtime's idle workers spin between the operators of a run (its own
         default): faster when the segmenter has the cores to itself, much slower on a machine busy
         with other work, whose cores the spinning takes; False makes them sleep.
+    max_pixels: the most pixels one network call runs on (`fastseg.segmenter.budget`): larger
+        batches run a few images at a time, larger images as tiles (unless `tiling` is given).
+        Default 4096 x 4096; None runs everything whole, whatever its size.
     """
 
     def __init__(self, model_or_name=None, device="cpu", precision: str = "fp32", crf=None, *,
                  num_classes: int | None = None, runtime: str = "auto", channels_last: bool | None = None,
                  tiling: Tiling | None = None, tta: TTA | None = None, pad_to: int = 1,
-                 allow_emulated_precision: bool = False, ort_spinning: bool = True, **unexpected):
+                 allow_emulated_precision: bool = False, ort_spinning: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, **unexpected):
         _reject(unexpected)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -103,6 +108,7 @@ class Segmenter:
         self.align_corners = bool(getattr(model, "align_corners", False))
         self.crf = crf
         self.pad_to = int(pad_to)
+        self.max_pixels = check_max_pixels(max_pixels)
         self.tiling = None if tiling is None else tiling.rounded(self.output_stride)
         self.tta = tta if tta is not None and tta.active else None
 
@@ -170,9 +176,14 @@ class Segmenter:
 
     def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Low-resolution logits of the normalised batch, and the (padded) size they map to."""
-        h, w = x.shape[2:]
-        if self.tiling is not None and (h > self.tiling.size[0] or w > self.tiling.size[1]):
-            return tiled_logits(self._network, x, self.tiling, self.output_stride, self.align_corners)
+        n, _, h, w = x.shape
+        tiling = self.tiling or automatic_tiling(h, w, self.max_pixels, self.output_stride)
+        if tiling is not None and (h > tiling.size[0] or w > tiling.size[1]):
+            return tiled_logits(self._network, x, tiling, self.output_stride, self.align_corners)
+        step = images_per_call(n, h, w, self.max_pixels)
+        if step < n:  # a batch above the pixel budget: a few images per network call
+            parts = [self.logits(x[i:i + step]) for i in range(0, n, step)]
+            return torch.cat([p[0] for p in parts]), parts[0][1]
         x = pad(x, self.output_stride if self.tiling is not None else self.pad_to)
         return self._network(x), tuple(x.shape[2:])
 

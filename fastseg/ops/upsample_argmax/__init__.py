@@ -15,7 +15,13 @@ in the Triton kernel, labels can differ from the reference only where two channe
 values are within float rounding of each other.
 
 The confidence is the maximum softmax probability over channels, `1 / sum_c exp(v_c - max_c v)`,
-accumulated online in the same pass as the argmax.
+accumulated online in the same pass as the argmax. Every backend defines it alike where the
+interpolated values are not finite: a channel equal to the maximum counts 1, also when the maximum
+is infinite, so where k channels are +inf the confidence is 1/k (the softmax's limit as those
+logits grow together: 1.0 for a single +inf), where every channel is -inf it is 1/C, and -inf
+channels below a finite maximum count 0. Where any channel is NaN the confidence is NaN (and the
+label is the first NaN channel). Note that bilinear interpolation itself turns an infinite input
+next to an opposite infinity, or next to a zero weight, into NaN, as F.interpolate does.
 
 An empty batch (N = 0) is an error (ValueError naming `logits`), like every other shape that
 cannot be segmented.
@@ -47,7 +53,8 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
         numpy array (read-only is fine) or DLPack array (CuPy).
     size: (H, W) of the output (an int means (size, size)); up or down, any ratio.
     align_corners: as in F.interpolate.
-    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W].
+    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W]
+        (where logits are infinite or NaN, as the module docstring defines it).
     out_dtype: labels dtype: uint8 (default when C <= 256, else int64), int16, int32 or int64;
         a torch dtype, numpy dtype or its name.
     backend: "auto" (CPU -> native, CUDA -> triton), "reference", "native" or "triton".

@@ -4,7 +4,8 @@ One program handles BLOCK output pixels of one image. Per pixel it computes the 
 PyTorch's float32 formulas (see csrc/common/bilinear.h), then streams the channels: four loads,
 two horizontal lerps and one vertical lerp in torch's operation order, a running max / argmax
 (first index on ties, NaN counts as the maximum) and, with confidence, a running softmax
-denominator rescaled online. The [N,C,H,W] interpolated logits never exist.
+denominator rescaled online, with infinite values as the package docstring defines. The [N,C,H,W]
+interpolated logits never exist.
 
 Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (how it is tested here).
 """
@@ -73,7 +74,9 @@ def _upsample_argmax_kernel(
         v = tl.fma(r0, hy0, r1 * hy1)
         take = (v > best) | ((v != v) & (best == best))
         if CONF:
-            e = tl.exp(-tl.abs(v - best))
+            # equal values differ by 0, also two +inf or two -inf (whose difference is NaN): the
+            # channels at an infinite maximum share the probability (see the package docstring)
+            e = tl.exp(-tl.abs(tl.where(v == best, 0.0, v - best)))
             total = tl.where(take, total * e + 1.0, total + e)
         best = tl.where(take, v, best)
         arg = tl.where(take, c, arg)
