@@ -5,9 +5,11 @@ without a GPU); CI has nvcc, a machine without it skips these tests with the rea
 """
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 # The options of `make cuda-check` and of the CMake CUDA build.
 FLAGS = ("-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-I{CSRC}")
+ARCHS = (80, 87, 90)  # the Makefile's CUDA_ARCHS (A100, Jetson Orin, H100); a test holds them equal
 
 
 def nvcc() -> str:
@@ -25,14 +28,17 @@ def nvcc() -> str:
     return path
 
 
-def compile_ptx(source: str | Path, arch: int, out_dir: Path) -> str:
-    """The PTX of csrc/<source> for sm_<arch>."""
+@functools.cache
+def compile_ptx(source: str, arch: int) -> str:
+    """The PTX of csrc/<source> for sm_<arch> (compiled once per test session)."""
     src = CSRC / source
-    out = out_dir / f"{Path(source).stem}.sm_{arch}.ptx"
+    out = Path(tempfile.mkdtemp(prefix="fastseg-ptx-")) / f"{Path(source).stem}.sm_{arch}.ptx"
     run = subprocess.run([nvcc(), *FLAGS, f"-arch=sm_{arch}", "-ptx", str(src), "-o", str(out)],
                          capture_output=True, text=True)
     assert run.returncode == 0, f"nvcc -ptx {source} for sm_{arch} failed:\n{run.stderr}"
-    return out.read_text()
+    ptx = out.read_text()
+    shutil.rmtree(out.parent)
+    return ptx
 
 
 def included_headers(source: str | Path) -> set[str]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from _nvcc import ARCHS, compile_ptx, kernel_body
 
-from _nvcc import compile_ptx, kernel_body
 
-
-@pytest.fixture(scope="module", params=[80, 87, 90])
-def insert_kernel(request, tmp_path_factory):
-    ptx = compile_ptx("cuda/densecrf.cu", request.param, tmp_path_factory.mktemp("ptx"))
+@pytest.fixture(scope="module", params=ARCHS)
+def insert_kernel(request):
+    ptx = compile_ptx("cuda/densecrf.cu", request.param)
     return kernel_body(ptx, "locate_insert")
 
 
