@@ -74,7 +74,8 @@ void confusion_matrix(const LabelMap& pred, const LabelMap& target, int64_t n, c
     // Enough blocks to fill a large GPU, each then counting many pixels into its shared table.
     const unsigned blocks = std::min<unsigned>(grid_for((end - begin + 15) / 16), 4096u);
     if (shared <= kSharedBytes)
-      count_kernel<true><<<blocks, kThreads, static_cast<size_t>(shared), st>>>(pred, target, begin, end, layout, table);
+      count_kernel<true><<<blocks, kThreads, static_cast<size_t>(shared), st>>>(pred, target, begin, end, layout,
+                                                                                table);
     else
       count_kernel<false><<<blocks, kThreads, 0, st>>>(pred, target, begin, end, layout, table);
   }
