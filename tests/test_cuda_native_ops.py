@@ -4,6 +4,8 @@ machine without one; their arithmetic is checked here too, on the CPU (test_upsa
 test_crf_cuda_ptx.py, test_crf_cuda_memory.py)."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -122,5 +124,21 @@ def test_crf_on_cuda_takes_its_memory_from_torch_and_gives_it_back(monkeypatch):
     out = crf(img, probs)
     assert taken and all(m.held_bytes() == 0 for m in made)
     del out
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == base
+
+
+def test_crf_on_cuda_raises_on_bad_probs_and_keeps_no_memory():
+    img, probs = _crf_inputs(2)
+    crf = DenseCRF()
+    crf(img.cuda(), probs.cuda())
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    probs[1, 5, 7] = float("nan")
+    bad = probs.cuda()
+    with pytest.raises(ValueError, match="probabilities"):
+        crf(img.cuda(), bad)
+    del bad
+    gc.collect()  # the exception's traceback may still hold the call's own tensors
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == base
