@@ -45,7 +45,7 @@ bench-quick: build
 	$(PYTHON) -m pytest -q benchmarks --quick
 
 # The CUDA build cannot rot: every .cu compiles for each architecture, GPU or not (needs nvcc).
-CUDA_ARCHS ?= 80 90
+CUDA_ARCHS ?= 80 87 90
 cuda-check:
 	@command -v nvcc >/dev/null || { echo "cuda-check: no nvcc on this machine" >&2; exit 1; }
 	@tmp=$$(mktemp -d); for f in csrc/cuda/*.cu; do for a in $(CUDA_ARCHS); do \

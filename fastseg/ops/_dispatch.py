@@ -1,6 +1,8 @@
 """The one backend choice of every op: "reference" (plain PyTorch, the op's naive.py), "native" (CPU
-tensors: fastseg's C++ extension, or torch's own CPU kernels where the op says so), "triton" (CUDA
-tensors; CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device.
+tensors: fastseg's C++ extension, or torch's own CPU kernels where the op says so; CUDA tensors too
+for ops with CUDA C++ kernels compiled ahead of time into the extension), "triton" (CUDA tensors;
+CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device: on CUDA, triton, or the CUDA C++
+kernels where Triton is missing (Jetson's PyTorch builds often have none).
 
 Each op declares once what it has (`Op`); `resolve` turns a backend request into the backend that
 runs, or a clear error naming the op.
@@ -22,6 +24,7 @@ class Op:
     name: str
     triton: bool = True                    # has a Triton kernel
     native_needs_extension: bool = True    # False: "native" runs on torch's CPU kernels when fastseg._C is absent
+    native_cuda: bool = False              # "native" also takes CUDA tensors (csrc/cuda/, when _C has CUDA)
 
 
 def triton_interpreted() -> bool:
@@ -50,12 +53,18 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
     if backend == "auto":
         if device.type == "cuda" and op.triton and triton_refuses is None and triton_available():
             return "triton"
+        if device.type == "cuda" and op.native_cuda and native_refuses is None and _native.has_cuda():
+            return "native"
         if device.type == "cpu" and native_refuses is None and (
                 _native.available() or not op.native_needs_extension):
             return "native"
         return "reference"
     if backend == "native":
-        if device.type != "cpu":
+        if device.type == "cuda" and op.native_cuda:
+            if not _native.has_cuda():
+                raise RuntimeError(f"{op.name}: backend='native' on CUDA tensors needs fastseg._C built with its "
+                                   "CUDA kernels (nvcc at build time, FASTSEG_CUDA=on)")
+        elif device.type != "cpu":
             raise ValueError(f"{op.name}: backend='native' runs on CPU tensors, got a {device.type} tensor")
         if native_refuses is not None:
             raise ValueError(f"{op.name}: {native_refuses}")

@@ -12,8 +12,9 @@ pred and target: any integer dtype (not bool), any shape as long as both match, 
 (non-contiguous views and read-only numpy arrays work). torch tensors, numpy arrays or DLPack
 arrays (CuPy); the result is of pred's kind, on pred's device.
 
-Backends: "reference" (torch.bincount), "native" (C++, CPU tensors), "triton" (CUDA tensors;
-CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device.
+Backends: "reference" (torch.bincount), "native" (C++ on CPU tensors, CUDA C++ on CUDA tensors),
+"triton" (CUDA tensors; CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device (on CUDA,
+triton, or native where Triton is missing).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ... import _arrays, _native
 from .._dispatch import Op, resolve
 from .naive import raise_out_of_range, reference
 
-OP = Op("confusion_matrix")
+OP = Op("confusion_matrix", native_cuda=True)
 
 # dtypes the native kernel reads as they are; other integer dtypes (uint16/32/64) are widened.
 _NATIVE_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
@@ -90,7 +91,13 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
     which = resolve(OP, backend, p.device)
-    if which == "native":
+    if which == "native" and p.device.type == "cuda":
+        from .cuda_kernel import confusion_matrix_cuda
+
+        out, bad_pred, bad_target = confusion_matrix_cuda(p, t, num_classes, ignore_index)
+        if bad_pred or bad_target:
+            raise_out_of_range(p, t, num_classes, ignore_index)
+    elif which == "native":
         out = _native_run(p, t, num_classes, ignore_index)
     elif which == "triton":
         from .triton_kernel import confusion_matrix as triton_confusion_matrix

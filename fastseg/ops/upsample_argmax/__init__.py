@@ -39,7 +39,7 @@ from .naive import reference
 
 __all__ = ["upsample_argmax", "reference"]
 
-OP = Op("upsample_argmax")
+OP = Op("upsample_argmax", native_cuda=True)
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LABEL_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
 _LABEL_MAX = {torch.uint8: 255, torch.int16: 2**15 - 1, torch.int32: 2**31 - 1, torch.int64: 2**63 - 1}
@@ -57,7 +57,8 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
         (where logits are infinite or NaN, as the module docstring defines it).
     out_dtype: labels dtype: uint8 (default when C <= 256, else int64), int16, int32 or int64;
         a torch dtype, numpy dtype or its name.
-    backend: "auto" (CPU -> native, CUDA -> triton), "reference", "native" or "triton".
+    backend: "auto" (CPU -> native, CUDA -> triton, or native where Triton is missing), "reference",
+        "native" (C++ on CPU tensors, CUDA C++ on CUDA tensors) or "triton".
 
     Returns labels [N,H,W] (and the confidence) as the same array kind as `logits`.
     """
@@ -73,6 +74,10 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
 
     if which == "reference":
         out = reference(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+    elif which == "native" and x.device.type == "cuda":
+        from .cuda_kernel import upsample_argmax_cuda
+
+        out = upsample_argmax_cuda(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
     elif which == "native":
         out = _native_upsample_argmax(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
     else:
