@@ -231,7 +231,7 @@ def capture(fn: Callable[[], tuple], on_cuda: bool):
         fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=side):  # a stream of this device (torch's default one is per process)
         outputs = fn()
     return _CudaReplay(graph, outputs)
 
