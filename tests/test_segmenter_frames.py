@@ -224,6 +224,10 @@ def test_frame_path_source_has_no_hidden_waits():
                 waits.append(node)
         if isinstance(node, ast.keyword) and node.arg == "non_blocking":
             assert ast.unparse(node.value) == "True"
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.empty":
+            # host buffers (no device given) are page-locked on CUDA: asynchronous copies need that
+            keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            assert "device" in keywords or keywords.get("pin_memory") == "self.on_cuda", ast.unparse(node)
     assert not [c for c in calls if c.split(".")[-1] in ("item", "tolist", "cpu", "numpy")]
     assert "torch.cuda.synchronize" not in calls
     owners = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
