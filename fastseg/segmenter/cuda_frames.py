@@ -70,6 +70,14 @@ class CudaFrames:
         scale = self.scale if images.dtype == torch.uint8 else self.unit_scale
         return normalise(images, scale, self.neg_shift, out)
 
+    def warm(self, frame: torch.Tensor) -> None:
+        """Pay a frame size's first-call costs: a uint8 frame on the device through both tails (the
+        Triton kernels compile per variant and size, cuDNN times its algorithms per shape), then from
+        the host (page-locked buffers, which torch's host allocator keeps for later requests)."""
+        for confidence in (False, True):
+            self.seg.predict(frame, return_confidence=confidence)
+        self.seg.predict(torch.zeros(frame.shape, dtype=frame.dtype))
+
     def run(self, batch, return_confidence: bool, loop: FrameLoop | None, stream=None):
         """One call of predict (loop None) or one frame of a stream loop: a SegmentationResult."""
         from .pipeline import SegmentationResult
@@ -92,8 +100,9 @@ class CudaFrames:
         seg = self.seg
         n, size = len(group.indices), group.size
         host = group.images.device.type == "cpu"
-        key = (n, *size, group.hwc, group.images.dtype, host, return_confidence)
-        slot = loop.slot(key, lambda: self._new_slot(group.images, n, size, host))
+        # the input's device too: groups of one call never share a slot (nor its readback buffers)
+        key = (n, *size, group.hwc, group.images.dtype, str(group.images.device), return_confidence)
+        slot = loop.slot(key, lambda: self._new_slot(group.images, n, size, host, loop.graphs))
         src = self._upload(group.images, slot, host, static=loop.graphs)
         if loop.graphs:
             if slot.graph is None:
@@ -126,9 +135,11 @@ class CudaFrames:
             return (seg._crf_input(logits, padded, size),)
         return seg._labels(logits, padded, size, return_confidence)
 
-    def _new_slot(self, images: torch.Tensor, n: int, size: tuple[int, int], host: bool) -> Slot:
+    def _new_slot(self, images: torch.Tensor, n: int, size: tuple[int, int], host: bool, graphs: bool) -> Slot:
         staging = torch.empty(images.shape, dtype=images.dtype, pin_memory=self.on_cuda) if host else None
-        device_input = torch.empty(images.shape, dtype=images.dtype, device=self.device)
+        # an eager frame already on this device is read where it is
+        copied = host or graphs or images.device != self.device
+        device_input = torch.empty(images.shape, dtype=images.dtype, device=self.device) if copied else None
         return Slot(staging, device_input, self.seg.input_buffer(n, *size))
 
     def _upload(self, images: torch.Tensor, slot: Slot, host: bool, static: bool) -> torch.Tensor:
@@ -171,7 +182,7 @@ class CudaFrames:
 class Slot:
     """One frame shape's buffers in a loop."""
     staging: torch.Tensor | None      # page-locked copy of a host frame
-    device_input: torch.Tensor        # the frame on the device (the graph's input)
+    device_input: torch.Tensor | None  # the frame copied to the device (the graph's input)
     x: torch.Tensor                   # the normalised input
     graph: Any = None                 # the captured stages (cuda_graph=True)
     host_out: list = field(default_factory=list)  # page-locked readback buffers

@@ -169,8 +169,10 @@ class Segmenter:
         for h, w in sizes:
             frame = torch.zeros((batch, 3, int(h), int(w)), dtype=torch.uint8, device=self.device)
             start = time.perf_counter()
-            for confidence in ((False, True) if self._frames is not None else (False,)):
-                self.predict(frame, return_confidence=confidence)
+            if self._frames is not None:
+                self._frames.warm(frame)
+            else:
+                self.predict(frame)
             seconds.append(self.runtime.sync() - start)
         return seconds
 
