@@ -7,6 +7,7 @@ CPU-side logic of the same path is tested everywhere in test_segmenter_frames.py
 """
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -198,6 +199,29 @@ def test_the_callers_stream_is_used(fp16, frame):
     assert not given.ready.query()       # queued behind the wait
     stream.synchronize()
     assert torch.equal(current.labels, expected) and torch.equal(given.labels, expected)
+
+
+def test_two_threads_loop_on_one_segmenter():
+    """Two stream loops on one Segmenter from two threads, each on its own stream, capturing graphs
+    while the other runs: each gets its own frames' answers."""
+    seg = Segmenter(device="cuda", precision="fp16", cuda_graph=True)
+    seg.warmup([(H, W)])
+    frames = {t: [image(H, W, seed=10 * t + k) for k in range(4)] for t in range(2)}
+    got: dict = {}
+
+    def loop(t):
+        stream = torch.cuda.Stream()
+        got[t] = [r.labels.copy() for r in seg.stream(iter(frames[t]), stream=stream)]
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in frames]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    eager = Segmenter(device="cuda", precision="fp16")
+    for t in frames:
+        for f, labels in zip(frames[t], got[t]):
+            assert agreement(labels, eager.predict(f).labels) >= 0.9999
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")

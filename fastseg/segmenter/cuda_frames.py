@@ -242,7 +242,13 @@ def capture(fn: Callable[[], tuple], on_cuda: bool):
         fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=side):  # a stream of this device (torch's default one is per process)
+    # on a stream of this device (torch's default capture stream is one per process); other threads'
+    # CUDA calls stay legal meanwhile, since several loops may run on one Segmenter at once
+    try:
+        context = torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local")
+    except TypeError:  # torch before 2.1: no capture_error_mode
+        context = torch.cuda.graph(graph, stream=side)
+    with context:
         outputs = fn()
     return _CudaReplay(graph, outputs)
 
