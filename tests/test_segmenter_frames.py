@@ -233,3 +233,14 @@ def test_frame_path_source_has_no_hidden_waits():
     owners = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
               for w in waits if any(n is w for n in ast.walk(f))}
     assert owners == {"finish", "_resolve"} and len(waits) == 2
+
+
+def test_warmup_runs_both_tails_from_device_and_host(seg, monkeypatch):
+    s = Segmenter(seg.model, runtime="torch")
+    s._frames = CudaFrames(s)
+    calls = []
+    run = s._frames.run
+    monkeypatch.setattr(s._frames, "run", lambda batch, confidence, loop, stream: calls.append(
+        (tuple(batch.shape), confidence)) or run(batch, confidence, loop, stream))
+    assert len(s.warmup([(30, 40)], batch=2)) == 1
+    assert calls == [((2, 3, 30, 40), False), ((2, 3, 30, 40), True), ((2, 3, 30, 40), False)]

@@ -179,8 +179,8 @@ class Segmenter:
     def preprocess(self, images: torch.Tensor, hwc: bool, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 [N,H,W,3] (hwc) or uint8 / float [N,3,H,W] -> normalised [N,3,H,W] in the runtime's dtype
         and layout, on the device, written into `out` when given (from `input_buffer`): on the CPU in
-        float32, one pass of the native normalize kernel; otherwise one converting copy plus one
-        in-place multiply-subtract."""
+        float32, one pass of the native normalize kernel; on CUDA one kernel (`cuda_frames.normalise`);
+        otherwise one converting copy plus one in-place multiply-subtract."""
         if hwc:
             images = images.permute(0, 3, 1, 2)  # a view with channels_last strides
         if out is None:
