@@ -6,6 +6,7 @@ can show (page-locked copies, events, graph capture, synchronisation) is in test
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 
 import numpy as np
@@ -244,3 +245,37 @@ def test_warmup_runs_both_tails_from_device_and_host(seg, monkeypatch):
         (tuple(batch.shape), confidence)) or run(batch, confidence, loop, stream))
     assert len(s.warmup([(30, 40)], batch=2)) == 1
     assert calls == [((2, 3, 30, 40), False), ((2, 3, 30, 40), True), ((2, 3, 30, 40), False)]
+
+
+class _FakeStream:
+    def __init__(self, device):
+        self.device = torch.device(device)
+
+
+def test_device_guard_and_the_callers_stream(seg, monkeypatch):
+    """On CUDA every kernel of a call runs under the Segmenter's device guard, on the stream given,
+    else on that device's current stream; a stream of another device is refused (torch.cuda mocked)."""
+    entered = []
+
+    def recorder(kind):
+        @contextlib.contextmanager
+        def enter(arg):
+            entered.append((kind, arg))
+            yield
+        return enter
+
+    current = _FakeStream("cuda:0")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "device", recorder("device"))
+    monkeypatch.setattr(torch.cuda, "stream", recorder("stream"))
+    fr = CudaFrames(seg)
+    fr.on_cuda, fr.device = True, torch.device("cuda:0")
+    with fr._device_stream(None) as s:
+        assert s is current
+    given = _FakeStream("cuda:0")
+    with fr._device_stream(given) as s:
+        assert s is given
+    assert entered == [("device", fr.device), ("stream", current), ("device", fr.device), ("stream", given)]
+    with pytest.raises(ValueError, match="cuda:1"):
+        with fr._device_stream(_FakeStream("cuda:1")):
+            pass
