@@ -136,6 +136,14 @@ def test_crf_image_goes_to_the_logits_device(seg):
         assert crf.devices[-1][3] == (1, 21, 30, 3)
         assert agreement(np.asarray(got.labels), np.asarray(expected)) == 1.0
         assert set(got.timings) == {"preprocess", "model", "tail", "crf", "total"}
+    # with graphs: the CRF runs after the replay, on the replayed logits of each new frame
+    loop, fr = FrameLoop(graphs=True), CudaFrames(host)
+    for k in range(3):
+        f = image(21, 30, seed=20 + k)
+        got = _run(fr, f, confidence=True, loop=loop)
+        expected = host.predict(f, return_confidence=True)
+        assert agreement(got.labels, expected.labels) == 1.0
+        np.testing.assert_allclose(got.confidence, expected.confidence, rtol=0, atol=1e-5)
 
 
 def test_frame_path_never_waits_per_stage(seg, monkeypatch):
