@@ -100,8 +100,9 @@ def test_measure_takes_its_timer():
 
 
 def test_frame_latencies_and_percentiles():
-    lat = frame_latencies(iter(range(1000)), seconds=0.0, min_frames=7)
-    assert len(lat) == 7 and all(t >= 0 for t in lat)
+    frames = iter(range(1000))
+    lat = frame_latencies(frames, seconds=0.0, min_frames=7)
+    assert len(lat) == 7 and all(t >= 0 for t in lat) and next(frames) == 8  # the first one untimed
     assert len(frame_latencies(iter(range(1000)), seconds=60, min_frames=1, max_frames=4)) == 4
     assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
     assert percentile([1.0, 2.0], 100) == 2.0 and percentile([5.0], 99) == 5.0

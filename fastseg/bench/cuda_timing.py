@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import torch
 
@@ -33,11 +33,13 @@ def event_medians(candidates: dict, rounds: int, warmup: int = 1, settle: float 
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def frame_latencies(loop: Callable, seconds: float, min_frames: int = 10, max_frames: int = 300) -> list[float]:
+def frame_latencies(loop: Iterator, seconds: float, min_frames: int = 10, max_frames: int = 300) -> list[float]:
     """Seconds from one result of `loop` (an iterator of results, e.g. `Segmenter.stream`) to the next,
     host clock: what a caller waits per frame, readback included. Runs for about `seconds`, at
-    least `min_frames` frames."""
+    least `min_frames` frames, after a first frame left untimed (where the loop allocates its
+    buffers, or captures its CUDA graph)."""
     out: list[float] = []
+    next(loop, None)
     start = last = time.perf_counter()
     for _ in loop:
         now = time.perf_counter()
