@@ -88,6 +88,17 @@ def test_matches_the_cpu(frame, cpu_answer, precision, ieee_fp32):
     assert agreement(both.labels[1], Segmenter().predict(small).labels) >= AGREE[precision] - 0.01
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_preprocess_on_the_device_equals_the_cpus(frame, precision):
+    """One kernel on the device (what evaluation calls too) against the CPU's native normalize."""
+    images = torch.from_numpy(frame)[None]
+    expected = Segmenter(runtime="torch").preprocess(images, hwc=True)
+    seg = Segmenter(device="cuda", precision=precision)
+    got = seg.preprocess(images.cuda(), hwc=True)
+    assert got.dtype == seg.dtype and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.float().cpu(), expected, rtol=1e-3 if precision == "fp16" else 0, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["deeplabv3_resnet50", "lraspp_mobilenet_v3_large"])
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_zoo_models_as_on_the_cpu(name, precision, ieee_fp32):
