@@ -10,6 +10,9 @@ they ran on, are one JSON results file (`results`).
 
     from fastseg.bench import CASES, run_case
     rows = run_case("upsample_argmax", quick=True)
+
+The cases that need a CUDA GPU are in `gpu` (timed with CUDA events, `cuda_timing`); `make gpu-check`
+(benchmarks/gpu/check.py) runs them.
 """
 from __future__ import annotations
 

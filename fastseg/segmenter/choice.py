@@ -59,7 +59,8 @@ def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precisi
     """Build the runtime named by `runtime` ("auto": by the rule above) for `model` (as trained or
     already fused: the torch runtimes fuse it, ONNX Runtime's graph is exported from its fused form
     only when the graph is not cached yet).
-    channels_last: the torch runtimes' input layout (default: True on the CPU)."""
+    channels_last: the torch runtimes' input layout (default: True; cuDNN's tensor-core kernels and
+    oneDNN's blocked ones both read NHWC)."""
     from ..models import fuse
 
     if runtime not in RUNTIMES:
@@ -74,7 +75,7 @@ def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precisi
         if channels_last:
             raise ValueError("channels_last: ONNX Runtime takes NCHW input (it picks its own layout inside)")
         return OnnxRuntime(model, spinning=ort_spinning)
-    layout = device.type == "cpu" if channels_last is None else bool(channels_last)
+    layout = True if channels_last is None else bool(channels_last)
     kind = InductorRuntime if runtime == "inductor" else TorchRuntime
     return kind(fuse(model), device, PRECISIONS[precision], layout)
 

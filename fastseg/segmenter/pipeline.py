@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import numbers
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from . import inputs
 from .augment import pad, tiled_logits, tta_logits
 from .budget import DEFAULT_MAX_PIXELS, automatic_tiling, check_max_pixels, images_per_call
 from .choice import PRECISIONS, check_precision, choose_runtime
+from .cuda_frames import CudaFrames, FrameLoop
 from .model_spec import resolve_model
 from .options import TTA, Tiling
 
@@ -42,11 +43,15 @@ _REPLACED = {
 @dataclass
 class SegmentationResult:
     """labels: with the input's structure and kind; confidence: the maximum class probability per
-    pixel (float32, same structure), when asked for; timings: seconds per stage for this call."""
+    pixel (float32, same structure), when asked for; timings: seconds per stage for this call (on
+    CUDA from events on the stream); ready: on CUDA, the event after which the outputs are written
+    (labels of CUDA tensors stay on the device and nothing waits for them: wait for this event, or
+    use them on the same stream)."""
 
     labels: Any
     confidence: Any = None
-    timings: dict = field(default_factory=dict)
+    timings: Mapping = field(default_factory=dict)
+    ready: Any = None
 
 
 class Segmenter:
@@ -64,7 +69,7 @@ class Segmenter:
     crf: a `fastseg.crf.DenseCRF` applied to the upsampled class probabilities as a last stage.
     runtime: "auto", "torch", "inductor" or "onnxruntime" (`fastseg.segmenter.choice` says which
         "auto" picks and why). The built runtime is `self.runtime` (its `.name` is the choice).
-    channels_last: the torch runtimes' input layout (default: True on the CPU).
+    channels_last: the torch runtimes' input layout (default: True).
     tiling: a `Tiling` (sliding-window inference for large images), or None.
     tta: a `TTA` (test-time augmentation: flips and scales), or None.
     pad_to: pad images (bottom / right, with the mean colour) to a multiple of this, run, crop the
@@ -76,13 +81,18 @@ class Segmenter:
     max_pixels: the most pixels one network call runs on (`fastseg.segmenter.budget`): larger
         batches run a few images at a time, larger images as tiles (unless `tiling` is given).
         Default 4096 x 4096; None runs everything whole, whatever its size.
+    cuda_graph: on CUDA, each `stream` loop captures preprocessing, network and tail as a CUDA graph
+        on the first frame of each size and replays it for the next ones (for fixed-size streams).
+
+    On CUDA a frame waits for the device once, to read its labels back (`fastseg.segmenter.cuda_frames`);
+    `predict` and `stream` take `stream=`, the CUDA stream to queue the work on (default: the current one).
     """
 
     def __init__(self, model_or_name=None, device="cpu", precision: str = "fp32", crf=None, *,
                  num_classes: int | None = None, runtime: str = "auto", channels_last: bool | None = None,
                  tiling: Tiling | None = None, tta: TTA | None = None, pad_to: int = 1,
                  allow_emulated_precision: bool = False, ort_spinning: bool = True,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, **unexpected):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, cuda_graph: bool = False, **unexpected):
         _reject(unexpected)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -97,6 +107,8 @@ class Segmenter:
             raise TypeError(f"crf: expected a fastseg.crf.DenseCRF, got {type(crf).__name__}")
         if int(pad_to) != pad_to or pad_to < 1:
             raise ValueError(f"pad_to: must be a positive integer, got {pad_to!r}")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph: CUDA graphs need a CUDA device, got {self.device}")
 
         model = resolve_model(model_or_name, num_classes).model
         self.runtime = choose_runtime(runtime, model, self.device, self.precision,
@@ -119,18 +131,30 @@ class Segmenter:
         self._shift = (mean / std).reshape(1, 3, 1, 1)
         self._network = self.runtime if self.tta is None else functools.partial(
             tta_logits, self.runtime, tta=self.tta, stride=self.output_stride, align_corners=self.align_corners)
+        self._frames = CudaFrames(self, cuda_graph) if self.device.type == "cuda" else None
 
     # ------------------------------------------------------------------------- public
-    def predict(self, batch, return_confidence: bool = False) -> SegmentationResult:
+    def predict(self, batch, return_confidence: bool = False, *, stream=None) -> SegmentationResult:
         """Labels for `batch` (see `fastseg.segmenter.inputs` for the accepted forms)."""
         with torch.inference_mode(), self.runtime.kernel_threads():
+            if self._frames is not None:
+                return self._frames.run(batch, return_confidence, None, stream)
+            _cpu_stream(stream)
             return self._run(batch, return_confidence, None)
 
-    def stream(self, frames: Iterable, return_confidence: bool = False) -> Iterator[SegmentationResult]:
+    def stream(self, frames: Iterable, return_confidence: bool = False, *, stream=None) -> Iterator[SegmentationResult]:
         """`predict` for each frame of a video loop. The input buffer (the normalised float image) and the
         labels / confidence arrays belong to this loop and are reused from frame to frame while the
         frame size stays the same: each result's arrays are overwritten by the next frame (copy them
         to keep them). Several loops may run on one Segmenter at once, from any threads."""
+        if self._frames is not None:  # on CUDA the loop's buffers (and graphs) are a FrameLoop
+            loop = FrameLoop(graphs=self._frames.cuda_graph)
+            for frame in frames:
+                with torch.inference_mode(), self.runtime.kernel_threads():
+                    result = self._frames.run(frame, return_confidence, loop, stream)
+                yield result
+            return
+        _cpu_stream(stream)
         buffers = _InputBuffers()
         held = inputs.HeldOutputs()
         for frame in frames:
@@ -141,29 +165,35 @@ class Segmenter:
 
     def warmup(self, sizes: Sequence[int] | Sequence[Sequence[int]] = ((360, 480),), batch: int = 1) -> list[float]:
         """Run a frame of each (height, width) in `sizes` once, so that first-call costs (Inductor's
-        compilation per size, the allocators' first requests, lazy kernel set-up) are paid now rather
-        than on the first real frame. Returns the seconds each size took."""
+        compilation per size, the allocators' first requests, lazy kernel set-up; on CUDA also the
+        Triton kernels' compilation, with and without confidence, and cuDNN's choice of algorithms)
+        are paid now rather than on the first real frame. Returns the seconds each size took."""
         if len(sizes) == 2 and all(isinstance(v, numbers.Integral) for v in sizes):
             sizes = (sizes,)
         seconds = []
         for h, w in sizes:
             frame = torch.zeros((batch, 3, int(h), int(w)), dtype=torch.uint8, device=self.device)
             start = time.perf_counter()
-            self.predict(frame)
+            if self._frames is not None:
+                self._frames.warm(frame)
+            else:
+                self.predict(frame)
             seconds.append(self.runtime.sync() - start)
         return seconds
 
     def preprocess(self, images: torch.Tensor, hwc: bool, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 [N,H,W,3] (hwc) or uint8 / float [N,3,H,W] -> normalised [N,3,H,W] in the runtime's dtype
         and layout, on the device, written into `out` when given (from `input_buffer`): on the CPU in
-        float32, one pass of the native normalize kernel; otherwise one converting copy plus one
-        in-place multiply-subtract."""
+        float32, one pass of the native normalize kernel; on CUDA one kernel (`cuda_frames.normalise`);
+        otherwise one converting copy plus one in-place multiply-subtract."""
         if hwc:
             images = images.permute(0, 3, 1, 2)  # a view with channels_last strides
         if out is None:
             out = self.input_buffer(*images.shape[:1], *images.shape[2:])
         if images.dtype == torch.uint8 and out.dtype == torch.float32 and out.device.type == "cpu":
             return ops.normalize_image(images, self._scale, self._shift, out=out)
+        if self._frames is not None:
+            return self._frames.normalise(images, out)
         out.copy_(images)
         dtype = out.dtype
         scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
@@ -203,18 +233,12 @@ class Segmenter:
             logits, padded = self.logits(x)
             t2 = sync()
             if self.crf is None:
-                res = ops.upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
-                                          return_confidence=return_confidence)
-                labels, conf = res if return_confidence else (res, None)
-                if (H, W) != padded:
-                    labels, conf = labels[:, :H, :W], (None if conf is None else conf[:, :H, :W])
+                labels, conf = self._labels(logits, padded, (H, W), return_confidence)
                 t3 = sync()
             else:
-                z = F.interpolate(logits.float(), size=padded, mode="bilinear",
-                                  align_corners=self.align_corners)[:, :, :H, :W]
+                z = self._crf_input(logits, padded, (H, W))
                 t3 = sync()
-                probs, labels = self.crf(group.as_uint8_hwc(), z.contiguous(), logits=True, return_labels=True)
-                conf = probs.amax(1) if return_confidence else None
+                labels, conf = self._refine(group.as_uint8_hwc(), z, return_confidence)
                 timings["crf"] += sync() - t3
             timings["preprocess"] += t1 - t0
             timings["model"] += t2 - t1
@@ -225,6 +249,28 @@ class Segmenter:
             result.confidence = inputs.restore(parts, [o[1] for o in outputs])
         timings["total"] = time.perf_counter() - start
         return result
+
+    def _labels(self, logits, padded, size, return_confidence: bool):
+        """The fused tail: (labels, confidence or None) [n,H,W] at `size`, cropped from `padded`."""
+        res = ops.upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
+                                  return_confidence=return_confidence)
+        labels, conf = res if return_confidence else (res, None)
+        H, W = size
+        if (H, W) != tuple(padded):
+            labels, conf = labels[:, :H, :W], (None if conf is None else conf[:, :H, :W])
+        return labels, conf
+
+    def _crf_input(self, logits, padded, size) -> torch.Tensor:
+        """The logits upsampled to `padded` (float32), cropped to `size`: what the CRF refines."""
+        H, W = size
+        return F.interpolate(logits.float(), size=tuple(padded), mode="bilinear",
+                             align_corners=self.align_corners)[:, :, :H, :W]
+
+    def _refine(self, images: torch.Tensor, z: torch.Tensor, return_confidence: bool):
+        """The CRF stage: (labels, confidence or None). The uint8 HWC images go where the logits are
+        (a CUDA CRF reads both on the device; host frames arrive on the CPU)."""
+        probs, labels = self.crf(images.to(z.device), z.contiguous(), logits=True, return_labels=True)
+        return labels, (probs.amax(1) if return_confidence else None)
 
     def __repr__(self):
         return (f"Segmenter({type(self.model).__name__}, device={self.device}, precision={self.precision}, "
@@ -249,6 +295,11 @@ class _InputBuffers:
                 self._buffers.pop(next(iter(self._buffers)))
         self._buffers[key] = x  # most recently used last
         return x
+
+
+def _cpu_stream(stream) -> None:
+    if stream is not None:
+        raise ValueError("stream: CUDA streams are for a CUDA Segmenter; this one runs on the CPU")
 
 
 def _reject(unexpected: dict) -> None:
