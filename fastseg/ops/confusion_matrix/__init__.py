@@ -13,7 +13,7 @@ pred and target: any integer dtype (not bool), any shape as long as both match, 
 arrays (CuPy); the result is of pred's kind, on pred's device.
 
 Backends: "reference" (torch.bincount), "native" (C++, CPU tensors), "triton" (CUDA tensors;
-CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device.
+CPU tensors too under TRITON_INTERPRET=1; at most TRITON_MAX_CLASSES classes); "auto" picks by device.
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from .._dispatch import Op, resolve
 from .naive import raise_out_of_range, reference
 
 OP = Op("confusion_matrix")
+# The Triton kernel's tiles of 4096 (target, pred) bins run on grid axis 1, which CUDA caps at 65535:
+# ceil(C * C / 4096) <= 65535.
+TRITON_MAX_CLASSES = 16383
 
 # dtypes the native kernel reads as they are; other integer dtypes (uint16/32/64) are widened.
 _NATIVE_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
@@ -89,7 +92,9 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
     p, kind = _arrays.to_torch(pred, "pred")
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
-    which = resolve(OP, backend, p.device)
+    too_many = (f"the Triton kernel counts at most {TRITON_MAX_CLASSES} classes, got {num_classes}"
+                if num_classes > TRITON_MAX_CLASSES else None)
+    which = resolve(OP, backend, p.device, triton_refuses=too_many)
     if which == "native":
         out = _native_run(p, t, num_classes, ignore_index)
     elif which == "triton":
