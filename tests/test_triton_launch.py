@@ -1,12 +1,11 @@
 """What every Triton launch goes through (fastseg/ops/_launch.py), checked without a GPU: CUDA's grid
 limits on each op's grid arithmetic, the tensor's device guarding the launch, the GPU tile
 configuration forced under the interpreter; and what runs when Triton cannot (the version floor,
-the warning) or should not (the convolution table that hands convolutions to cuDNN)."""
+the warning). The convolution table: test_conv_table.py."""
 from __future__ import annotations
 
 import ast
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import torch
 import triton
 
 import fastseg
-from fastseg.ops import _conv_table, _dispatch, _launch, _triton_support
+from fastseg.ops import _dispatch, _launch, _triton_support
 from fastseg.ops.atrous_conv import triton_kernel as conv_kernel
 from fastseg.ops.confusion_matrix import TRITON_MAX_CLASSES
 from fastseg.ops.confusion_matrix import triton_kernel as cm_kernel
@@ -203,63 +202,6 @@ def test_auto_on_cuda_with_triton():
     assert _dispatch.resolve(_dispatch.Op("some_op"), "auto", cuda) == "triton"
     assert _dispatch.resolve(_dispatch.Op("conv"), "auto", cuda, auto_triton=False) == "reference"
     assert _dispatch.resolve(_dispatch.Op("conv"), "triton", cuda, auto_triton=False) == "triton"
-
-
-# ---- the convolution table: cuDNN unless the GPU's own measurements say Triton ---------------
-
-@pytest.fixture
-def conv_table(tmp_path, monkeypatch):
-    """Write a table to a temporary file, point FASTSEG_CONV_TABLE at it, pretend the GPU's name."""
-    path = tmp_path / "conv_table.json"
-    monkeypatch.setenv(_conv_table.TABLE_ENV, str(path))
-    monkeypatch.setattr(_conv_table, "_device_name", lambda device: "Fake GPU")
-    _conv_table.reload()
-
-    def write(text):
-        path.write_text(text)
-        _conv_table.reload()
-    yield write
-    _conv_table.reload()
-
-
-def _key(x):
-    w = torch.empty(8, 4, 3, 3)
-    return _conv_table.atrous_key(x, w, (1, 1), (2, 2), (2, 2), 1)
-
-
-def test_conv_table_missing_or_empty_means_cudnn(conv_table):
-    x = torch.empty(1, 4, 9, 9)
-    assert not _conv_table.triton_wins(_key(x), x, None)  # no file
-    conv_table("")
-    assert not _conv_table.triton_wins(_key(x), x, None)
-    conv_table("{not json")
-    with pytest.warns(RuntimeWarning, match="not a convolution table"):
-        assert not _conv_table.triton_wins(_key(x), x, None)
-
-
-def test_conv_table_names_exact_shapes_per_gpu(conv_table):
-    x = torch.empty(1, 4, 9, 9)
-    table = {"format": 1, "gpus": {"Fake GPU": {"triton_wins": [_key(x)]}, "Other GPU": {"triton_wins": []}}}
-    conv_table(json.dumps(table))
-    assert _conv_table.triton_wins(_key(x), x, None)
-    for other in (torch.empty(1, 4, 9, 10), x.half(), x.contiguous(memory_format=torch.channels_last)):
-        assert not _conv_table.triton_wins(_key(other), other, None), _key(other)
-    table["gpus"] = {"Other GPU": table["gpus"]["Fake GPU"]}
-    conv_table(json.dumps(table))
-    assert not _conv_table.triton_wins(_key(x), x, None)
-
-
-def test_conv_table_recording_collects_each_case_once():
-    x = torch.empty(2, 4, 9, 9)
-    with _conv_table.recording() as cases:
-        for _ in range(3):
-            _conv_table.triton_wins(_key(x), x, lambda x, backend: backend)
-    assert list(cases) == [_key(x)]
-    case = cases[_key(x)]
-    assert case.x_shape == (2, 4, 9, 9) and case.dtype == torch.float32 and not case.channels_last
-    assert case.run(x, "triton") == "triton"
-    _conv_table.triton_wins(_key(x), x, None)  # outside the block: nothing recorded
-    assert len(cases) == 1
 
 
 # ---- on a GPU machine the interpreter tests skip instead of failing ------------------------------

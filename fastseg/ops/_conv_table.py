@@ -57,7 +57,10 @@ def _layout(x: torch.Tensor) -> str:
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    """The dtype, and for float32 whether cuDNN and the Triton kernels may use TF32 (both sides' speed
+    depends on it)."""
+    name = str(dtype).removeprefix("torch.")
+    return name + "+tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else name
 
 
 def atrous_key(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> str:
