@@ -290,18 +290,25 @@ def test_bad_backend_is_a_clear_error():
     (torch.float16, 80, "ieee", "mma"),    # fp16 operands: tensor cores whatever the flag says
     (torch.float32, 80, "tf32", "mma"),    # cudnn.allow_tf32 set (torch's default): TF32 tensor cores
     (torch.float32, 90, "ieee", "fma"),    # allow_tf32 off: exact fp32 FMAs
-], ids=["fp16-sm80", "fp32-tf32-sm80", "fp32-ieee-sm90"])
+    (torch.float32, 90, "tf32", "mma"),    # wgmma on Hopper
+    (torch.bfloat16, 87, "ieee", "mma"),   # Jetson Orin
+], ids=["fp16-sm80", "fp32-tf32-sm80", "fp32-ieee-sm90", "fp32-tf32-sm90", "bf16-sm87"])
 def test_kernel_compiles_for_a_real_gpu(dtype, arch, precision, dot):
     """Same source and the shipped tile configuration, lowered through ptxas (no GPU needed)."""
     kernel = "fastseg.ops.atrous_conv.triton_kernel:_atrous_conv_kernel"
     assert compile_shipped_config(kernel, dtype, arch, precision, HAS_BIAS=1, ACT=activations.code("hardswish")) == dot
 
 
+@pytest.mark.interpreter  # launches the Triton kernel on CPU tensors
 @pytest.mark.parametrize("allow_tf32, expected", [(True, "tf32"), (False, "ieee")])
 def test_fp32_precision_follows_cudnn_allow_tf32(allow_tf32, expected, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
     assert precision(torch.float32) == expected
     assert precision(torch.float16) == "ieee" and precision(torch.bfloat16) == "ieee"  # ignored by tl.dot there
+    launches = record_launches(monkeypatch, run=False)
+    x, w, b = _args()
+    atrous_conv(x, w, b, backend="triton")
+    assert [meta["PRECISION"] for _, _, meta in launches] == [expected]
 
 
 @pytest.mark.interpreter  # runs the Triton kernel on CPU tensors

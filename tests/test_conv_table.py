@@ -90,11 +90,11 @@ def _recorder():
 
 
 def test_recorder_without_a_gpu_says_why_and_exits_2(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the recorder would record")
     out = tmp_path / "table.json"
     done = subprocess.run([sys.executable, str(RECORDER), "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: the recorder would record")
     assert done.returncode == 2 and "no table recorded" in done.stderr, done.stderr
     assert not out.exists()
 

@@ -268,7 +268,7 @@ def test_triton_gpu_tile_configuration(dtype, layout, monkeypatch):
     assert {meta["BLOCK"] for _, _, meta in launches} == {shipped} and shipped != tile_config("interpreter")["BLOCK"]
 
 
-@pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.parametrize("arch", [80, 87, 90])
 def test_triton_kernel_compiles_for_a_real_gpu(arch):
     """The shipped block size lowered through ptxas for sm_80 / sm_90 (no GPU needed)."""
     script = Path(__file__).with_name("compile_for_gpu.py")
