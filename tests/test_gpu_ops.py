@@ -7,6 +7,8 @@ reason. The interpreter tests of the same kernels run on the CPU in each op's te
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,12 +16,13 @@ import torch.nn.functional as F
 import fastseg
 from fastseg import _arrays
 from fastseg.models.rewrite import FusedASPP
+from fastseg.ops import _conv_table
 from fastseg.ops import aspp as aspp_op
 from fastseg.ops.atrous_conv import atrous_conv
 from fastseg.ops.atrous_conv import reference as conv_reference
 from fastseg.ops.confusion_matrix import reference as cm_reference
 
-from _triton import requires_gpu
+from _triton import record_launches, requires_gpu
 
 pytestmark = [pytest.mark.gpu, requires_gpu]
 
@@ -195,6 +198,28 @@ def test_aspp_matches_reference(n, cin, cout, h, w, rates, layout, dtype, allow_
         expected = module.double().to(DEVICE)(x.double())
     assert y.dtype == dtype and y.device == x.device
     assert_conv_close(y, expected, dtype, ASPP_TOL)
+
+
+# ---- auto: cuDNN unless this GPU's convolution table says Triton ---------------------------------
+
+def test_auto_convolutions_follow_the_table(tmp_path, monkeypatch):
+    launches = record_launches(monkeypatch)
+    monkeypatch.setenv(_conv_table.TABLE_ENV, str(tmp_path / "missing.json"))
+    _conv_table.reload()
+    x = torch.randn(1, 64, 17, 23, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(32, 64, 3, 3, device=DEVICE) / 24
+    try:
+        with _conv_table.recording() as asked:
+            cudnn = atrous_conv(x, weight, None, dilation=2)
+        assert not launches and len(asked) == 1  # no table: cuDNN
+        table = {"format": 1, "gpus": {torch.cuda.get_device_name(x.device): {"triton_wins": list(asked)}}}
+        (tmp_path / "missing.json").write_text(json.dumps(table))
+        _conv_table.reload()
+        triton_out = atrous_conv(x, weight, None, dilation=2)
+        assert [name for name, _, _ in launches] == ["_atrous_conv_kernel"]
+        assert_conv_close(triton_out, cudnn.double(), torch.float32)
+    finally:
+        _conv_table.reload()
 
 
 # ---- CuPy in and out, without copies ---------------------------------------------------------------

@@ -66,9 +66,13 @@ def test_confusion_matrix_grid_fits(n, C):
     _launch.check_grid(cm_kernel.grid(n, tiles))
 
 
-def test_confusion_matrix_beyond_the_class_limit_is_not_triton():
+def test_confusion_matrix_beyond_the_class_limit_would_not_launch():
     with pytest.raises(ValueError, match="axis 1"):
         _launch.check_grid(cm_kernel.grid(100, cm_kernel.bin_tiles(TRITON_MAX_CLASSES + 1)[1]))
+
+
+@pytest.mark.interpreter  # asks for the Triton kernel on CPU tensors
+def test_confusion_matrix_beyond_the_class_limit_is_not_triton():
     p = torch.zeros(10, dtype=torch.int64)
     with pytest.raises(ValueError, match=f"at most {TRITON_MAX_CLASSES} classes"):
         fastseg.ops.confusion_matrix(p, p, TRITON_MAX_CLASSES + 1, backend="triton")
@@ -178,30 +182,25 @@ def test_auto_on_cuda_without_triton_warns_once(triton_version, version):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _dispatch.resolve(op, "auto", cuda) == "reference"
-        # a convolution that cuDNN runs anyway is no fallback: no warning
-        assert _dispatch.resolve(_dispatch.Op("conv"), "auto", cuda, auto_triton=False) == "reference"
     with pytest.raises(RuntimeError, match="backend='triton' needs"):
         _dispatch.resolve(op, "triton", cuda)
 
 
-def test_auto_on_cuda_without_triton_takes_a_native_cuda_kernel(triton_version, monkeypatch):
-    triton_version("3.0.0")
-    monkeypatch.setattr(_dispatch._native, "available", lambda: True)
-    op = _dispatch.Op("some_op", native_cuda=True)
+def test_a_kernel_refusing_its_arguments_is_no_fallback(triton_version):
+    triton_version(None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _dispatch.resolve(op, "auto", torch.device("cuda", 0)) == "native"
-    assert _dispatch.resolve(op, "native", torch.device("cuda", 0)) == "native"
-    with pytest.raises(ValueError, match="runs on CPU tensors"):
-        _dispatch.resolve(_dispatch.Op("cpu_only"), "native", torch.device("cuda", 0))
+        assert _dispatch.resolve(_dispatch.Op("op"), "auto", torch.device("cuda", 0),
+                                 triton_refuses="not these arguments") == "reference"
+        assert _dispatch.resolve(_dispatch.Op("op", triton=False), "auto", torch.device("cuda", 0)) == "reference"
 
 
 @pytest.mark.skipif(_triton_support.triton_problem() is not None, reason="this triton is below the floor")
 def test_auto_on_cuda_with_triton():
     cuda = torch.device("cuda", 0)
-    assert _dispatch.resolve(_dispatch.Op("some_op"), "auto", cuda) == "triton"
-    assert _dispatch.resolve(_dispatch.Op("conv"), "auto", cuda, auto_triton=False) == "reference"
-    assert _dispatch.resolve(_dispatch.Op("conv"), "triton", cuda, auto_triton=False) == "triton"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _dispatch.resolve(_dispatch.Op("some_op"), "auto", cuda) == "triton"
 
 
 # ---- on a GPU machine the interpreter tests skip instead of failing ------------------------------

@@ -1,8 +1,6 @@
 """The one backend choice of every op: "reference" (plain PyTorch, the op's naive.py), "native" (CPU
 tensors: fastseg's C++ extension, or torch's own CPU kernels where the op says so), "triton" (CUDA
-tensors; CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device. On CUDA without a usable
-Triton (missing, or older than _triton_support.TRITON_MIN), "auto" takes the op's native CUDA kernel
-in fastseg._C where it has one (Op.native_cuda), else the reference with a warning once per op.
+tensors; CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device.
 
 Each op declares once what it has (`Op`); `resolve` turns a backend request into the backend that
 runs, or a clear error naming the op.
@@ -25,7 +23,6 @@ class Op:
     name: str
     triton: bool = True                    # has a Triton kernel
     native_needs_extension: bool = True    # False: "native" runs on torch's CPU kernels when fastseg._C is absent
-    native_cuda: bool = False              # fastseg._C also has a CUDA kernel: "native" takes CUDA tensors too
 
 
 def triton_interpreted() -> bool:
@@ -34,37 +31,32 @@ def triton_interpreted() -> bool:
 
 
 def triton_available() -> bool:
-    """True when the triton package is installed and at least TRITON_MIN."""
+    """True when the triton package is installed and at least _triton_support.TRITON_MIN."""
     return _triton_support.triton_problem() is None
 
 
 def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str | None = None,
-            triton_refuses: str | None = None, auto_triton: bool = True) -> str:
+            triton_refuses: str | None = None) -> str:
     """The backend to run `op` on tensors living on `device`.
 
     native_refuses / triton_refuses: why that kernel cannot take these particular arguments (None when
     it can): "auto" then falls back to the reference, and asking for that backend by name raises
-    ValueError with the reason.
-    auto_triton=False: "auto" runs the reference on CUDA although the kernel could run (the
-    convolutions, where cuDNN is the default); asking for "triton" by name still runs it.
+    ValueError with the reason. On CUDA, "auto" running the reference because Triton is missing or
+    too old says so once per op (a RuntimeWarning, _triton_support.warn_fallback).
     """
     if backend not in BACKENDS:
         raise ValueError(f"{op.name}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if device.type == "cuda" and op.triton and triton_refuses is None and auto_triton:
-            problem = _triton_support.triton_problem()
-            if problem is None:
-                return "triton"
-            if op.native_cuda and _native.available():
-                return "native"
-            _triton_support.warn_fallback(op.name, problem)
-            return "reference"
+        if device.type == "cuda" and op.triton and triton_refuses is None and triton_available():
+            return "triton"
         if device.type == "cpu" and native_refuses is None and (
                 _native.available() or not op.native_needs_extension):
             return "native"
+        if device.type == "cuda" and op.triton and triton_refuses is None:
+            _triton_support.warn_fallback(op.name)
         return "reference"
     if backend == "native":
-        if device.type != "cpu" and not (device.type == "cuda" and op.native_cuda):
+        if device.type != "cpu":
             raise ValueError(f"{op.name}: backend='native' runs on CPU tensors, got a {device.type} tensor")
         if native_refuses is not None:
             raise ValueError(f"{op.name}: {native_refuses}")
@@ -73,9 +65,8 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
     if backend == "triton":
         if not op.triton:
             raise ValueError(f"{op.name}: has no triton backend (it has 'reference' and 'native')")
-        problem = _triton_support.triton_problem()
-        if problem is not None:
-            raise RuntimeError(f"{op.name}: backend='triton' {problem}")
+        if not triton_available():
+            raise RuntimeError(f"{op.name}: backend='triton' {_triton_support.triton_problem() or 'cannot run here'}")
         if device.type != "cuda" and not triton_interpreted():
             raise ValueError(
                 f"{op.name}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "

@@ -41,12 +41,14 @@ def triton_problem() -> str | None:
     return None
 
 
-def warn_fallback(op_name: str, problem: str) -> None:
-    """Warn, once per op and process, that CUDA tensors run `op_name`'s PyTorch reference."""
+def warn_fallback(op_name: str) -> None:
+    """Warn, once per op and process, that CUDA tensors run `op_name`'s PyTorch reference because its
+    Triton kernel cannot run here."""
     with _warned_lock:
         if op_name in _warned:
             return
         _warned.add(op_name)
+    problem = triton_problem() or "cannot run in this process"
     warnings.warn(f"{op_name}: the Triton kernel {problem}; CUDA tensors run the PyTorch reference "
                   "instead, which is much slower (pip install 'triton>=3.4', or fastseg-engine[gpu])",
                   RuntimeWarning, stacklevel=3)

@@ -84,10 +84,11 @@ def aspp(x: torch.Tensor, params: AsppParams, backend: str = "auto") -> torch.Te
     check_input(x, "x", params.in_channels, op="aspp")
     if params.pool_weight.device != x.device:
         raise ValueError(f"aspp: params are on {params.pool_weight.device} but x is on {x.device}")
-    auto_triton = backend != "auto" or x.device.type != "cuda" or _conv_table.triton_wins(
-        _conv_table.aspp_key(x, params.out_channels, [w.shape[-1] for w in params.branch_weights],
-                             params.dilations), x, lambda x, backend: aspp(x, params, backend))
-    chosen = resolve(OP, backend, x.device, auto_triton=auto_triton)
+    if backend == "auto" and x.device.type == "cuda" and not _conv_table.triton_wins(
+            _conv_table.aspp_key(x, params.out_channels, [w.shape[-1] for w in params.branch_weights],
+                                 params.dilations), x, lambda x, backend: aspp(x, params, backend)):
+        backend = "reference"  # cuDNN: the GPU's table does not list this ASPP for Triton
+    chosen = resolve(OP, backend, x.device)
     if chosen == "reference":
         return reference(x, params)
     proj_bias = projection_bias(x, params)

@@ -88,10 +88,11 @@ def dispatch(x, weight, bias, stride, padding, dilation, activation, groups=1, b
     """atrous_conv on arguments already checked, the geometry as pairs: what the modules of
     models/rewrite.py call on every frame (they check their convolution once, when they are built)."""
     no_epilogue = None if activations.get(activation).fused else f"the Triton epilogue has no {activation!r}"
-    auto_triton = backend != "auto" or x.device.type != "cuda" or _conv_table.triton_wins(
-        _conv_table.atrous_key(x, weight, stride, padding, dilation, groups), x,
-        lambda x, backend: dispatch(x, weight, bias, stride, padding, dilation, activation, groups, backend))
-    chosen = resolve(OP, backend, x.device, triton_refuses=no_epilogue, auto_triton=auto_triton)
+    if backend == "auto" and x.device.type == "cuda" and not _conv_table.triton_wins(
+            _conv_table.atrous_key(x, weight, stride, padding, dilation, groups), x,
+            lambda x, backend: dispatch(x, weight, bias, stride, padding, dilation, activation, groups, backend)):
+        backend = "reference"  # cuDNN: the GPU's table does not list this convolution for Triton
+    chosen = resolve(OP, backend, x.device, triton_refuses=no_epilogue)
     if chosen == "triton":
         from . import triton_kernel as kernel
 
