@@ -13,7 +13,7 @@ pred and target: any integer dtype (not bool), any shape as long as both match, 
 arrays (CuPy); the result is of pred's kind, on pred's device.
 
 Backends: "reference" (torch.bincount), "native" (C++, CPU tensors), "triton" (CUDA tensors;
-CPU tensors too under TRITON_INTERPRET=1; at most TRITON_MAX_CLASSES classes); "auto" picks by device.
+CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device.
 """
 from __future__ import annotations
 
@@ -26,9 +26,6 @@ from .._dispatch import Op, resolve
 from .naive import raise_out_of_range, reference
 
 OP = Op("confusion_matrix")
-# The Triton kernel's tiles of 4096 (target, pred) bins run on grid axis 1, which CUDA caps at 65535:
-# ceil(C * C / 4096) <= 65535.
-TRITON_MAX_CLASSES = 16383
 
 # dtypes the native kernel reads as they are; other integer dtypes (uint16/32/64) are widened.
 _NATIVE_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
@@ -81,11 +78,17 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
     return out
 
 
+# The Triton kernel's tiles of 4096 (target, pred) bins run on grid axis 1, which CUDA caps at 65535:
+# ceil(C * C / 4096) <= 65535.
+TRITON_MAX_CLASSES = 16383
+
+
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255,
                      backend: str = "auto"):
     """[C, C] int64 confusion matrix, rows = ground truth (target), columns = prediction.
 
-    See the module docstring for the full contract.
+    See the module docstring for the full contract. The triton backend counts at most
+    TRITON_MAX_CLASSES classes ("auto" takes another backend beyond).
     """
     num_classes = _as_int(num_classes, "num_classes")
     ignore_index = _as_int(ignore_index, "ignore_index", allow_none=True)
