@@ -1,14 +1,16 @@
 """Triton kernel: fused bilinear upsample + argmax over channels (+ max softmax probability).
 
-One program handles BLOCK output pixels of one image; the programs of all images run along grid
-axis 0 (axis 1 would cap a frame at 65535 blocks, 16.8 megapixels at the GPU's block of 256). Per
-pixel it computes the bilinear taps with PyTorch's float32 formulas (see csrc/common/bilinear.h),
-then streams the channels: four loads, two horizontal lerps and one vertical lerp in torch's
-operation order, a running max / argmax (first index on ties, NaN counts as the maximum) and, with
-confidence, a running softmax denominator rescaled online. The [N,C,H,W] interpolated logits never exist.
+One program handles BLOCK output pixels of one image. Per pixel it computes the bilinear taps with
+PyTorch's float32 formulas (see csrc/common/bilinear.h), then streams the channels: four loads,
+two horizontal lerps and one vertical lerp in torch's operation order, a running max / argmax
+(first index on ties, NaN counts as the maximum) and, with confidence, a running softmax
+denominator rescaled online. The [N,C,H,W] interpolated logits never exist.
 
-Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (how it is tested here); the
-launch goes through ops/_launch.py (CUDA's grid limits, the tensor's device, the tile configuration).
+Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (how it is tested here).
+
+All images' blocks run along grid axis 0 (axis 1 would cap a frame at 65535 blocks: 16.8 megapixels
+at the GPU's block of 256); the launch goes through ops/_launch.py (CUDA's grid limits, the tensor's
+device, the tile configuration).
 """
 from __future__ import annotations
 
