@@ -200,6 +200,20 @@ def test_aspp_matches_reference(n, cin, cout, h, w, rates, layout, dtype, allow_
     assert_conv_close(y, expected, dtype, ASPP_TOL)
 
 
+def test_aspp_input_beyond_2_31_elements():
+    """DeepLabV3's ASPP on a 2048-channel map of 2.18e9 elements, against the reference in fp16 (cuDNN)."""
+    from torchvision.models.segmentation.deeplabv3 import ASPP
+
+    cin, cout, h, w = 2048, 256, 1024, 1040
+    needs_memory(18 * 2**30)  # the input and its channels_last copy, both sides' branches and outputs
+    torch.manual_seed(0)
+    module = ASPP(cin, (12, 24, 36), out_channels=cout).eval()
+    params = FusedASPP.from_torchvision(module).op_params(aspp_op).to(device=DEVICE, dtype=torch.float16)
+    x = torch.randn(1, cin, h, w, device=DEVICE, dtype=torch.float16)
+    y = aspp_op.aspp(x, params, backend="triton")
+    assert_conv_close(y, aspp_op.reference(x, params), torch.float16, ASPP_TOL)
+
+
 # ---- auto: cuDNN unless this GPU's convolution table says Triton ---------------------------------
 
 def test_auto_convolutions_follow_the_table(tmp_path, monkeypatch):
