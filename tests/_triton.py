@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fastseg.ops._dispatch import triton_interpreted
+from fastseg.ops._triton_support import triton_problem
 
 INTERPRETER_OFF = ("runs Triton kernels on CPU tensors, which needs TRITON_INTERPRET=1; it is off in this "
                    "process (a GPU machine: the `gpu` tests run the kernels on CUDA; run "
@@ -29,7 +30,8 @@ def gpu_skip_reason() -> str | None:
         return "needs a CUDA device, and this machine has none"
     if triton_interpreted():
         return "TRITON_INTERPRET is on in this process: Triton kernels would run in the CPU interpreter"
-    return None
+    problem = triton_problem()
+    return None if problem is None else f"the Triton kernels {problem}"
 
 
 requires_gpu = pytest.mark.skipif(gpu_skip_reason() is not None, reason=gpu_skip_reason() or "")
