@@ -1,4 +1,5 @@
-"""Fixtures of the command-line tests, found by pytest in every test module of tests/."""
+"""Fixtures of the command-line tests, found by pytest in every test module of tests/, and the
+markers of the Triton tests (tests/_triton.py says when each kind runs)."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,19 @@ import pytest
 import fastseg
 
 from _cli import small_model
+from _triton import INTERPRETER_OFF, triton_interpreted
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of Triton kernels on CPU tensors (marked `interpreter`, or parametrised with
+    backend="triton" outside the `gpu` tests) skip, with the reason, where the interpreter is off."""
+    skip = pytest.mark.skip(reason=INTERPRETER_OFF)
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and params.params.get("backend") == "triton" and "gpu" not in item.keywords:
+            item.add_marker(pytest.mark.interpreter)
+        if "interpreter" in item.keywords and not triton_interpreted():
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import fastseg
+from fastseg.ops import _launch
 from fastseg.ops.upsample_argmax import native_max_logit
+from fastseg.ops.upsample_argmax.triton_kernel import tile_config
+
+from _triton import record_launches, triton_interpreted
 
 ua = fastseg.ops.upsample_argmax
 
@@ -230,8 +237,8 @@ def test_out_dtypes_and_many_classes():
         ua(x, (9, 7), out_dtype=torch.uint8)
     small = make_logits((1, 3, 4, 5))
     for spec in (torch.int16, torch.int32, torch.int64, "uint8"):
-        for backend in ("native", "triton", "reference"):
-            out = ua(small, (6, 6), out_dtype=spec, backend=backend)
+        for backend in ("native", "reference") + (("triton",) if triton_interpreted() else ()):
+            out = ua(small, (6, 6), out_dtype=spec, backend=backend)  # triton: on CPU tensors, interpreted
             assert torch.equal(out.long(), ua(small, (6, 6), backend="reference").long())
 
 
@@ -271,6 +278,7 @@ def test_own_threads_equal_openmp_bit_for_bit():
 
 # ---- triton (interpreter on CPU tensors) -------------------------------------------------------
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 @pytest.mark.parametrize("shape", TRITON_SHAPES, ids=str)
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -288,9 +296,39 @@ def test_triton_matches_reference(shape, align_corners, dtype, layout):
         torch.testing.assert_close(out[1], torch.softmax(z, 1).amax(1), atol=2e-6, rtol=2e-6)
 
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 def test_triton_non_contiguous_input():
     x = make_logits((2, 5, 9, 12), layout="strided", seed=8)
     assert_labels(ua(x, (20, 17), backend="triton"), x, (20, 17), False, exact=False)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_triton_gpu_tile_configuration(dtype, layout, monkeypatch):
+    """The block size that ships for the GPU, executed by the interpreter (which otherwise uses its own)."""
+    launches = record_launches(monkeypatch)
+    for i, shape in enumerate([(2, 5, 13, 17, 40, 30), (1, 19, 7, 10, 29, 61), (3, 4, 9, 11, 9, 11)]):
+        x = make_logits(shape[:4], dtype, layout, seed=i)
+        size = shape[4:]
+        with _launch.gpu_tiles():
+            labels, conf = ua(x, size, return_confidence=True, backend="triton")
+        assert_labels(labels, x, size, False, exact=False)
+        torch.testing.assert_close(conf, torch.softmax(interpolated(x, size, False), 1).amax(1), atol=2e-6, rtol=2e-6)
+    shipped = tile_config("gpu")["BLOCK"]
+    assert {meta["BLOCK"] for _, _, meta in launches} == {shipped} and shipped != tile_config("interpreter")["BLOCK"]
+
+
+@pytest.mark.parametrize("arch", [80, 87, 90])
+def test_triton_kernel_compiles_for_a_real_gpu(arch):
+    """The shipped block size lowered through ptxas for sm_80 / sm_90 (no GPU needed)."""
+    script = Path(__file__).with_name("compile_for_gpu.py")
+    consts = {"ALIGN": 0, "CONF": 1, **tile_config("gpu")}
+    kernel = "fastseg.ops.upsample_argmax.triton_kernel:_upsample_argmax_kernel"
+    result = subprocess.run([sys.executable, str(script), kernel, "fp16", str(arch),
+                             *(f"{k}={v}" for k, v in consts.items())],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # ---- array kinds -------------------------------------------------------------------------------

@@ -126,9 +126,8 @@ def run_tests(report: Report, budget: Budget) -> None:
 
 
 def run_conv_table(report: Report, budget: Budget) -> None:
-    # LEAD: the recorder of the Triton-vs-cuDNN conv table lives in benchmarks/gpu/conv_table.py
-    # (another change writes it). It is run here as a script with this Python and the time below;
-    # pass it the arguments it takes (e.g. where to write the table) once it exists.
+    # The recorder (benchmarks/gpu/conv_table.py) writes this GPU's entry of the packaged table
+    # (fastseg/ops/conv_table.json, or $FASTSEG_CONV_TABLE), which `auto` reads on CUDA; commit it.
     if not CONV_TABLE.exists():
         report.not_run.append(f"the conv table: {CONV_TABLE.relative_to(REPO)} is not in this checkout")
         return
@@ -142,7 +141,8 @@ def run_conv_table(report: Report, budget: Budget) -> None:
         return
     if done.returncode != 0:
         report.failed.append(f"the conv table recorder exited with status {done.returncode}")
-    report.add("Convolutions: Triton against cuDNN", _fenced(done.stdout + done.stderr))
+    where = os.environ.get("FASTSEG_CONV_TABLE", "fastseg/ops/conv_table.json")
+    report.add(f"Convolutions: Triton against cuDNN (table written to {where})", _fenced(done.stdout + done.stderr))
 
 
 def run_frames(report: Report, budget: Budget) -> None:

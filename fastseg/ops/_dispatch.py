@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _native
+from . import _triton_support
 
 BACKENDS = ("auto", "reference", "triton", "native")
 
@@ -33,11 +34,8 @@ def triton_interpreted() -> bool:
 
 
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when the triton package is installed and at least _triton_support.TRITON_MIN."""
+    return _triton_support.triton_problem() is None
 
 
 def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str | None = None,
@@ -46,7 +44,8 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
 
     native_refuses / triton_refuses: why that kernel cannot take these particular arguments (None when
     it can): "auto" then falls back to the reference, and asking for that backend by name raises
-    ValueError with the reason.
+    ValueError with the reason. On CUDA, "auto" running the reference because Triton is missing or
+    too old says so once per op (a RuntimeWarning, _triton_support.warn_fallback).
     """
     if backend not in BACKENDS:
         raise ValueError(f"{op.name}: backend must be one of {BACKENDS}, got {backend!r}")
@@ -58,6 +57,8 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
         if device.type == "cpu" and native_refuses is None and (
                 _native.available() or not op.native_needs_extension):
             return "native"
+        if device.type == "cuda" and op.triton and triton_refuses is None:
+            _triton_support.warn_fallback(op.name)
         return "reference"
     if backend == "native":
         if device.type == "cuda" and op.native_cuda:
@@ -74,7 +75,7 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
         if not op.triton:
             raise ValueError(f"{op.name}: has no triton backend (it has 'reference' and 'native')")
         if not triton_available():
-            raise RuntimeError(f"{op.name}: backend='triton' needs the triton package")
+            raise RuntimeError(f"{op.name}: backend='triton' {_triton_support.triton_problem() or 'cannot run here'}")
         if device.type != "cuda" and not triton_interpreted():
             raise ValueError(
                 f"{op.name}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "

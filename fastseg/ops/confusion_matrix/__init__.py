@@ -79,18 +79,26 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
     return out
 
 
+# The Triton kernel's tiles of 4096 (target, pred) bins run on grid axis 1, which CUDA caps at 65535:
+# ceil(C * C / 4096) <= 65535.
+TRITON_MAX_CLASSES = 16383
+
+
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255,
                      backend: str = "auto"):
     """[C, C] int64 confusion matrix, rows = ground truth (target), columns = prediction.
 
-    See the module docstring for the full contract.
+    See the module docstring for the full contract. The triton backend counts at most
+    TRITON_MAX_CLASSES classes ("auto" takes another backend beyond).
     """
     num_classes = _as_int(num_classes, "num_classes")
     ignore_index = _as_int(ignore_index, "ignore_index", allow_none=True)
     p, kind = _arrays.to_torch(pred, "pred")
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
-    which = resolve(OP, backend, p.device)
+    too_many = (f"the Triton kernel counts at most {TRITON_MAX_CLASSES} classes, got {num_classes}"
+                if num_classes > TRITON_MAX_CLASSES else None)
+    which = resolve(OP, backend, p.device, triton_refuses=too_many)
     if which == "native" and p.device.type == "cuda":
         from .cuda_kernel import confusion_matrix_cuda
 
