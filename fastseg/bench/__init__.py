@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import crf, memory, models, ops
+from . import cpu_engines, crf, memory, models, ops
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -52,6 +52,8 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("lraspp", models.lraspp),
     Case("lraspp_compile", models.lraspp_compile),
     Case("deeplabv3", models.deeplabv3),
+    Case("cpu_engines_default", cpu_engines.default_model),
+    Case("cpu_engines_lraspp", cpu_engines.lraspp),
 )}
 
 

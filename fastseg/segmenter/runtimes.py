@@ -97,7 +97,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module, spinning: bool = True):
+    def __init__(self, model: nn.Module | None, spinning: bool = True, *, graph: str | None = None):
         import onnxruntime as ort
 
         from . import onnx_cache
@@ -111,8 +111,11 @@ class OnnxRuntime(Runtime):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = onnx_cache.load_logits_graph(
-            model, lambda graph: ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]))
+        def session(g):
+            return ort.InferenceSession(g, options, providers=["CPUExecutionProvider"])
+
+        # graph: an ONNX file of the same form (an int8 graph of fastseg.quantize)
+        self.session = session(graph) if graph is not None else onnx_cache.load_logits_graph(model, session)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()  # a no-op for the Segmenter's own buffers, which are written NCHW

@@ -1,0 +1,81 @@
+"""An int8 graph written by `fastseg quantize` (`fastseg.quantize`), as the Segmenter's model.
+
+The Segmenter needs of a model only its normalisation (mean, std), output stride, align_corners and
+class count around the network; a quantized file carries them as ONNX metadata, so a
+`QuantizedGraph` stands in for the model and the runtimes run its graph. A quantized graph always
+runs in int8; precision="int8" with a model as trained finds its graph (the packaged model's file
+beside its weights) or says how to make one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+SUFFIX = ".int8.onnx"
+
+
+class QuantizedGraph(nn.Module):
+    """A fastseg int8 ONNX file: the metadata the pipeline reads, and the graph's path."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = os.fspath(path)
+        meta = read_metadata(self.path)
+        self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
+        self.output_stride = int(meta["output_stride"])
+        self.align_corners = bool(meta["align_corners"])
+        self.num_classes = int(meta["num_classes"])
+        self.config = meta.get("config")
+        self.source = meta.get("source", "")
+
+    def forward_logits(self, x):
+        raise TypeError(f"{self.path} is an ONNX graph: it runs in the onnxruntime or openvino runtime")
+
+    def extra_repr(self) -> str:
+        return f"path={self.path!r}, classes={self.num_classes}"
+
+
+def is_quantized_file(path: str | os.PathLike) -> bool:
+    return os.fspath(path).endswith(".onnx") and os.path.isfile(path)
+
+
+def read_metadata(path: str) -> dict:
+    """The fastseg entry of an ONNX file's metadata; ValueError naming the file when it has none."""
+    import onnx
+
+    from ..quantize import METADATA_KEY
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable ONNX file ({exc})") from exc
+    entries = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in entries:
+        raise ValueError(f"{path}: an ONNX file without fastseg's metadata; write int8 graphs with "
+                         f"`fastseg quantize MODEL --calib DIR --output FILE`")
+    meta = json.loads(entries[METADATA_KEY])
+    missing = [k for k in ("mean", "std", "output_stride", "align_corners", "num_classes") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: fastseg metadata lacks {', '.join(missing)}")
+    return meta
+
+
+def packaged_int8_path(weights: str | os.PathLike) -> Path:
+    """Where a packaged model's int8 graph lives: beside its weights, same stem."""
+    p = Path(weights)
+    return p.with_name(p.name.removesuffix(p.suffix) + SUFFIX)
+
+
+def int8_model(model: nn.Module, packaged_weights: str | os.PathLike | None) -> QuantizedGraph:
+    """The int8 graph to run for precision="int8": the model itself when it is one, the packaged
+    model's shipped graph, else ValueError saying how to make one."""
+    if isinstance(model, QuantizedGraph):
+        return model
+    if packaged_weights is not None and packaged_int8_path(packaged_weights).is_file():
+        return QuantizedGraph(packaged_int8_path(packaged_weights))
+    raise ValueError(f"precision: int8 runs a quantized graph, and {type(model).__name__} has none; write one with "
+                     f"`fastseg quantize MODEL --calib FRAMES_DIR --output model{SUFFIX}` (fastseg.quantize) "
+                     f"and pass that file as the model")
