@@ -25,6 +25,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,12 +113,13 @@ def _require_quantizable(path: str, name: str) -> None:
 
 
 def _metadata(model: nn.Module, source: str) -> dict:
+    net: Any = model  # a fastseg model: forward_logits, mean, std (not typed on nn.Module)
     with torch.no_grad():
-        classes = int(model.forward_logits(torch.zeros((1, 3, 64, 64))).shape[1])
-    return {"format": 1, "precision": "int8", "source": source, "mean": list(map(float, model.mean)),
-            "std": list(map(float, model.std)), "output_stride": int(getattr(model, "output_stride", 1)),
-            "align_corners": bool(getattr(model, "align_corners", False)), "num_classes": classes,
-            "config": getattr(model, "config", None)}
+        classes = int(net.forward_logits(torch.zeros((1, 3, 64, 64))).shape[1])
+    return {"format": 1, "precision": "int8", "source": source, "mean": [float(v) for v in net.mean],
+            "std": [float(v) for v in net.std], "output_stride": int(getattr(net, "output_stride", 1)),
+            "align_corners": bool(getattr(net, "align_corners", False)), "num_classes": classes,
+            "config": getattr(net, "config", None)}
 
 
 def _write_with_metadata(graph: str, output: str | os.PathLike, metadata: dict) -> Path:

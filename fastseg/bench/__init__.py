@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import cpu_engines, crf, memory, models, ops
+from . import cpu_engines, crf, int8, memory, models, ops
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -54,6 +54,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("deeplabv3", models.deeplabv3),
     Case("cpu_engines_default", cpu_engines.default_model),
     Case("cpu_engines_lraspp", cpu_engines.lraspp),
+    Case("int8_camvid", int8.int8_camvid),
 )}
 
 

@@ -63,6 +63,29 @@ def read_metadata(path: str) -> dict:
     return meta
 
 
+def unsigned_activations(path: str) -> bytes:
+    """The int8 graph at `path` with its activations stored as uint8 around zero point 128 instead of
+    int8 around 0: the same scales, so every dequantized value is identical (q_u8 = q_s8 + 128, and
+    the ranges [-128, 127] and [0, 255] map onto each other). Weights stay int8. OpenVINO needs this
+    form: it misreads signed activations (most labels of a test model change), and runs this one
+    with the labels ONNX Runtime gives for the original."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(path)
+    values = {t.name: t for t in proto.graph.initializer}
+    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    weights = {n.input[2] for n in qdq if n.input[0] in values}  # zero points of stored (weight) tensors
+    for name in {n.input[2] for n in qdq} - weights:
+        zero = values.get(name)
+        if zero is None or zero.data_type != onnx.TensorProto.INT8:
+            continue
+        shifted = numpy_helper.to_array(zero).astype(np.int16) + 128
+        zero.CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), name))
+    return proto.SerializeToString()
+
+
 def packaged_int8_path(weights: str | os.PathLike) -> Path:
     """Where a packaged model's int8 graph lives: beside its weights, same stem."""
     p = Path(weights)
