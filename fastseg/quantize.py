@@ -20,6 +20,7 @@ align_corners, classes) as ONNX metadata (`fastseg.segmenter.quantized` reads it
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -59,10 +60,12 @@ def calibration_frames(folder: str | os.PathLike, limit: int = 64) -> list[np.nd
 
 
 def quantize(model: nn.Module, frames: Iterable[np.ndarray], output: str | os.PathLike, *,
-             reduce_range: bool = False, source: str = "") -> Path:
+             reduce_range: bool = False, source: str | os.PathLike = "") -> Path:
     """Write `model` as an int8 QDQ ONNX graph to `output` (atomically), its activations calibrated
     on `frames` (uint8 HWC images). QuantizationError when the model has nothing to quantize or
-    cannot be exported; the frames must be of one size (the model's input size)."""
+    cannot be exported; the frames must be of one size (the model's input size).
+    source: the model's file, when it has one: its name and digest are recorded, so a graph made
+    from other weights is recognised (`source_digest`)."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     except ImportError as exc:
@@ -112,11 +115,18 @@ def _require_quantizable(path: str, name: str) -> None:
                                 f"{', '.join(sorted(ops)) or 'no operators'}): int8 would quantize nothing")
 
 
-def _metadata(model: nn.Module, source: str) -> dict:
+def source_digest(path: str | os.PathLike) -> str:
+    """sha256 of a model file, as recorded in the int8 graphs made from it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _metadata(model: nn.Module, source: str | os.PathLike) -> dict:
     net: Any = model  # a fastseg model: forward_logits, mean, std (not typed on nn.Module)
     with torch.no_grad():
         classes = int(net.forward_logits(torch.zeros((1, 3, 64, 64))).shape[1])
-    return {"format": 1, "precision": "int8", "source": source, "mean": [float(v) for v in net.mean],
+    is_file = bool(source) and os.path.isfile(source)
+    return {"format": 1, "precision": "int8", "source": os.path.basename(os.fspath(source)),
+            "source_sha256": source_digest(source) if is_file else None, "mean": [float(v) for v in net.mean],
             "std": [float(v) for v in net.std], "output_stride": int(getattr(net, "output_stride", 1)),
             "align_corners": bool(getattr(net, "align_corners", False)), "num_classes": classes,
             "config": getattr(net, "config", None)}

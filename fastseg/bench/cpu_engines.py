@@ -10,8 +10,10 @@ fastseg's candidates are the Segmenter in fp32 (its default runtime, and runtime
 interleaved in the same run with an idle pause after each call (thread pools of one engine must not
 spin into the next one's time).
 
-Rows: each fp32 candidate against the fp32 peers; each bf16 candidate against every peer. The shape
-column names the CPU's reduced-precision features, so every figure carries them.
+Rows: each fp32 candidate against the fp32 peers; each bf16 candidate against every peer; the
+Segmenter's default fp32 and bf16 runtimes against their own network alone (a ratio just under 1:
+the share of preprocessing, fused tail and glue). The shape column names the CPU's reduced-precision
+features, so every figure carries them.
 """
 from __future__ import annotations
 
@@ -91,16 +93,38 @@ def _ours(model) -> dict:
     return segs
 
 
+def _network_alone(seg, image: np.ndarray):
+    """The Segmenter's runtime alone on the frame already preprocessed (what the engine costs without
+    fastseg's preprocessing, tail and glue), and the labels its logits give."""
+    from .. import ops
+
+    with torch.inference_mode():
+        x = seg.preprocess(torch.from_numpy(image[None]), hwc=True)
+
+    def network():
+        with torch.inference_mode(), seg.runtime.kernel_threads():
+            return seg.runtime(x)
+
+    labels = ops.upsample_argmax(network(), size=tuple(x.shape[2:]), align_corners=seg.align_corners)[0]
+    return network, labels.numpy()
+
+
 def race(case: str, model, hw: tuple[int, int], rounds: int, weights: str) -> list[Row]:
-    """fastseg's fp32 / bf16 candidates and the peers on one smooth uint8 frame of size hw."""
+    """fastseg's fp32 / bf16 candidates and the peers on one smooth uint8 frame of size hw; for the
+    Segmenter's default runtimes, also their network alone (the cost of everything around it)."""
     image = smooth_image(*hw, seed=0)
     segs = _ours(model)
     peers = _peers(model, image)
+    for name in ("fastseg fp32", "fastseg bf16"):
+        if name in segs:
+            seg, precision = segs[name]
+            network, labels = _network_alone(seg, image)
+            peers[f"{name}: its network alone"] = (network, precision, labels)
     ours = {name: (lambda seg=seg: seg.predict(image)) for name, (seg, _) in segs.items()}
     our_labels = {name: seg.predict(image).labels for name, (seg, _) in segs.items()}
     references = {}
-    for name, (fn, peer_precision) in peers.items():
-        theirs = fn()
+    for name, (fn, peer_precision, *labels) in peers.items():
+        theirs = labels[0] if labels else fn()
         agreements = {}
         for o, (_, our_precision) in segs.items():
             same = our_precision == peer_precision == "fp32"
@@ -108,9 +132,11 @@ def race(case: str, model, hw: tuple[int, int], rounds: int, weights: str) -> li
         references[name] = Reference(fn, agreements)
     shape = f"{hw[1]}x{hw[0]} uint8 -> labels, {torch.get_num_threads()} threads, cpu: {cpu_features()}"
     rows = measure(case, shape, ours, references, rounds=rounds, settle=SETTLE)
-    precision_of = {**{o: p for o, (_, p) in segs.items()}, **{r: p for r, (_, p) in peers.items()}}
-    # an fp32 candidate against a bf16 peer compares different work: not a row
-    return [r for r in rows if not (precision_of[r.ours] == "fp32" and precision_of[r.reference] != "fp32")]
+    precision_of = {**{o: p for o, (_, p) in segs.items()}, **{r: p[1] for r, p in peers.items()}}
+    # an fp32 candidate against a bf16 peer compares different work, and a network alone is compared
+    # with its own Segmenter only: not rows
+    return [r for r in rows if not (precision_of[r.ours] == "fp32" and precision_of[r.reference] != "fp32")
+            and (not r.reference.endswith("network alone") or r.reference.startswith(r.ours + ":"))]
 
 
 def default_model(quick: bool) -> list[Row]:

@@ -30,6 +30,7 @@ class QuantizedGraph(nn.Module):
         self.num_classes = int(meta["num_classes"])
         self.config = meta.get("config")
         self.source = meta.get("source", "")
+        self.source_sha256 = meta.get("source_sha256")
 
     def forward_logits(self, x):
         raise TypeError(f"{self.path} is an ONNX graph: it runs in the onnxruntime or openvino runtime")
@@ -98,7 +99,14 @@ def int8_model(model: nn.Module, packaged_weights: str | os.PathLike | None) -> 
     if isinstance(model, QuantizedGraph):
         return model
     if packaged_weights is not None and packaged_int8_path(packaged_weights).is_file():
-        return QuantizedGraph(packaged_int8_path(packaged_weights))
+        from ..quantize import source_digest
+
+        graph = QuantizedGraph(packaged_int8_path(packaged_weights))
+        if graph.source_sha256 != source_digest(packaged_weights):  # weights retrained, graph not remade
+            raise ValueError(f"precision: the packaged int8 graph {graph.path} was made from other weights than "
+                             f"{packaged_weights}; remake it with `fastseg quantize --calib FRAMES_DIR --output "
+                             f"{graph.path}`")
+        return graph
     raise ValueError(f"precision: int8 runs a quantized graph, and {type(model).__name__} has none; write one with "
                      f"`fastseg quantize MODEL --calib FRAMES_DIR --output model{SUFFIX}` (fastseg.quantize) "
                      f"and pass that file as the model")
