@@ -7,10 +7,10 @@ cpu_engines_default,cpu_engines_lraspp`):
 
 - bf16 on a CPU with native bf16 (AVX512-BF16 or AMX-BF16, asked of the CPU itself at run time, so
   an AVX2-only CPU gets fp32) when OpenVINO is installed and the runtime is "auto" or "openvino":
-  OpenVINO's bf16 network with fastseg's tail runs about twice as fast as the fp32 Segmenter on both
+  OpenVINO's bf16 network with fastseg's tail ran 1.7-2.2x as fast as the fp32 Segmenter on both
   benchmark models, and keeps >= 99.5 % of the default model's labels on CamVid frames equal to fp32
-  (tests/test_precision.py). torch's own bf16 path (oneDNN) is not chosen: it is slower than fp32 on
-  these models and its bf16 logits flip more labels.
+  (tests/test_precision.py). torch's own bf16 path (oneDNN) is not chosen: it is slower than
+  OpenVINO's, and its bf16 logits flip more labels.
 - fp32 everywhere else (no native bf16, no OpenVINO, another runtime asked for, a GPU).
 
 The Segmenter keeps the answer (`Segmenter.precision`) and the sentence saying why
