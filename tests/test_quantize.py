@@ -99,6 +99,12 @@ def test_int8_errors(model_file, int8_file, calib, tmp_path, capsys):
         fastseg.Segmenter(int8_file, precision="bf16")
     with pytest.raises(ValueError, match="runtime"):
         fastseg.Segmenter(int8_file, runtime="torch")
+    foreign = tmp_path / "foreign.onnx"  # an ONNX file that fastseg did not write
+    proto = onnx.load(int8_file)
+    del proto.metadata_props[:]
+    foreign.write_bytes(proto.SerializeToString())
+    with pytest.raises(ValueError, match="without fastseg's metadata"):
+        fastseg.Segmenter(foreign)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert fastseg_cli("quantize", model_file, "--calib", empty, "--output", tmp_path / "x.onnx") == 2

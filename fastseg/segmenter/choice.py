@@ -18,6 +18,9 @@
   bf16 (AVX512-BF16 or AMX, asked of the CPU at run time): its bf16 convolutions beat torch's oneDNN
   bf16 path for these models (`fastseg bench --only cpu_engines_default,cpu_engines_lraspp`), and its
   fp32 logits keep more labels equal to fp32 than torch's bf16 logits do. Otherwise torch.
+- An int8 graph (`fastseg quantize`, precision="int8"): OpenVINO when installed, whose int8
+  convolutions beat ONNX Runtime's on the same graph and both engines' own INT8 pipelines
+  (`fastseg bench --only int8_camvid`), else ONNX Runtime.
 - On a GPU, or in fp16, torch: the Triton kernels and the reduced-precision kernels live there.
 
 A new runtime (a CUDA-stream one, a quantized one, another engine for reduced precision) is a
