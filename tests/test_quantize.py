@@ -160,6 +160,15 @@ def test_predict_runs_the_packaged_int8_graph(tmp_path):
 
 # ----------------------------------------------------------------------------- real frames
 @pytest.mark.camvid
+def test_eval_command_runs_int8(camvid_root, tmp_path):
+    out = tmp_path / "eval"
+    assert fastseg_cli("eval", "--dataset", "camvid", "--root", camvid_root, "--precision", "int8", "--limit", 2,
+                       "--out", out, "--no-progress") == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["precision"] == "int8" and report["frames"] == 2
+
+
+@pytest.mark.camvid
 def test_default_model_int8_keeps_miou_and_labels(camvid_root, tmp_path):
     """On every CamVid val frame: mIoU within 1 point of fp32, >= 97 % of labels equal, for the
     packaged int8 graph in the runtime "auto" picks, and for a graph quantized now from CamVid train
