@@ -6,10 +6,12 @@ CPU only. "auto" is decided here, by a rule measured on the CPU engines (`fastse
 cpu_engines_default,cpu_engines_lraspp`):
 
 - bf16 on a CPU with native bf16 (AVX512-BF16 or AMX-BF16, asked of the CPU itself at run time, so
-  an AVX2-only CPU gets fp32) when OpenVINO is installed and the runtime is "auto" or "openvino":
-  OpenVINO's bf16 network with fastseg's tail ran 1.7-2.2x as fast as the fp32 Segmenter on both
-  benchmark models, and keeps >= 99.5 % of the default model's labels on CamVid frames equal to fp32
-  (tests/test_precision.py). torch's own bf16 path (oneDNN) is not chosen: it is slower than
+  an AVX2-only CPU gets fp32) when OpenVINO is installed and the runtime is "auto" or "openvino",
+  and a short measurement of the model on this CPU (`bf16_probe`, cached) finds bf16 faster with
+  >= 99.5 % of the labels equal: OpenVINO's bf16 network with fastseg's tail ran 1.7-2.2x as fast
+  as the fp32 Segmenter on both benchmark models and keeps the default model's labels on CamVid
+  (tests/test_precision.py), but a model with near-tied logits (random weights) flips many, which
+  the measurement catches. torch's own bf16 path (oneDNN) is not chosen: it is slower than
   OpenVINO's, and its bf16 logits flip more labels.
 - fp32 everywhere else (no native bf16, no OpenVINO, another runtime asked for, a GPU).
 
@@ -31,6 +33,15 @@ def _cpu_has(*features: str) -> bool:
     except ImportError:  # no native build: claim nothing
         return False
     return any(_cpu.has(f) for f in features)
+
+
+def cpu_features() -> str:
+    """Every extension fastseg can test that this CPU has, space-separated."""
+    try:
+        from .. import _cpu
+    except ImportError:
+        return ""
+    return " ".join(f for f in _cpu.known() if _cpu.has(f))
 
 
 def native_bf16() -> bool:
@@ -66,10 +77,12 @@ def choose_precision(precision: str, resolved, device: torch.device, runtime: st
         return int8_model(model, packaged), "int8", reason
     if precision != "auto":
         return model, check_precision(precision, device, allow_emulated), "asked for"
-    return (model, *_auto(device, runtime, openvino_runtime.available()))
+    return (model, *_auto(model, device, runtime, openvino_runtime.available()))
 
 
-def _auto(device: torch.device, runtime: str, openvino: bool) -> tuple[str, str]:
+def _auto(model: nn.Module, device: torch.device, runtime: str, openvino: bool) -> tuple[str, str]:
+    from . import bf16_probe
+
     if device.type != "cpu":
         return "fp32", f"auto: reduced precision is chosen by measurement on CPUs only, not on {device.type}"
     if runtime not in ("auto", "openvino"):
@@ -78,4 +91,5 @@ def _auto(device: torch.device, runtime: str, openvino: bool) -> tuple[str, str]
         return "fp32", "auto: this CPU has no native bf16 (AVX512-BF16 / AMX-BF16)"
     if not openvino:
         return "fp32", "auto: native bf16, but OpenVINO (its fastest bf16 network) is not installed"
-    return "bf16", "auto: native bf16 (AVX512-BF16 / AMX-BF16) and OpenVINO installed"
+    found = bf16_probe.verdict(model, cpu_features())
+    return ("bf16" if found.bf16 else "fp32"), found.reason
