@@ -14,6 +14,8 @@
   (`fastseg.ops.winograd`: two to three times fewer multiplies), with each bottleneck's last 1x1
   convolution, residual add and ReLU as one oneDNN call writing in place; there torch wins.
   Without onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
+  OpenVINO in fp32 (runtime="openvino") is not chosen: on the same graph it ran between 0.91x and
+  1.04x ONNX Runtime's speed on the benchmark models (`cpu_engines_*` cases), a wash at best.
 - On the CPU in bf16, OpenVINO (`openvino_runtime.py`) when it is installed and the CPU has native
   bf16 (AVX512-BF16 or AMX, asked of the CPU at run time): its bf16 convolutions beat torch's oneDNN
   bf16 path for these models (`fastseg bench --only cpu_engines_default,cpu_engines_lraspp`), and its
