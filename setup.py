@@ -96,8 +96,8 @@ class CMakeBuild(build_ext):
 
 setup(
     packages=find_packages(include=["fastseg", "fastseg.*"]),
-    package_data={"fastseg": ["weights/*.safetensors", "weights/*.json", "assets/camvid_demo/*",
-                              "ops/conv_table.json"]},
+    package_data={"fastseg": ["weights/*.safetensors", "weights/*.json", "weights/*.int8.onnx",
+                              "assets/camvid_demo/*", "ops/conv_table.json"]},
     # one CMake tree builds both (the second call finds nothing left to do)
     ext_modules=[CMakeExtension("fastseg._C"), CMakeExtension("fastseg._cpu")],
     cmdclass={"build_ext": CMakeBuild},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import fastseg
+from fastseg.segmenter import onnx_cache
 
 from _cli import small_model
 from _triton import INTERPRETER_OFF, triton_interpreted
@@ -28,3 +29,13 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "small.safetensors"
     fastseg.models.save(small_model(), path)
     return path
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh ONNX graph cache folder, and a count of the ONNX exports made."""
+    monkeypatch.setenv("FASTSEG_CACHE", str(tmp_path / "cache"))
+    exports = []
+    export = onnx_cache._export
+    monkeypatch.setattr(onnx_cache, "_export", lambda model: exports.append(1) or export(model))
+    return tmp_path / "cache", exports

@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import arena, crf, memory, models, ops
+from . import arena, cpu_engines, crf, int8, memory, models, ops
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -56,6 +56,9 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("lraspp_compile", models.lraspp_compile),
     Case("deeplabv3", models.deeplabv3),
     Case("onnxruntime_arena", arena.onnxruntime_arena),
+    Case("cpu_engines_default", cpu_engines.default_model),
+    Case("cpu_engines_lraspp", cpu_engines.lraspp),
+    Case("int8_camvid", int8.int8_camvid),
 )}
 
 

@@ -44,8 +44,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for results.json, table.txt, confusion_matrix.png "
                              "(default: runs/eval/DATASET_SPLIT)")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "inductor", "onnxruntime"),
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "inductor", "onnxruntime", "openvino"),
                         help="the Segmenter's model runtime (default: auto)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "auto"),
+                        help="int8: the packaged model's int8 graph, or --model FILE written by fastseg quantize")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (default: torch's; under torchrun cores / local ranks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -114,7 +116,9 @@ def _evaluate(args, workers, crf_params) -> int:
         out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         if workers.is_main:
             out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-        seg = Segmenter(resolved.model, device=workers.device, runtime=args.runtime)
+        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
+        seg = Segmenter(args.model if args.precision == "int8" else resolved.model, device=workers.device,
+                        runtime=args.runtime, precision=args.precision)
         crf = None if crf_params is None else DenseCRF(**crf_params)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     where = f" (rank 0 of {workers.world_size})" if workers.world_size > 1 else ""
@@ -138,7 +142,8 @@ def _evaluate(args, workers, crf_params) -> int:
         "dataset": dataset.name, "split": args.split, "root": os.fspath(args.root), "model": resolved.source,
         "frames": frames, "classes": list(dataset.classes), "ignore_index": dataset.ignore_index,
         "processes": workers.world_size, "threads_per_process": torch.get_num_threads(),
-        "device": str(workers.device), "runtime": seg.runtime.name, "batch_size": args.batch_size,
+        "device": str(workers.device), "runtime": seg.runtime.name, "precision": seg.precision,
+        "batch_size": args.batch_size,
         "seconds_per_frame": per_frame,  # summed over processes / frames; "model" includes preprocessing
         "wall_seconds": time.perf_counter() - started, "crf": crf_params,
         "labels_outside_classes": {str(v): n for v, n in outside_classes.items()},  # raw value: pixels

@@ -41,7 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     add_model_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8", "auto"),
+                        help="int8: the packaged model's int8 graph, or --model FILE written by fastseg quantize; "
+                             "auto: bf16 where measured faster (fastseg.segmenter.precision)")
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (fastseg.crf.DenseCRF)")
     parser.add_argument("--tta-flip", action="store_true", help="average with the mirrored image's prediction")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -129,7 +131,9 @@ def run(args) -> int:
 
     try:
         chosen = choose_model(args.model, args.num_classes, args.dataset)
-        seg = Segmenter(chosen.model, device=args.device, precision=args.precision,
+        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
+        seg = Segmenter(args.model if args.precision == "int8" else chosen.model, device=args.device,
+                        precision=args.precision,
                         crf=chosen.make_crf() if args.crf else None,
                         tta=TTA(flip=True) if args.tta_flip else None)
     except (ValueError, FileNotFoundError, TypeError) as exc:

@@ -24,10 +24,11 @@ from .. import ops
 from . import inputs
 from .augment import pad, tiled_logits, tta_logits
 from .budget import DEFAULT_MAX_PIXELS, automatic_tiling, check_max_pixels, images_per_call
-from .choice import PRECISIONS, check_precision, choose_runtime
+from .choice import PRECISIONS, choose_runtime
 from .cuda_frames import CudaFrames, FrameLoop
 from .model_spec import resolve_model
 from .options import TTA, Tiling
+from .precision import choose_precision
 
 __all__ = ["Segmenter", "SegmentationResult"]
 
@@ -62,12 +63,15 @@ class Segmenter:
         (`fastseg.models.pretrained.names()`), or a registered architecture name with `num_classes`
         (random weights). None (the default) is the packaged default model, trained on CamVid.
     device: "cpu", "cuda", "cuda:1", a torch.device.
-    precision: "fp32", "fp16" or "bf16". Reduced precision needs hardware support: CUDA (bf16 on
+    precision: "fp32", "fp16", "bf16", "int8" or "auto". Reduced precision needs hardware support: CUDA (bf16 on
         GPUs that have it), or a CPU whose oneDNN has native bf16 / fp16 kernels (AVX512-BF16, AMX,
         AVX512-FP16). Elsewhere it is an error, because it would be emulated and far slower than
-        fp32; `allow_emulated_precision=True` runs it anyway (for testing the numerics).
+        fp32; `allow_emulated_precision=True` runs it anyway (for testing the numerics). "int8" runs a
+        graph written by `fastseg quantize` (or the packaged model's). "auto" picks bf16 where it was
+        measured faster with labels kept (`fastseg.segmenter.precision`); `self.precision` is the
+        choice and `self.precision_reason` says why.
     crf: a `fastseg.crf.DenseCRF` applied to the upsampled class probabilities as a last stage.
-    runtime: "auto", "torch", "inductor" or "onnxruntime" (`fastseg.segmenter.choice` says which
+    runtime: "auto", "torch", "inductor", "onnxruntime" or "openvino" (`fastseg.segmenter.choice` says which
         "auto" picks and why). The built runtime is `self.runtime` (its `.name` is the choice).
     channels_last: the torch runtimes' input layout (default: True).
     tiling: a `Tiling` (sliding-window inference for large images), or None.
@@ -97,8 +101,9 @@ class Segmenter:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device: {device!r} asked for, but CUDA is not available")
-        self.precision = check_precision(precision, self.device, allow_emulated_precision)
-        self.dtype = PRECISIONS[self.precision]
+        model, self.precision, self.precision_reason = choose_precision(
+            precision, resolve_model(model_or_name, num_classes), self.device, runtime, allow_emulated_precision)
+        self.dtype = PRECISIONS.get(self.precision, torch.float32)  # int8 graphs take fp32 input
         if tiling is not None and not isinstance(tiling, Tiling):
             raise TypeError(f"tiling: expected fastseg.segmenter.Tiling(size=(h, w), ...), got {tiling!r}")
         if tta is not None and not isinstance(tta, TTA):
@@ -110,7 +115,6 @@ class Segmenter:
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph: CUDA graphs need a CUDA device, got {self.device}")
 
-        model = resolve_model(model_or_name, num_classes).model
         self.runtime = choose_runtime(runtime, model, self.device, self.precision,
                                       channels_last=channels_last, ort_spinning=ort_spinning)
         # the model the network stage runs (fused, in the runtime's dtype and layout), or for a runtime

@@ -97,7 +97,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module, spinning: bool = True):
+    def __init__(self, model: nn.Module | None, spinning: bool = True, *, graph: str | None = None):
         import onnxruntime as ort
 
         from . import onnx_cache
@@ -106,8 +106,12 @@ class OnnxRuntime(Runtime):
         self.spinning = bool(spinning)
         self._threads = torch.get_num_threads()
         options = self.session_options(self._threads, self.spinning)
-        self.session = onnx_cache.load_logits_graph(
-            model, lambda graph: ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]))
+
+        def session(g):
+            return ort.InferenceSession(g, options, providers=["CPUExecutionProvider"])
+
+        # graph: an ONNX file of the same form (an int8 graph of fastseg.quantize)
+        self.session = session(graph) if graph is not None else onnx_cache.load_logits_graph(model, session)
 
     @staticmethod
     def session_options(threads: int, spinning: bool):
