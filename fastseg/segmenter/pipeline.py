@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import numbers
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from .augment import pad, tiled_logits, tta_logits
 from .choice import PRECISIONS, check_precision, choose_runtime
 from .model_spec import resolve_model
 from .options import TTA, Tiling
+from .stream import FrameStream
 
 __all__ = ["Segmenter", "SegmentationResult"]
 
@@ -41,11 +42,16 @@ _REPLACED = {
 @dataclass
 class SegmentationResult:
     """labels: with the input's structure and kind; confidence: the maximum class probability per
-    pixel (float32, same structure), when asked for; timings: seconds per stage for this call."""
+    pixel (float32, same structure), when asked for; timings: seconds per stage for this call.
+    From `stream`: frame, the frame itself (as the source gave it); timestamp, its capture time;
+    latency, its age when the labels came out (seconds, on the stream's clock)."""
 
     labels: Any
     confidence: Any = None
     timings: dict = field(default_factory=dict)
+    timestamp: float | None = None
+    latency: float | None = None
+    frame: Any = None
 
 
 class Segmenter:
@@ -120,18 +126,31 @@ class Segmenter:
         with torch.inference_mode(), self.runtime.kernel_threads():
             return self._run(batch, return_confidence, None)
 
-    def stream(self, frames: Iterable, return_confidence: bool = False) -> Iterator[SegmentationResult]:
-        """`predict` for each frame of a video loop. The input buffer (the normalised float image) and the
-        labels / confidence arrays belong to this loop and are reused from frame to frame while the
-        frame size stays the same: each result's arrays are overwritten by the next frame (copy them
-        to keep them). Several loops may run on one Segmenter at once, from any threads."""
+    def stream(self, frames: Iterable | str, return_confidence: bool = False, *, live: bool = False,
+               clock=time.perf_counter) -> FrameStream:
+        """`predict` for each frame of a video loop; returns a `FrameStream` (iterate it).
+
+        frames: an iterable of frames or of (timestamp, frame) pairs, a `fastseg.video.VideoReader`,
+            or the name of a video file, camera (0, /dev/video0) or stream URL (decoded by PyAV).
+        live: read the source on a thread of its own and always segment the newest frame, dropping
+            the ones that arrived meanwhile (counted in the stream's `dropped`); a file is then
+            played at its own frame rate. Offline (the default) every frame is segmented.
+        clock: the clock of the timestamps; each result's `latency` is `clock() - timestamp`.
+
+        The input buffer (the normalised float image) and the labels / confidence arrays belong to
+        this loop and are reused from frame to frame while the frame size stays the same: each
+        result's arrays are overwritten by the next frame (copy them to keep them). Several loops
+        may run on one Segmenter at once, from any threads (`fastseg.segmenter.stream`)."""
         buffers = _InputBuffers()
         held = inputs.HeldOutputs()
-        for frame in frames:
+
+        def run(frame) -> SegmentationResult:
             with torch.inference_mode(), self.runtime.kernel_threads():
                 result = self._run(frame, return_confidence, buffers)
             result.labels, result.confidence = held.reuse(result.labels, result.confidence)
-            yield result
+            return result
+
+        return FrameStream(run, frames, live=live, clock=clock)
 
     def warmup(self, sizes: Sequence[int] | Sequence[Sequence[int]] = ((360, 480),), batch: int = 1) -> list[float]:
         """Run a frame of each (height, width) in `sizes` once, so that first-call costs (Inductor's

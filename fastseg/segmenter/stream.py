@@ -1,0 +1,97 @@
+"""`Segmenter.stream`'s loop: frames with their capture timestamps in, results with their latency out.
+
+Each result carries `timestamp` (the frame's capture time, see `fastseg.video.sources`) and `latency`
+(the frame's age when its labels come out: `clock() - timestamp`; for a video file read offline,
+whose timestamps are its presentation times, the age since the frame was decoded).
+
+- Offline (`live=False`): every frame is segmented, in order. A decoder source (a `VideoReader`, or
+  the name of a file) is decoded on a thread of its own, a frame or two ahead, so that decoding
+  frame N+1 (FFmpeg, without the GIL) overlaps the network on frame N.
+- Live (`live=True`): the source is read on a thread of its own as fast as it delivers, and only the
+  newest frame is kept: when the network is slower than the source, the frames that arrived while
+  it ran are dropped (counted in `dropped`) and the next result is always of the freshest frame, so
+  latency stays within one network time plus one source interval instead of growing. A file
+  named as a live source is played at its own frame rate.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+Clock = Callable[[], float]
+
+
+class FrameStream:
+    """The iterator `Segmenter.stream` returns. `received`: frames taken from the source; `dropped`:
+    live frames skipped because a newer one arrived first; `processed`: results handed out.
+    Use it in a `with` block (or call `close()`) to stop a live source's reader early."""
+
+    def __init__(self, run: Callable[[Any], Any], source: Iterable, *, live: bool = False,
+                 clock: Clock = time.perf_counter):
+        self._run, self._source, self.live, self.clock = run, source, bool(live), clock
+        self._worker: Any = None
+        self._frames: Iterator | None = None
+        self.processed = 0
+        self._taken = 0
+
+    @property
+    def dropped(self) -> int:
+        return getattr(self._worker, "dropped", 0)
+
+    @property
+    def received(self) -> int:
+        return getattr(self._worker, "received", self._taken)
+
+    def _start(self) -> Iterator:
+        """(timestamp, frame, born) per frame: a frame's age counts from `born` (on the clock)."""
+        from ..video import sources
+
+        source, clock = self._source, self.clock
+        named = isinstance(source, (str, int, os.PathLike))
+        if self.live:
+            if sources.is_file_source(source):
+                frames = sources.paced(sources.open_source(source), clock)
+            elif named:
+                frames = sources.anchored(sources.open_source(source), clock)
+            else:
+                frames = sources.timestamped(source, clock)
+            self._worker = sources.Latest(sources.aged(frames))
+            return iter(self._worker)
+        if named or isinstance(source, sources.VideoReader):
+            reader = source if isinstance(source, sources.VideoReader) else sources.open_source(source)
+            self._worker = sources.Prefetch(sources.decoded(reader, clock))
+            return iter(self._worker)
+        return sources.aged(sources.timestamped(source, clock))
+
+    def __iter__(self) -> FrameStream:
+        return self
+
+    def __next__(self):
+        if self._frames is None:
+            self._frames = self._start()
+        try:
+            timestamp, frame, born = next(self._frames)
+        except BaseException:
+            self.close()
+            raise
+        self._taken += 1
+        result = self._run(frame)
+        result.frame, result.timestamp = frame, timestamp
+        result.latency = self.clock() - born
+        self.processed += 1
+        return result
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
