@@ -129,10 +129,28 @@ def test_stream_sources_and_timestamps(model_file):
     bare = list(seg.stream(iter(frames)))
     assert all(0 <= r.latency < 5 for r in bare) and bare[0].frame is frames[0]
     assert [t for t, _ in timestamped([(1, "a"), "b"], clock=lambda: 7.0)] == [1.0, 7.0]
-    now = [0.0]
-    played = list(paced([(0.0, "a"), (0.5, "b")], clock=lambda: now[0],
-                        sleep=lambda s: now.__setitem__(0, now[0] + s)))
-    assert played == [(0.0, "a"), (0.5, "b")] and now[0] == 0.5
+    # a file played live: each frame at its time; one decoded after the next was due is skipped
+    class Frame:
+        def __init__(self, name):
+            self.name = name
+
+        def to_ndarray(self, format):
+            return self.name
+
+    class Reader:
+        info = type("Info", (), {"fps": Fraction(2)})
+
+        def decoded(self):
+            for t, name in [(0.0, "a"), (0.5, "b"), (1.0, "slow"), (1.5, "late"), (2.0, "c")]:
+                if name == "slow":
+                    now[0] += 1.2  # this frame takes long to decode
+                yield t, Frame(name)
+
+    now, skipped = [0.0], []
+    played = list(paced(Reader(), clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
+                        skipped=lambda: skipped.append(now[0])))
+    # "slow" is ready at 1.7 s, after "late" was due (1.5 s): skipped; "late" is still the newest
+    assert played == [(0.0, "a"), (0.5, "b"), (1.5, "late"), (2.0, "c")] and skipped == [1.7]
 
 
 def test_stream_of_a_file_equals_predict(tmp_path, model_file):

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import crf, memory, models, ops
+from . import crf, memory, models, ops, stream
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -52,6 +52,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("lraspp", models.lraspp),
     Case("lraspp_compile", models.lraspp_compile),
     Case("deeplabv3", models.deeplabv3),
+    Case("stream", stream.stream),
 )}
 
 

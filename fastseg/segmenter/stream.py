@@ -52,9 +52,12 @@ class FrameStream:
         named = isinstance(source, (str, int, os.PathLike))
         if self.live:
             if sources.is_file_source(source):
-                frames = sources.paced(sources.open_source(source), clock)
-            elif named:
-                frames = sources.anchored(sources.open_source(source), clock)
+                reader = sources.open_source(source, live=True)
+                self._worker = sources.Latest(
+                    lambda latest: sources.aged(sources.paced(reader, clock, skipped=latest.skip)))
+                return iter(self._worker)
+            if named:
+                frames = sources.anchored(sources.open_source(source, live=True), clock)
             else:
                 frames = sources.timestamped(source, clock)
             self._worker = sources.Latest(sources.aged(frames))

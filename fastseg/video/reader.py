@@ -74,9 +74,11 @@ class VideoReader:
     source: a path, a URL (rtsp://, http://, ...) or a device (/dev/video0).
     format: FFmpeg's input format when it cannot be guessed from the name ("v4l2" for a camera).
     options: FFmpeg's input options (e.g. {"rtsp_transport": "tcp"}).
+    live: decode for the lowest delay (slice threads only: frame threads hold a few frames back).
     """
 
-    def __init__(self, source: str | os.PathLike, format: str | None = None, options: dict | None = None):
+    def __init__(self, source: str | os.PathLike, format: str | None = None, options: dict | None = None,
+                 live: bool = False):
         av = require_av()
         self.source = str(source)
         try:
@@ -87,7 +89,8 @@ class VideoReader:
             self._container.close()
             raise VideoDecodeError(self.source, 0, "no video stream")
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"  # FFmpeg decodes on its own threads (frame / slice threads)
+        # FFmpeg decodes on threads of its own; frame threads give the most throughput but hold frames back
+        self._stream.thread_type = "SLICE" if live else "AUTO"
         ctx = self._stream.codec_context
         fps = self._stream.average_rate or self._stream.guessed_rate or DEFAULT_FPS
         duration = self._container.duration
@@ -98,16 +101,21 @@ class VideoReader:
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         """(presentation time in seconds, uint8 RGB [H,W,3]) per frame, in display order."""
+        for seconds, frame in self.decoded():
+            yield seconds, frame.to_ndarray(format="rgb24")
+
+    def decoded(self) -> Iterator[tuple[float, Any]]:
+        """(presentation time, PyAV frame) per frame: `frame.to_ndarray(format="rgb24")` converts it,
+        which a live reader skips for frames that are stale before they are converted."""
         av = require_av()
         interval = 1.0 / float(self.info.fps)
         last = None
         try:
             for frame in self._container.decode(self._stream):
                 seconds = frame.time if frame.time is not None else self.frames_read * interval
-                rgb = frame.to_ndarray(format="rgb24")
                 self.frames_read += 1
                 last = seconds
-                yield seconds, rgb
+                yield seconds, frame
         except av.FFmpegError as exc:
             raise VideoDecodeError(self.source, self.frames_read, f"decoding failed: {exc}") from exc
         self._check_complete(last, interval)

@@ -32,17 +32,17 @@ from .reader import VideoReader
 Clock = Callable[[], float]
 
 
-def open_source(source: str | os.PathLike | int) -> VideoReader:
+def open_source(source: str | os.PathLike | int, live: bool = False) -> VideoReader:
     """A camera (an index like 0 or "0", or /dev/videoN, read through V4L2), a URL (rtsp://, http://,
-    ...; RTSP over TCP) or a file."""
+    ...; RTSP over TCP) or a file; `live`: decoded for the lowest delay."""
     text = str(source)
     if text.isdigit():
         text = f"/dev/video{text}"
     if text.startswith("/dev/video"):
-        return VideoReader(text, format="v4l2")
+        return VideoReader(text, format="v4l2", live=live)
     if text.startswith("rtsp://"):
-        return VideoReader(text, options={"rtsp_transport": "tcp"})
-    return VideoReader(text)
+        return VideoReader(text, options={"rtsp_transport": "tcp"}, live=live)
+    return VideoReader(text, live=live)
 
 
 def is_file_source(source: Any) -> bool:
@@ -82,26 +82,34 @@ def anchored(reader: Iterable[tuple[float, Any]], clock: Clock = time.perf_count
         yield min(now, seconds + offset), frame
 
 
-def paced(reader: Iterable[tuple[float, Any]], clock: Clock = time.perf_counter,
-          sleep: Callable[[float], None] = time.sleep) -> Iterator[tuple[float, Any]]:
+def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
+          skipped: Callable[[], None] | None = None) -> Iterator[tuple[float, Any]]:
     """A recorded video played as a live source: each frame is decoded, then released at its
-    presentation time after the first one, stamped with that time."""
+    presentation time after the first one, stamped with that time. A frame decoded after the next
+    one was due (the decoder behind real time, on a machine busy with the model) is not converted
+    to RGB but skipped, as a camera's frame would have been overwritten; `skipped()` is called."""
     start = None
-    for seconds, frame in reader:
+    interval = 1.0 / float(reader.info.fps)
+    for seconds, frame in reader.decoded():
         if start is None:
             start = clock() - seconds
         due = start + seconds
         wait = due - clock()
         if wait > 0:
             sleep(wait)
-        yield due, frame
+        elif -wait > interval:
+            if skipped is not None:
+                skipped()
+            continue
+        yield due, frame.to_ndarray(format="rgb24")
 
 
 class _Worker:
-    """Runs `items` on a daemon thread of its own; `close()` asks it to stop at the next item."""
+    """Runs `items` on a daemon thread of its own; `close()` asks it to stop at the next item.
+    `items` may be a function of the worker that returns them (for a source that reports to it)."""
 
-    def __init__(self, items: Iterator, name: str):
-        self._items = items
+    def __init__(self, items: Iterator | Callable[[Any], Iterator], name: str):
+        self._items = items(self) if callable(items) else items
         self._stop = threading.Event()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -181,6 +189,12 @@ class Latest(_Worker):
         self.received = 0
         self.dropped = 0
         super().__init__(items, "fastseg-live")
+
+    def skip(self) -> None:
+        """A frame the source dropped before handing it over (counted as received and dropped)."""
+        with self._cond:
+            self.received += 1
+            self.dropped += 1
 
     def put(self, item) -> None:
         with self._cond:
