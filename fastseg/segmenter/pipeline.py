@@ -211,8 +211,9 @@ class Segmenter:
             logits, padded = self.logits(x)
             t2 = sync()
             if self.crf is None:
+                into = None if buffers is None or (H, W) != padded else buffers.labels(logits, n, H, W)
                 res = ops.upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
-                                          return_confidence=return_confidence)
+                                          return_confidence=return_confidence, out=into)
                 labels, conf = res if return_confidence else (res, None)
                 if (H, W) != padded:
                     labels, conf = labels[:, :H, :W], (None if conf is None else conf[:, :H, :W])
@@ -240,19 +241,27 @@ class Segmenter:
 
 
 class _InputBuffers:
-    """One stream's normalised-input buffers, by batch size and frame size: a video loop of one
-    frame size writes every frame into the same buffer. Kept for the latest sizes only."""
+    """One stream's normalised-input buffers and label buffers, by batch size and frame size: a
+    video loop of one frame size writes every frame into the same ones. Kept for the latest sizes only."""
 
-    KEEP = 4  # a list input of several sizes needs one per size
+    KEEP = 8  # a list input of several sizes needs one of each per size
 
     def __init__(self):
         self._buffers: dict = {}
 
     def get(self, seg: Segmenter, n: int, h: int, w: int) -> torch.Tensor:
-        key = (n, h, w)
+        return self._kept((n, h, w), lambda: seg.input_buffer(n, h, w))
+
+    def labels(self, logits: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
+        """The labels [n,h,w] of the fused tail, in its default dtype, on the logits' device."""
+        dtype = torch.uint8 if logits.shape[1] <= 256 else torch.int64
+        return self._kept(("labels", n, h, w, dtype, logits.device),
+                          lambda: torch.empty((n, h, w), dtype=dtype, device=logits.device))
+
+    def _kept(self, key, make) -> torch.Tensor:
         x = self._buffers.pop(key, None)
         if x is None:
-            x = seg.input_buffer(n, h, w)
+            x = make()
             if len(self._buffers) >= self.KEEP:
                 self._buffers.pop(next(iter(self._buffers)))
         self._buffers[key] = x  # most recently used last

@@ -138,11 +138,12 @@ class _Worker:
 
 
 class Prefetch(_Worker):
-    """Decodes up to `depth` frames ahead of the consumer; nothing is dropped."""
+    """Decodes up to `depth` frames ahead of the consumer; nothing is dropped. One is enough to
+    overlap decoding with the model, and each more adds a model time to every frame's age."""
 
     _END = object()
 
-    def __init__(self, items: Iterator, depth: int = 2):
+    def __init__(self, items: Iterator, depth: int = 1):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         super().__init__(items, "fastseg-prefetch")
 
