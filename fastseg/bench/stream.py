@@ -13,6 +13,10 @@ folder. For each model and size, two runs over the same video:
   check: p99 frame age <= p99 model time + one source interval (a frame waits at most one interval
   for the model, then takes the model's time), i.e. latency does not grow with the video's length.
 
+A ratio row says whether decoding on the stream's own thread pays: the default model over the
+480x360 video (its first 60 frames) by `seg.stream(path)` against the same frames decoded inline
+in the loop (`seg.stream(frames of VideoReader(path))`), interleaved, same labels.
+
 Latencies are absolute times of this machine (a real-time loop's budget is in milliseconds); the
 results file records the machine and its load with them.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .measure import Figure
+from .measure import Agreement, Figure, Reference, Row, measure
 
 SOURCE_FPS = 30
 SIZES = ((360, 480), (1024, 2048))  # CamVid's own size; a Cityscapes-sized frame
@@ -86,13 +90,33 @@ def models() -> dict:
             "LR-ASPP MobileNetV3-Large": lambda: create("lraspp_mobilenet_v3_large", num_classes=21).eval()}
 
 
-def stream(quick: bool, camvid: Path, frames: int | None = None) -> list[Figure]:
+def prefetch_row(seg, video: Path, shape: str, rounds: int) -> Row:
+    """The stream of a file (decoded a frame ahead on its own thread) against decoding inline."""
+    from ..video import VideoReader
+
+    def ahead():
+        return [r.labels.copy() for r in seg.stream(str(video))]
+
+    def inline():
+        with VideoReader(video) as reader:
+            return [r.labels.copy() for r in seg.stream(frame for _, frame in reader)]
+
+    same = all(np.array_equal(a, b) for a, b in zip(ahead(), inline(), strict=True))
+    return measure("stream of a video file", shape, {"decoding on the stream's own thread": ahead},
+                   {"decoding inline, in the loop": Reference(inline, Agreement.exact(same))}, rounds)[0]
+
+
+def stream(quick: bool, camvid: Path, frames: int | None = None) -> list[Row | Figure]:
     """Offline and live latency of each model at each size; quick: 60 frames instead of 500."""
     from .. import Segmenter
 
     frames = frames or (60 if quick else 500)
-    figures = []
+    figures: list[Row | Figure] = []
     with tempfile.TemporaryDirectory(prefix="fastseg-stream-") as tmp:
+        short = camvid_video(camvid, Path(tmp) / "camvid_short.mp4", 60, SIZES[0])
+        seg = Segmenter(models()["default model (CamVid U-Net)"]())
+        seg.warmup([SIZES[0]])
+        figures.append(prefetch_row(seg, short, "480x360 H.264, 60 CamVid frames, default model", 3 if quick else 5))
         for h, w in SIZES:
             video = camvid_video(camvid, Path(tmp) / f"camvid_{w}x{h}.mp4", frames, (h, w))
             for name, make in models().items():

@@ -32,6 +32,7 @@ class FrameStream:
                  clock: Clock = time.perf_counter):
         self._run, self._source, self.live, self.clock = run, source, bool(live), clock
         self._worker: Any = None
+        self._opened: Any = None  # a reader this stream opened from a name, closed with it
         self._frames: Iterator | None = None
         self.processed = 0
         self._taken = 0
@@ -52,18 +53,22 @@ class FrameStream:
         named = isinstance(source, (str, int, os.PathLike))
         if self.live:
             if sources.is_file_source(source):
-                reader = sources.open_source(source, live=True)
+                reader = self._opened = sources.open_source(source, live=True)
                 self._worker = sources.Latest(
                     lambda latest: sources.aged(sources.paced(reader, clock, skipped=latest.skip)))
                 return iter(self._worker)
             if named:
-                frames = sources.anchored(sources.open_source(source, live=True), clock)
+                self._opened = sources.open_source(source, live=True)
+                frames = sources.anchored(self._opened, clock)
             else:
                 frames = sources.timestamped(source, clock)
             self._worker = sources.Latest(sources.aged(frames))
             return iter(self._worker)
         if named or isinstance(source, sources.VideoReader):
-            reader = source if isinstance(source, sources.VideoReader) else sources.open_source(source)
+            if isinstance(source, sources.VideoReader):
+                reader = source
+            else:
+                reader = self._opened = sources.open_source(source)
             self._worker = sources.Prefetch(sources.decoded(reader, clock))
             return iter(self._worker)
         return sources.aged(sources.timestamped(source, clock))
@@ -89,6 +94,9 @@ class FrameStream:
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close()
+            if self._opened is not None and not self._worker.running:  # a device is let go now
+                self._opened.close()
+                self._opened = None
 
     def __enter__(self) -> FrameStream:
         return self

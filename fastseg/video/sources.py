@@ -136,6 +136,10 @@ class _Worker:
         self._stop.set()
         self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
 
 class Prefetch(_Worker):
     """Decodes up to `depth` frames ahead of the consumer; nothing is dropped. One is enough to

@@ -164,8 +164,9 @@ def _check_out(out, shape: tuple, dtype: torch.dtype, device: torch.device) -> N
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out: expected a torch tensor, got {type(out).__name__}")
     if tuple(out.shape) != shape or out.dtype != dtype or out.device != device or not out.is_contiguous():
+        strided = "" if out.is_contiguous() else ", strided"
         raise ValueError(f"out: expected a contiguous {dtype} tensor of shape {shape} on {device}, got "
-                         f"{out.dtype} {tuple(out.shape)} on {out.device}" + ("" if out.is_contiguous() else ", strided"))
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}{strided}")
 
 
 def _label_dtype(out_dtype, C: int) -> torch.dtype:
