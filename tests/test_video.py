@@ -116,7 +116,8 @@ def test_live_source_faster_than_the_model(model_file, monkeypatch):
     assert stream.processed == len(results) == stream.received - stream.dropped
     assert (np.diff(stamps) > 0).all()                  # always a newer frame
     # a frame waits at most one source interval for the model, then the model's time: no growth
-    bound = busy.max() + 1 / 30 + 0.03                  # 30 ms for a busy shared machine
+    # (+ 0.1 s for a busy shared machine; a queue that kept every frame would reach ~4 s by the end)
+    bound = busy.max() + 1 / 30 + 0.1
     assert np.percentile(latency, 99) <= bound, (latency, bound)
     assert latency[-5:].mean() <= bound
 
@@ -139,6 +140,10 @@ def test_stream_sources_and_timestamps(model_file):
 
     class Reader:
         info = type("Info", (), {"fps": Fraction(2)})
+        skipping: list = []
+
+        def skip_nonreference(self, skip):
+            self.skipping.append(skip)
 
         def decoded(self):
             for t, name in [(0.0, "a"), (0.5, "b"), (1.0, "slow"), (1.5, "late"), (2.0, "c")]:
@@ -151,6 +156,7 @@ def test_stream_sources_and_timestamps(model_file):
                         skipped=lambda: skipped.append(now[0])))
     # "slow" is ready at 1.7 s, after "late" was due (1.5 s): skipped; "late" is still the newest
     assert played == [(0.0, "a"), (0.5, "b"), (1.5, "late"), (2.0, "c")] and skipped == [1.7]
+    assert Reader.skipping == [False, False, True, False, False]  # B-frames skipped while behind
 
 
 def test_stream_of_a_file_equals_predict(tmp_path, model_file):

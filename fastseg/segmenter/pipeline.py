@@ -127,7 +127,7 @@ class Segmenter:
             return self._run(batch, return_confidence, None)
 
     def stream(self, frames: Iterable | str, return_confidence: bool = False, *, live: bool = False,
-               clock=time.perf_counter) -> FrameStream:
+               clock=time.perf_counter, prefetch: bool = False) -> FrameStream:
         """`predict` for each frame of a video loop; returns a `FrameStream` (iterate it).
 
         frames: an iterable of frames or of (timestamp, frame) pairs, a `fastseg.video.VideoReader`,
@@ -136,6 +136,8 @@ class Segmenter:
             the ones that arrived meanwhile (counted in the stream's `dropped`); a file is then
             played at its own frame rate. Offline (the default) every frame is segmented.
         clock: the clock of the timestamps; each result's `latency` is `clock() - timestamp`.
+        prefetch: decode a video file's next frame on a thread of its own while the network runs
+            (pays where the network leaves cores idle; `fastseg.segmenter.stream`).
 
         The input buffer (the normalised float image) and the labels / confidence arrays belong to
         this loop and are reused from frame to frame while the frame size stays the same: each
@@ -150,7 +152,7 @@ class Segmenter:
             result.labels, result.confidence = held.reuse(result.labels, result.confidence)
             return result
 
-        return FrameStream(run, frames, live=live, clock=clock)
+        return FrameStream(run, frames, live=live, clock=clock, prefetch=prefetch)
 
     def warmup(self, sizes: Sequence[int] | Sequence[Sequence[int]] = ((360, 480),), batch: int = 1) -> list[float]:
         """Run a frame of each (height, width) in `sizes` once, so that first-call costs (Inductor's

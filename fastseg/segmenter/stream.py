@@ -5,8 +5,12 @@ Each result carries `timestamp` (the frame's capture time, see `fastseg.video.so
 whose timestamps are its presentation times, the age since the frame was decoded).
 
 - Offline (`live=False`): every frame is segmented, in order. A decoder source (a `VideoReader`, or
-  the name of a file) is decoded on a thread of its own, a frame or two ahead, so that decoding
-  frame N+1 (FFmpeg, without the GIL) overlaps the network on frame N.
+  the name of a file) is decoded in the loop, or with `prefetch=True` on a thread of its own, a
+  frame ahead, so that decoding frame N+1 (FFmpeg, without the GIL) overlaps the network on frame
+  N. That pays only where the network leaves cores idle: on a 2-core machine whose cores ONNX
+  Runtime fills, the decoder's thread slowed the loop (`fastseg bench --stream` measures it), so it
+  is not the default. Preprocessing is not overlapped: it is one native pass, well under a hundredth
+  of the network's time.
 - Live (`live=True`): the source is read on a thread of its own as fast as it delivers, and only the
   newest frame is kept: when the network is slower than the source, the frames that arrived while
   it ran are dropped (counted in `dropped`) and the next result is always of the freshest frame, so
@@ -29,8 +33,9 @@ class FrameStream:
     Use it in a `with` block (or call `close()`) to stop a live source's reader early."""
 
     def __init__(self, run: Callable[[Any], Any], source: Iterable, *, live: bool = False,
-                 clock: Clock = time.perf_counter):
+                 clock: Clock = time.perf_counter, prefetch: bool = False):
         self._run, self._source, self.live, self.clock = run, source, bool(live), clock
+        self.prefetch = bool(prefetch)
         self._worker: Any = None
         self._opened: Any = None  # a reader this stream opened from a name, closed with it
         self._frames: Iterator | None = None
@@ -69,6 +74,8 @@ class FrameStream:
                 reader = source
             else:
                 reader = self._opened = sources.open_source(source)
+            if not self.prefetch:
+                return sources.decoded(reader, clock)
             self._worker = sources.Prefetch(sources.decoded(reader, clock))
             return iter(self._worker)
         return sources.aged(sources.timestamped(source, clock))

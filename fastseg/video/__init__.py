@@ -3,7 +3,7 @@
     from fastseg.video import VideoReader, read_labels
     with VideoReader("drive.mp4") as video:          # RGB frames and their presentation times
         for seconds, rgb in video: ...
-    for result in seg.stream("drive.mp4"): ...       # every frame, decoded ahead on its own thread
+    for result in seg.stream("drive.mp4"): ...       # every frame (prefetch=True: decoded ahead)
     for result in seg.stream(0, live=True): ...      # a camera: always the newest frame
 
 `reader` (decoding, damaged-file detection), `writer` (overlay videos and lossless label videos,

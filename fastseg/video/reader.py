@@ -98,6 +98,8 @@ class VideoReader:
                               int(self._stream.frames) or None,
                               None if duration is None else duration / av.time_base)
         self.frames_read = 0
+        self._skipping = False   # non-reference frames left undecoded (a live reader behind real time)
+        self._skipped = False    # ... at some point: the frame count stated no longer applies
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         """(presentation time in seconds, uint8 RGB [H,W,3]) per frame, in display order."""
@@ -120,9 +122,17 @@ class VideoReader:
             raise VideoDecodeError(self.source, self.frames_read, f"decoding failed: {exc}") from exc
         self._check_complete(last, interval)
 
+    def skip_nonreference(self, skip: bool) -> None:
+        """Leave the frames no other frame depends on (B-frames) undecoded, or decode all again: the
+        least decoding a live reader that has fallen behind real time can do to catch up."""
+        if skip != self._skipping:
+            self._stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+            self._skipping = skip
+            self._skipped = self._skipped or skip
+
     def _check_complete(self, last: float | None, interval: float) -> None:
         stated = self.info.frames
-        if stated is not None and self.frames_read < stated:
+        if stated is not None and self.frames_read < stated and not self._skipped:
             raise VideoDecodeError(self.source, self.frames_read, f"truncated: the file states {stated} frames")
         start = self._stream.start_time
         start = 0.0 if start is None else float(start * self._stream.time_base)

@@ -85,9 +85,10 @@ def anchored(reader: Iterable[tuple[float, Any]], clock: Clock = time.perf_count
 def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
           skipped: Callable[[], None] | None = None) -> Iterator[tuple[float, Any]]:
     """A recorded video played as a live source: each frame is decoded, then released at its
-    presentation time after the first one, stamped with that time. A frame decoded after the next
-    one was due (the decoder behind real time, on a machine busy with the model) is not converted
-    to RGB but skipped, as a camera's frame would have been overwritten; `skipped()` is called."""
+    presentation time after the first one, stamped with that time. When the decoder falls behind
+    real time (a machine busy with the model), a frame decoded after the next one was due is not
+    converted to RGB but skipped, as a camera's frame would have been overwritten (`skipped()` is
+    called), and frames no other depends on are left undecoded until it has caught up."""
     start = None
     interval = 1.0 / float(reader.info.fps)
     for seconds, frame in reader.decoded():
@@ -95,9 +96,11 @@ def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable
             start = clock() - seconds
         due = start + seconds
         wait = due - clock()
+        late = -wait > interval
+        reader.skip_nonreference(late)
         if wait > 0:
             sleep(wait)
-        elif -wait > interval:
+        elif late:
             if skipped is not None:
                 skipped()
             continue
