@@ -60,14 +60,19 @@ def percentiles(values) -> dict:
             "max": round(float(ms.max()), 2)}
 
 
-def run_stream(seg, path: Path, live: bool) -> dict:
-    """Latency figures of one pass over the video."""
+def run_stream(seg, path: Path, live: bool, frames: int) -> dict:
+    """Latency figures of one pass over the video. Live, the pass stops while the source still has
+    twice the slowest frame time to play: a frame taken after the source ended has no newer frame
+    to replace it and would count the wait for a frame that never comes."""
     model_times, ages = [], []
     start = time.perf_counter()
     with seg.stream(str(path), live=live) as stream:
         for result in stream:
             model_times.append(result.timings["total"])
             ages.append(result.latency)
+            left = frames - stream.received
+            if live and left < SOURCE_FPS * 2 * max(model_times):
+                break
         received, dropped = stream.received, stream.dropped
     seconds = time.perf_counter() - start
     return {"frames": received, "segmented": len(ages), "dropped": dropped,
@@ -123,11 +128,11 @@ def stream(quick: bool, camvid: Path, frames: int | None = None) -> list[Row | F
                 seg = Segmenter(make())
                 seg.warmup([(h, w)])
                 shape = f"{w}x{h} H.264, {frames} CamVid frames at {SOURCE_FPS} frames/s, {name}"
-                offline = run_stream(seg, video, live=False)
+                offline = run_stream(seg, video, False, frames)
                 print(f"{shape}: {_text('offline', offline)}", file=sys.stderr, flush=True)
                 figures.append(Figure("stream latency", shape, _text("offline", offline), True,
                                       {"mode": "offline", **offline}))
-                live = run_stream(seg, video, live=True)
+                live = run_stream(seg, video, True, frames)
                 print(f"{shape}: {_text('live', live)}", file=sys.stderr, flush=True)
                 bound = live["latency_ms"]["p99"] + 1e3 / SOURCE_FPS
                 ok = live["age_ms"]["p99"] <= bound

@@ -89,11 +89,16 @@ def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable
     real time (a machine busy with the model), a frame decoded after the next one was due is not
     converted to RGB but skipped, as a camera's frame would have been overwritten (`skipped()` is
     called), and frames no other depends on are left undecoded until it has caught up."""
-    start = None
+    start: float | None = None
+    previous = 0.0
     interval = 1.0 / float(reader.info.fps)
     for seconds, frame in reader.decoded():
         if start is None:
             start = clock() - seconds
+        elif skipped is not None:  # the frames the decoder left out count as skipped too
+            for _ in range(round((seconds - previous) / interval) - 1):
+                skipped()
+        previous = seconds
         due = start + seconds
         wait = due - clock()
         late = -wait > interval
