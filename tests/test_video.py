@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fastseg import bench
+from fastseg.bench.measure import Figure
+from fastseg.cli import main
+from fastseg.commands import demo
 from fastseg.segmenter import Segmenter
 from fastseg.video import VideoDecodeError, VideoReader, picture_writer, read_labels
 from fastseg.video.sources import Latest, paced, timestamped
@@ -193,3 +197,26 @@ def test_predict_live_plays_a_file_at_its_rate(model_file, tmp_path, capsys):
     written = list(read_labels(out / "labels" / "clip.mkv"))
     assert 1 <= len(written) <= 12 and written[0].shape == (48, 64)
     assert fastseg_cli("predict", path, "--live", path, "--out", out) == 2   # one or the other
+
+
+def test_bench_stream_options(tmp_path, capsys, monkeypatch):
+    assert main(["bench", "--stream", "--only", "crf", "--out", str(tmp_path)]) == 2
+    monkeypatch.setattr(demo, "find_camvid", lambda root: None)
+    assert main(["bench", "--stream", "--out", str(tmp_path)]) == 2
+    assert "--camvid" in capsys.readouterr().err
+    seen = {}
+
+    def fake(quick, camvid, frames=None):
+        seen.update(camvid=camvid, frames=frames)
+        values = {"mode": "live", "frames": 9, "dropped": 4, "throughput_fps": 5.0, "bound_ms": 40.0,
+                  "latency_ms": dict.fromkeys(("p50", "p95", "p99", "max"), 10.0),
+                  "age_ms": dict.fromkeys(("p50", "p95", "p99", "max"), 20.0)}
+        return [Figure("stream latency", "480x360", "live: ...", True, values)]
+
+    monkeypatch.setitem(bench.CASES, "stream", bench.Case("stream", fake))
+    (tmp_path / "val").mkdir()
+    assert main(["bench", "--stream", "--camvid", str(tmp_path), "--frames", "9", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    assert seen == {"camvid": tmp_path, "frames": 9}
+    assert "| 480x360 | live | 10 / 10 / 10 / 10 | 20 / 20 / 20 / 20 | 5.0 | 4 of 9 | p99 age <= 40 ms: yes |" \
+        in capsys.readouterr().out
