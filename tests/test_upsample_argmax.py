@@ -396,3 +396,20 @@ def test_bad_options():
         ua(x, (4, 4), align_corners=1)
     with pytest.raises(TypeError, match="return_confidence"):
         ua(x, (4, 4), return_confidence="yes")
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_out_receives_the_labels(backend):
+    """out=: a video loop's labels buffer, written in place and returned (no new array)."""
+    x = torch.randn(2, 7, 9, 13)
+    upsample_argmax = fastseg.ops.upsample_argmax
+    expected = upsample_argmax(x, (30, 41), backend=backend)
+    out = torch.full((2, 30, 41), 99, dtype=torch.uint8)
+    got = upsample_argmax(x, (30, 41), backend=backend, out=out)
+    assert got is out and torch.equal(out, expected)
+    labels, conf = upsample_argmax(x, (30, 41), backend=backend, return_confidence=True, out=out)
+    assert labels is out and conf.shape == (2, 30, 41)
+    with pytest.raises(ValueError, match="out"):
+        upsample_argmax(x, (30, 41), out=torch.empty((2, 30, 40), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="out"):
+        upsample_argmax(x, (30, 41), out=torch.empty((2, 30, 41), dtype=torch.int64))

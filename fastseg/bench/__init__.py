@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import arena, cpu_engines, crf, int8, memory, models, ops
+from . import arena, cpu_engines, crf, int8, memory, models, ops, stream
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -59,6 +59,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("cpu_engines_default", cpu_engines.default_model),
     Case("cpu_engines_lraspp", cpu_engines.lraspp),
     Case("int8_camvid", int8.int8_camvid),
+    Case("stream", stream.stream),
 )}
 
 

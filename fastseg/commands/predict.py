@@ -25,14 +25,18 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_write, remove_stale_temporaries
-from . import _inputs
+from . import _inputs, _predict_video
 from ._model import add_model_arguments, choose_model
 
 KINDS = ("labels", "color", "overlay")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or glob patterns")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image or video files, folders, or glob patterns")
+    parser.add_argument("--live", metavar="SOURCE", default=None,
+                        help="segment a live source instead: a camera (0, /dev/video0), a stream URL (rtsp://, "
+                             "http://) or a video file played at its own frame rate; always the newest frame")
     parser.add_argument("--out", "-o", required=True, type=Path, help="output folder")
     parser.add_argument("--recursive", "-r", action="store_true", help="also the images in sub-folders of folders")
     parser.add_argument("--save", default="labels,color,overlay", type=_kinds,
@@ -59,7 +63,10 @@ def _kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-def output_paths(out: Path, key: str, kinds) -> dict[str, Path]:
+def output_paths(out: Path, key: str, kinds, path: Path | None = None) -> dict[str, Path]:
+    """The outputs of the input `path` (an image's PNGs, or a video's videos) under key K."""
+    if path is not None and _predict_video.is_video(path):
+        return _predict_video.output_paths(out, key, kinds)
     return {kind: out / kind / f"{key}.png" for kind in kinds}
 
 
@@ -95,13 +102,19 @@ def write_outputs(paths: dict[str, Path], image: np.ndarray, labels: np.ndarray,
 def run(args) -> int:
     import torch
 
-    from ..segmenter import TTA, Segmenter
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if not 0 <= args.alpha <= 1:
         print("fastseg predict: --alpha must be in [0, 1]", file=sys.stderr)
         return 2
+    if (args.live is None) == (not args.inputs):
+        print("fastseg predict: give INPUT files or --live SOURCE (one of the two)", file=sys.stderr)
+        return 2
+    if args.live is not None:
+        from ._predict_live import run_live
+
+        made = _segmenter(args)
+        return 2 if made is None else run_live(args, made[1], made[0].palette)
     try:
         found = _inputs.find_inputs(args.inputs, args.recursive, exclude=args.out)
     except ValueError as exc:
@@ -114,7 +127,7 @@ def run(args) -> int:
         return 1
 
     todo = [s for s in found.sources
-            if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save).values())]
+            if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save, s.path).values())]
     done_before = len(found.sources) - len(todo)
     print(f"fastseg predict: {_count(len(found.sources), 'image')} -> {args.out}/{{{','.join(args.save)}}}/"
           + (f"; {done_before} already done, skipped" if done_before else "")
@@ -129,17 +142,10 @@ def run(args) -> int:
     if stale:
         print(f"fastseg predict: removed {_count(stale, 'temporary file')} that an interrupted run left behind")
 
-    try:
-        chosen = choose_model(args.model, args.num_classes, args.dataset)
-        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
-        seg = Segmenter(args.model if args.precision == "int8" else chosen.model, device=args.device,
-                        precision=args.precision,
-                        crf=chosen.make_crf() if args.crf else None,
-                        tta=TTA(flip=True) if args.tta_flip else None)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"fastseg predict: {exc}", file=sys.stderr)
+    made = _segmenter(args)
+    if made is None:
         return 2
-    print(chosen.summary())
+    chosen, seg = made
 
     failed: list[tuple[Path, str]] = []
     finished, interrupted = 0, False
@@ -162,6 +168,24 @@ def run(args) -> int:
     return 1 if failed or found.missing else 0
 
 
+def _segmenter(args):
+    """(the chosen model, its Segmenter) for the command line's options, or None after saying why not."""
+    from ..segmenter import TTA, Segmenter
+
+    try:
+        chosen = choose_model(args.model, args.num_classes, args.dataset)
+        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
+        seg = Segmenter(args.model if args.precision == "int8" else chosen.model, device=args.device,
+                        precision=args.precision,
+                        crf=chosen.make_crf() if args.crf else None,
+                        tta=TTA(flip=True) if args.tta_flip else None)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"fastseg predict: {exc}", file=sys.stderr)
+        return None
+    print(chosen.summary())
+    return chosen, seg
+
+
 def _check_writable(out: Path, kinds) -> str | None:
     """Why the outputs cannot be written under out (None when they can): each kind's folder is
     made, and a file is created in it and removed."""
@@ -180,13 +204,19 @@ def _check_writable(out: Path, kinds) -> str | None:
 def _segment_one(source: _inputs.Source, seg, palette: np.ndarray, args) -> str | None:
     """Read, segment and write one image; the reason it failed, or None. A failure of one image must
     not stop the others, so any error is caught here (KeyboardInterrupt is not an Exception)."""
+    paths = output_paths(args.out, source.key, args.save, source.path)
+    if _predict_video.is_video(source.path):
+        try:
+            return _predict_video.segment_video(source.path, paths, seg, palette, args.alpha)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
     try:
         image = read_image(source.path)
     except Exception as exc:  # corrupt, truncated, not an image, unreadable
         return f"cannot read the image: {exc}"
     try:
         labels = seg.predict(image).labels
-        write_outputs(output_paths(args.out, source.key, args.save), image, labels, palette, args.alpha)
+        write_outputs(paths, image, labels, palette, args.alpha)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

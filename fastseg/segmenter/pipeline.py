@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import numbers
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from .cuda_frames import CudaFrames, FrameLoop
 from .model_spec import resolve_model
 from .options import TTA, Tiling
 from .precision import choose_precision
+from .stream import FrameStream
 
 __all__ = ["Segmenter", "SegmentationResult"]
 
@@ -47,12 +48,17 @@ class SegmentationResult:
     pixel (float32, same structure), when asked for; timings: seconds per stage for this call (on
     CUDA from events on the stream); ready: on CUDA, the event after which the outputs are written
     (labels of CUDA tensors stay on the device and nothing waits for them: wait for this event, or
-    use them on the same stream)."""
+    use them on the same stream). From `stream`: frame, the frame itself (as the source gave it);
+    timestamp, its capture time; latency, its age when the labels came out (seconds, on the
+    stream's clock)."""
 
     labels: Any
     confidence: Any = None
     timings: Mapping = field(default_factory=dict)
     ready: Any = None
+    timestamp: float | None = None
+    latency: float | None = None
+    frame: Any = None
 
 
 class Segmenter:
@@ -146,26 +152,43 @@ class Segmenter:
             _cpu_stream(stream)
             return self._run(batch, return_confidence, None)
 
-    def stream(self, frames: Iterable, return_confidence: bool = False, *, stream=None) -> Iterator[SegmentationResult]:
-        """`predict` for each frame of a video loop. The input buffer (the normalised float image) and the
-        labels / confidence arrays belong to this loop and are reused from frame to frame while the
-        frame size stays the same: each result's arrays are overwritten by the next frame (copy them
-        to keep them). Several loops may run on one Segmenter at once, from any threads."""
+    def stream(self, frames: Iterable | str, return_confidence: bool = False, *, live: bool = False,
+               clock=time.perf_counter, prefetch: bool = False, stream=None) -> FrameStream:
+        """`predict` for each frame of a video loop; returns a `FrameStream` (iterate it).
+
+        frames: an iterable of frames or of (timestamp, frame) pairs, a `fastseg.video.VideoReader`,
+            or the name of a video file, camera (0, /dev/video0) or stream URL (decoded by PyAV).
+        live: read the source on a thread of its own and always segment the newest frame, dropping
+            the ones that arrived meanwhile (counted in the stream's `dropped`); a file is then
+            played at its own frame rate. Offline (the default) every frame is segmented.
+        clock: the clock of the timestamps; each result's `latency` is `clock() - timestamp`.
+        prefetch: decode a video file's next frame on a thread of its own while the network runs
+            (pays where the network leaves cores idle; `fastseg.segmenter.stream`).
+        stream: on CUDA, the CUDA stream to queue the work on (default: the current one).
+
+        The input buffer (the normalised float image) and the labels / confidence arrays belong to
+        this loop and are reused from frame to frame while the frame size stays the same: each
+        result's arrays are overwritten by the next frame (copy them to keep them). Several loops
+        may run on one Segmenter at once, from any threads (`fastseg.segmenter.stream`)."""
         if self._frames is not None:  # on CUDA the loop's buffers (and graphs) are a FrameLoop
             loop = FrameLoop(graphs=self._frames.cuda_graph)
-            for frame in frames:
+
+            def run_on_device(frame) -> SegmentationResult:
                 with torch.inference_mode(), self.runtime.kernel_threads():
-                    result = self._frames.run(frame, return_confidence, loop, stream)
-                yield result
-            return
+                    return self._frames.run(frame, return_confidence, loop, stream)
+
+            return FrameStream(run_on_device, frames, live=live, clock=clock, prefetch=prefetch)
         _cpu_stream(stream)
         buffers = _InputBuffers()
         held = inputs.HeldOutputs()
-        for frame in frames:
+
+        def run(frame) -> SegmentationResult:
             with torch.inference_mode(), self.runtime.kernel_threads():
                 result = self._run(frame, return_confidence, buffers)
             result.labels, result.confidence = held.reuse(result.labels, result.confidence)
-            yield result
+            return result
+
+        return FrameStream(run, frames, live=live, clock=clock, prefetch=prefetch)
 
     def warmup(self, sizes: Sequence[int] | Sequence[Sequence[int]] = ((360, 480),), batch: int = 1) -> list[float]:
         """Run a frame of each (height, width) in `sizes` once, so that first-call costs (Inductor's
@@ -237,7 +260,8 @@ class Segmenter:
             logits, padded = self.logits(x)
             t2 = sync()
             if self.crf is None:
-                labels, conf = self._labels(logits, padded, (H, W), return_confidence)
+                into = None if buffers is None or (H, W) != padded else buffers.labels(logits, n, H, W)
+                labels, conf = self._labels(logits, padded, (H, W), return_confidence, out=into)
                 t3 = sync()
             else:
                 z = self._crf_input(logits, padded, (H, W))
@@ -254,10 +278,11 @@ class Segmenter:
         timings["total"] = time.perf_counter() - start
         return result
 
-    def _labels(self, logits, padded, size, return_confidence: bool):
-        """The fused tail: (labels, confidence or None) [n,H,W] at `size`, cropped from `padded`."""
+    def _labels(self, logits, padded, size, return_confidence: bool, out=None):
+        """The fused tail: (labels, confidence or None) [n,H,W] at `size`, cropped from `padded`
+        (written into `out`, a loop's labels buffer, when given)."""
         res = ops.upsample_argmax(logits, size=tuple(padded), align_corners=self.align_corners,
-                                  return_confidence=return_confidence)
+                                  return_confidence=return_confidence, out=out)
         labels, conf = res if return_confidence else (res, None)
         H, W = size
         if (H, W) != tuple(padded):
@@ -282,19 +307,27 @@ class Segmenter:
 
 
 class _InputBuffers:
-    """One stream's normalised-input buffers, by batch size and frame size: a video loop of one
-    frame size writes every frame into the same buffer. Kept for the latest sizes only."""
+    """One stream's normalised-input buffers and label buffers, by batch size and frame size: a
+    video loop of one frame size writes every frame into the same ones. Kept for the latest sizes only."""
 
-    KEEP = 4  # a list input of several sizes needs one per size
+    KEEP = 8  # a list input of several sizes needs one of each per size
 
     def __init__(self):
         self._buffers: dict = {}
 
     def get(self, seg: Segmenter, n: int, h: int, w: int) -> torch.Tensor:
-        key = (n, h, w)
+        return self._kept((n, h, w), lambda: seg.input_buffer(n, h, w))
+
+    def labels(self, logits: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
+        """The labels [n,h,w] of the fused tail, in its default dtype, on the logits' device."""
+        dtype = torch.uint8 if logits.shape[1] <= 256 else torch.int64
+        return self._kept(("labels", n, h, w, dtype, logits.device),
+                          lambda: torch.empty((n, h, w), dtype=dtype, device=logits.device))
+
+    def _kept(self, key, make) -> torch.Tensor:
         x = self._buffers.pop(key, None)
         if x is None:
-            x = seg.input_buffer(n, h, w)
+            x = make()
             if len(self._buffers) >= self.KEEP:
                 self._buffers.pop(next(iter(self._buffers)))
         self._buffers[key] = x  # most recently used last
