@@ -2,11 +2,13 @@
 # one command sets everything up and passes the tests (make test).
 PY      ?= python3
 VENV    ?= .venv
+# make gpu-check runs the GPU machine's own Python ($PYTHON when given, else python3), never the venv
+GPU_PYTHON := $(if $(filter environment command,$(origin PYTHON)),$(PYTHON),python3)
 PYTHON  := $(VENV)/bin/python
 PIP     := $(PYTHON) -m pip
 STAMP   := $(VENV)/.fastseg-deps
 
-.PHONY: setup build demo test bench bench-quick cuda-check arm-check clean
+.PHONY: setup build demo test bench bench-quick cuda-check gpu-check arm-check clean
 
 setup: build
 
@@ -56,12 +58,18 @@ bench-quick: build
 	$(PYTHON) -m pytest -q benchmarks --quick
 
 # The CUDA build cannot rot: every .cu compiles for each architecture, GPU or not (needs nvcc).
-CUDA_ARCHS ?= 80 90
+CUDA_ARCHS ?= 80 87 90
 cuda-check:
 	@command -v nvcc >/dev/null || { echo "cuda-check: no nvcc on this machine" >&2; exit 1; }
 	@tmp=$$(mktemp -d); for f in csrc/cuda/*.cu; do for a in $(CUDA_ARCHS); do \
 	  nvcc -std=c++17 -O3 --expt-relaxed-constexpr -arch=sm_$$a -Icsrc -c $$f -o $$tmp/out.o \
 	  && echo "nvcc sm_$$a $$f: ok" || { rm -rf $$tmp; exit 1; }; done; done; rm -rf $$tmp
+
+# On a machine with a CUDA GPU: the GPU tests, the conv table and the GPU benchmark in under 8 minutes,
+# with what that machine has (its torch, Triton, CUDA; no venv, nothing installed); writes gpu-report.md.
+# Without a GPU it says so and fails. CI does not run it.
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu/check.py --report gpu-report.md
 
 # The aarch64 build cannot rot either: every C++ source compiles with Debian's g++-aarch64-linux-gnu
 # (the CRF's aarch64 answer is checked under qemu-aarch64 by tests/test_native_targets.py).

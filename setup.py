@@ -2,7 +2,7 @@
 
 Environment knobs:
   FASTSEG_CUDA=auto|on|off   compile csrc/cuda/*.cu (auto: when a CUDA compiler is found)
-  FASTSEG_CUDA_ARCHS="80;90" CUDA architectures for the CUDA build
+  FASTSEG_CUDA_ARCHS="80;87;90" CUDA architectures for the CUDA build (87: Jetson Orin)
   FASTSEG_BUILD_DIR=path     CMake build tree (kept between builds so rebuilds are incremental)
   FASTSEG_BUILD_TYPE=Release CMake build type
   FASTSEG_NATIVE_ARCH=on|off on: tune for this CPU (-march=native); off: a portable build for any CPU
@@ -74,7 +74,7 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DCMAKE_BUILD_TYPE={os.environ.get('FASTSEG_BUILD_TYPE', 'Release')}",
             f"-DFASTSEG_CUDA={cuda.upper()}",
-            f"-DFASTSEG_CUDA_ARCHS={os.environ.get('FASTSEG_CUDA_ARCHS', '80;90')}",
+            f"-DFASTSEG_CUDA_ARCHS={os.environ.get('FASTSEG_CUDA_ARCHS', '80;87;90')}",
             f"-DFASTSEG_MARCH={target['march']}",
             f"-DFASTSEG_TARGET_MACHINE={target['machine']}",
             f"-DFASTSEG_TARGET_FEATURES={','.join(target['features'])}",
@@ -96,7 +96,8 @@ class CMakeBuild(build_ext):
 
 setup(
     packages=find_packages(include=["fastseg", "fastseg.*"]),
-    package_data={"fastseg": ["weights/*.safetensors", "weights/*.json", "assets/camvid_demo/*"]},
+    package_data={"fastseg": ["weights/*.safetensors", "weights/*.json", "weights/*.int8.onnx",
+                              "assets/camvid_demo/*", "ops/conv_table.json"]},
     # one CMake tree builds both (the second call finds nothing left to do)
     ext_modules=[CMakeExtension("fastseg._C"), CMakeExtension("fastseg._cpu")],
     cmdclass={"build_ext": CMakeBuild},

@@ -27,6 +27,7 @@ COMMANDS = {
     "bench": Command("bench", "fastseg's ops and models against their references: results file, table and plot "
                               "of speed-ups"),
     "export": Command("export", "export a model to ONNX (image in, labels out; dynamic batch and size)"),
+    "quantize": Command("quantize", "quantize a model to a symmetric int8 QDQ ONNX graph, calibrated on real frames"),
     "demo": Command("demo", "segment CamVid val frames with the default model and write pictures (prediction, "
                             "truth, CRF)"),
 }

@@ -33,6 +33,7 @@ import torch
 
 from . import _native
 from ._arrays import from_torch, to_torch
+from ._device_memory import TorchDeviceMemory
 
 __all__ = ["DenseCRF", "PairwiseTerm"]
 
@@ -152,9 +153,11 @@ class DenseCRF:
             if not _native.has_cuda():
                 raise RuntimeError("DenseCRF: probs are CUDA tensors but fastseg._C was built without CUDA "
                                    "(no nvcc at build time); move them to the CPU or rebuild with FASTSEG_CUDA=on")
-            stream = torch.cuda.current_stream(p4.device).cuda_stream
+            stream = torch.cuda.current_stream(p4.device)
+            memory = TorchDeviceMemory(p4.device, stream)
             with torch.cuda.device(p4.device):
-                ext.densecrf(*args, cuda_stream=stream)
+                ext.densecrf(*args, cuda_stream=stream.cuda_stream, device_allocate=memory.allocate,
+                             device_release=memory.release)
         elif p4.device.type == "cpu":
             ext.densecrf(*args, num_threads=_native.num_threads(), atomic_splat=bool(_atomic_splat),
                          reference_lattice=bool(_reference_lattice))

@@ -32,6 +32,9 @@ class Evaluation:
     crf: ConfusionMatrix | None            # the same logits refined by the CRF (when one is given)
     frames: int = 0
     seconds: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # {raw label value: pixels} of annotation values outside the dataset's classes, scored as ignore
+    # (a dataset that counts them: fastseg.data's readers, `outside_classes`)
+    outside_classes: dict = field(default_factory=dict)
 
 
 def _batches(dataset, indices, batch_size: int):
@@ -58,6 +61,7 @@ def evaluate(seg, dataset, indices=None, crf=None, batch_size: int = 1, progress
     result = Evaluation(ConfusionMatrix(C, dataset.ignore_index),
                         None if crf is None else ConfusionMatrix(C, dataset.ignore_index))
     bar = tqdm(total=len(indices), desc=desc, unit="img", disable=not progress)
+    outside_before = _outside_classes(dataset)
     batches = _batches(dataset, indices, batch_size)
     sync = seg.runtime.sync
     with bar, torch.inference_mode(), seg.runtime.kernel_threads():
@@ -91,4 +95,12 @@ def evaluate(seg, dataset, indices=None, crf=None, batch_size: int = 1, progress
                 result.seconds[stage] += dt
             result.frames += len(images)
             bar.update(len(images))
+    after = _outside_classes(dataset)
+    result.outside_classes = {v: n - outside_before.get(v, 0) for v, n in after.items()
+                              if n > outside_before.get(v, 0)}
     return result
+
+
+def _outside_classes(dataset) -> dict[int, int]:
+    counted = getattr(dataset, "outside_classes", None)
+    return counted() if callable(counted) else {}

@@ -5,19 +5,19 @@ The Triton path runs under the interpreter here (TRITON_INTERPRET=1 from conftes
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from fastseg.models.rewrite import FusedASPP
+from fastseg.ops import _launch
 from fastseg.ops import activation as activations
 from fastseg.ops import aspp as aspp_op
 from fastseg.ops.aspp import AsppParams, aspp, reference
+from fastseg.ops.atrous_conv.triton_kernel import launch_config
+
+from _triton import compile_shipped_config, record_launches
 
 
 def fuse(module: nn.Module) -> AsppParams:
@@ -100,6 +100,27 @@ def test_half_precision(backend, dtype):
     assert_close(y, expected, dtype)
 
 
+@pytest.mark.interpreter  # runs the Triton kernels on CPU tensors
+@pytest.mark.parametrize("case, dtype", [(CASES[0], torch.float32), (CASES[2], torch.bfloat16),
+                                         (CASES[3], torch.float16)], ids=["fp32", "bf16", "fp16"])
+def test_triton_gpu_tile_configuration(case, dtype, monkeypatch):
+    """The tiles that ship for the GPU (launch_config's "gpu", not the interpreter's), executed here:
+    the branch launch and the projection launch."""
+    launches = record_launches(monkeypatch)
+    module, x = build(case, dtype)
+    with torch.no_grad():
+        expected = module(x.float())
+        with _launch.gpu_tiles():
+            y = aspp(x, fuse(module), backend="triton")
+    assert_close(y, expected, dtype)
+    n, cin, h, w = x.shape
+    cout = y.shape[1]
+    branch_cfg = launch_config(dtype, n * h * w, cin, cout, "gpu")
+    proj_cfg = launch_config(dtype, n * h * w, cout * (len(case[5]) + 1), cout, "gpu")
+    assert [{k: meta[k] for k in branch_cfg} for _, _, meta in launches] == [branch_cfg, proj_cfg]
+
+
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 def test_one_launch_fills_every_branch_slice():
     """The branch kernel alone: slice i of its concatenated output is branch i's conv + BN + ReLU."""
     from fastseg.ops.aspp.triton_kernel import aspp_branches
@@ -131,6 +152,7 @@ def test_pooling_branch_is_a_per_image_bias():
     torch.testing.assert_close(bias, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_fused_module_equals_torchvision_and_moves_dtype(layout):
     module, x = build(CASES[3])
@@ -171,12 +193,34 @@ def test_params_round_trip_devices_and_dtypes():
 
 
 def test_branch_kernel_compiles_for_a_real_gpu():
-    """Same source, lowered for sm_90 through ptxas (no GPU needed): bf16 operands use tensor cores,
-    and the per-branch kernel size / dilation loaded from tables are valid dynamic loop bounds."""
-    script = Path(__file__).with_name("compile_for_gpu.py")
-    result = subprocess.run(
-        [sys.executable, str(script), "fastseg.ops.aspp.triton_kernel:_aspp_branches_kernel", "bf16", "90",
-         f"ACT={activations.code('relu')}", "UPCAST=0", "BLOCK_M=128", "BLOCK_N=64", "BLOCK_K=32"],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[0] == "mma"
+    """Same source and the shipped tile configuration, lowered for sm_90 through ptxas (no GPU needed):
+    bf16 operands use tensor cores, and the per-branch kernel size / dilation loaded from tables are
+    valid dynamic loop bounds."""
+    dot = compile_shipped_config("fastseg.ops.aspp.triton_kernel:_aspp_branches_kernel", torch.bfloat16, 90,
+                                 "ieee", ACT=activations.code("relu"))
+    assert dot == "mma"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_pooling_makes_no_float32_copy_of_the_input(dtype):
+    """The pooled branch averages in fp32 without converting the whole (2048-channel) map first: no
+    op inside projection_bias produces a float32 tensor of the input's size."""
+    from torch.overrides import TorchFunctionMode
+
+    module, x = build(CASES[0], dtype)
+    params = fuse(module)
+    made = []
+
+    class Outputs(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                made.append((getattr(func, "__name__", str(func)), out.dtype, out.numel()))
+            return out
+
+    with torch.no_grad(), Outputs():
+        bias = aspp_op.projection_bias(x, params)
+    copies = [m for m in made if m[1] == torch.float32 and m[2] == x.numel()]
+    assert not copies, copies
+    expected = aspp_op.projection_bias(x.double(), params.to(dtype=torch.float64))
+    torch.testing.assert_close(bias.double(), expected.double(), rtol=1e-5, atol=1e-5)

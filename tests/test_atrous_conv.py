@@ -7,10 +7,6 @@ backend is Winograd or torch's convolution on folded weights. Shapes are tiny so
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -18,8 +14,12 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from fastseg.models.layers import ConvBNAct
 from fastseg.models.rewrite import AtrousConv, FoldedConv, fold_batchnorm, fuse
+from fastseg.ops import _launch
 from fastseg.ops import activation as activations
 from fastseg.ops.atrous_conv import atrous_conv, reference
+from fastseg.ops.atrous_conv.triton_kernel import launch_config, precision
+
+from _triton import compile_shipped_config, record_launches
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}  # ~2 ulp of the output dtype
 
@@ -109,6 +109,24 @@ def test_half_precision_accumulates_in_fp32(case, backend, dtype):
     assert_close(y, expected, dtype)
 
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[9], CASES[10]], ids=case_id)
+def test_triton_gpu_tile_configuration(case, dtype, monkeypatch):
+    """The tiles that ship for the GPU (launch_config's "gpu", not the interpreter's), executed here."""
+    launches = record_launches(monkeypatch)
+    x, weight, bias, bn, geometry = build(case, dtype, seed=2)
+    w, b = fold_batchnorm(weight, bias, bn)
+    w = w.to(dtype)
+    expected = reference(x.double(), w.double(), b.double(), **geometry)
+    with _launch.gpu_tiles():
+        y = atrous_conv(x, w, b, backend="triton", **geometry)
+    assert_close(y, expected, dtype)
+    [(_, _, meta)] = launches
+    shipped = launch_config(dtype, y.shape[0] * y.shape[2] * y.shape[3], x.shape[1], y.shape[1], "gpu")
+    assert {k: meta[k] for k in shipped} == shipped
+
+
 # (groups, cin, cout, stride, dilation, dtype): grouped and depthwise (MobileNetV3's dilated blocks)
 GROUPED = [(4, 16, 24, 1, 2, torch.float32), (16, 16, 16, 2, 6, torch.float32), (16, 16, 32, 1, 2, torch.float16),
            (8, 16, 16, 1, 12, torch.bfloat16)]
@@ -182,6 +200,7 @@ def test_rewrite_modules_equal_torchvision_block(dilation, groups, activation, l
         assert_close(fused(x), tv(x), torch.float32)
 
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 @pytest.mark.parametrize("backend", ["native", "reference"])
 @pytest.mark.parametrize("activation", ["hardsigmoid", "sigmoid", "gelu"])
 def test_activations_no_kernel_fuses(activation, backend):
@@ -267,17 +286,32 @@ def test_bad_backend_is_a_clear_error():
         atrous_conv(x, w, b, backend="cuda")
 
 
-def test_kernel_compiles_for_a_real_gpu():
-    """Same source, lowered for sm_80 through ptxas (no GPU needed): fp16 operands use tensor cores."""
-    script = Path(__file__).with_name("compile_for_gpu.py")
-    result = subprocess.run(
-        [sys.executable, str(script), "fastseg.ops.atrous_conv.triton_kernel:_atrous_conv_kernel", "fp16", "80",
-         "HAS_BIAS=1", f"ACT={activations.code('hardswish')}", "UPCAST=0", "BLOCK_M=128", "BLOCK_N=64", "BLOCK_K=32"],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[0] == "mma"
+@pytest.mark.parametrize("dtype, arch, precision, dot", [
+    (torch.float16, 80, "ieee", "mma"),    # fp16 operands: tensor cores whatever the flag says
+    (torch.float32, 80, "tf32", "mma"),    # cudnn.allow_tf32 set (torch's default): TF32 tensor cores
+    (torch.float32, 90, "ieee", "fma"),    # allow_tf32 off: exact fp32 FMAs
+    (torch.float32, 90, "tf32", "mma"),    # wgmma on Hopper
+    (torch.bfloat16, 87, "ieee", "mma"),   # Jetson Orin
+], ids=["fp16-sm80", "fp32-tf32-sm80", "fp32-ieee-sm90", "fp32-tf32-sm90", "bf16-sm87"])
+def test_kernel_compiles_for_a_real_gpu(dtype, arch, precision, dot):
+    """Same source and the shipped tile configuration, lowered through ptxas (no GPU needed)."""
+    kernel = "fastseg.ops.atrous_conv.triton_kernel:_atrous_conv_kernel"
+    assert compile_shipped_config(kernel, dtype, arch, precision, HAS_BIAS=1, ACT=activations.code("hardswish")) == dot
 
 
+@pytest.mark.interpreter  # launches the Triton kernel on CPU tensors
+@pytest.mark.parametrize("allow_tf32, expected", [(True, "tf32"), (False, "ieee")])
+def test_fp32_precision_follows_cudnn_allow_tf32(allow_tf32, expected, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
+    assert precision(torch.float32) == expected
+    assert precision(torch.float16) == "ieee" and precision(torch.bfloat16) == "ieee"  # ignored by tl.dot there
+    launches = record_launches(monkeypatch, run=False)
+    x, w, b = _args()
+    atrous_conv(x, w, b, backend="triton")
+    assert [meta["PRECISION"] for _, _, meta in launches] == [expected]
+
+
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 def test_packed_weights_follow_in_place_changes():
     """The triton backend caches packed weights on the weight tensor; modifying it in place repacks."""
     x, weight, bias, bn, geometry = build(CASES[0], torch.float32)

@@ -139,3 +139,55 @@ def test_eval_registered_name_with_num_classes(camvid_root, tmp_path):
     assert main(args) == 0
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["model"] == "unet_resnet18" and report["runtime"] == "torch" and report["frames"] == 1
+
+
+def tiny_camvid(root, label: np.ndarray):
+    """A one-frame CamVid folder whose val annotation is `label` (raw values as stored)."""
+    (root / "val").mkdir(parents=True)
+    (root / "valannot").mkdir()
+    h, w = label.shape
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "val" / "a.png")
+    Image.fromarray(label).save(root / "valannot" / "a.png")
+    return root
+
+
+def test_annotation_values_outside_the_classes_are_counted_and_reported(model_file, tmp_path, capsys):
+    """Values that are neither one of CamVid's classes nor its "Unlabelled" (11) are scored as ignore,
+    as before, but no longer silently: a warning names them with their pixel counts."""
+    label = np.zeros((48, 64), np.uint8)
+    label[:10] = 50   # 640 pixels of another label set
+    label[10:13] = 200  # 192 more
+    label[13:20] = 11  # Unlabelled: ignored by definition, not reported
+    root = tiny_camvid(tmp_path / "camvid", label)
+    assert main(eval_args(root, model_file, tmp_path / "out")) == 0
+    err = capsys.readouterr().err
+    assert "832 annotated pixels hold label values outside camvid's 11 classes" in err, err
+    assert "50 (640 pixels), 200 (192 pixels)" in err and "11 (" not in err, err
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["labels_outside_classes"] == {"50": 640, "200": 192}
+    assert np.array(report["results"]["plain"]["confusion_matrix"]).sum() == 48 * 64 - 832 - 7 * 64
+
+    label[:13] = 0  # only classes and Unlabelled: no warning
+    clean = tiny_camvid(tmp_path / "clean", label)
+    assert main(eval_args(clean, model_file, tmp_path / "out2")) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "out2" / "results.json").read_text())["labels_outside_classes"] == {}
+
+
+def test_eval_without_matplotlib_writes_results_and_exits_0(model_file, tmp_path):
+    """matplotlib made unimportable in a fresh process: the scores are written, the picture is skipped
+    with a warning, and the exit status is 0 (no traceback)."""
+    import subprocess
+    import sys
+
+    root = tiny_camvid(tmp_path / "camvid", np.zeros((48, 64), np.uint8))
+    argv = eval_args(root, model_file, tmp_path / "out")
+    code = ("import sys\nsys.modules['matplotlib'] = None  # import matplotlib now raises ImportError\n"
+            "from fastseg.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "confusion_matrix.png not drawn" in run.stderr, run.stderr
+    assert "matplotlib" in run.stderr
+    assert (tmp_path / "out" / "results.json").is_file() and (tmp_path / "out" / "table.txt").is_file()
+    assert not (tmp_path / "out" / "confusion_matrix.png").exists()
+    assert "confusion_matrix" not in run.stdout.splitlines()[-1]

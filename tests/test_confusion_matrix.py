@@ -209,6 +209,7 @@ def test_out_of_range_values_raise_naming_argument_and_value(backend, dtype):
     check(p2, t2, C, 100, backend)
 
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 def test_wide_values_do_not_wrap_into_range():
     # 2**32 + 3 would read as 3 if narrowed to 32 bits.
     p = torch.zeros(4, 6, dtype=torch.int64)

@@ -18,3 +18,4 @@ def test_build_lays_out_marker_and_weights(tmp_path):
     assert (package / "py.typed").is_file()
     assert (package / "weights" / "camvid_unet_resnet18.safetensors").is_file()
     assert (package / "weights" / "camvid_unet_resnet18.json").is_file()
+    assert (package / "weights" / "camvid_unet_resnet18.int8.onnx").is_file()  # precision="int8"

@@ -17,6 +17,8 @@ import fastseg
 from fastseg import _torch_compat
 from fastseg.models import base as model_base
 from fastseg.segmenter import TTA, Segmenter, Tiling
+from fastseg.segmenter.openvino_runtime import available as openvino_available
+from fastseg.segmenter.precision import native_bf16
 
 from _images import agreement, image, normalise, reference_labels
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
@@ -304,7 +306,7 @@ def test_precision_checks(model):
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_reduced_precision_runs(model, precision):
     img = image(40, 56, 16, n=2)
-    seg = Segmenter(model, precision=precision, allow_emulated_precision=True)
+    seg = Segmenter(model, precision=precision, runtime="torch", allow_emulated_precision=True)
     assert seg.runtime.name == "torch" and next(seg.model.parameters()).dtype == seg.dtype
     result = seg.predict(img, return_confidence=True)
     assert result.labels.dtype == np.uint8 and result.confidence.dtype == np.float32
@@ -320,7 +322,9 @@ def test_ort_spinning_option(model, segs):
 
 def test_default_runtime(model):
     assert Segmenter(model).runtime.name == "onnxruntime"  # the CPU default for fp32 (segmenter/choice.py)
-    assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime.name == "torch"
+    # bf16 on the CPU: OpenVINO where the CPU has native bf16 and it is installed (segmenter/choice.py)
+    bf16_runtime = "openvino" if native_bf16() and openvino_available() else "torch"
+    assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime.name == bf16_runtime
 
 
 def test_compile_inductor():

@@ -35,16 +35,6 @@ def tiny():
     return Tiny().eval()
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A fresh cache folder, and a count of the ONNX exports made."""
-    monkeypatch.setenv("FASTSEG_CACHE", str(tmp_path / "cache"))
-    exports = []
-    export = onnx_cache._export
-    monkeypatch.setattr(onnx_cache, "_export", lambda model: exports.append(1) or export(model))
-    return tmp_path / "cache", exports
-
-
 def _entries(folder):
     return sorted((folder / "onnx").glob("logits-*.onnx")) if (folder / "onnx").is_dir() else []
 

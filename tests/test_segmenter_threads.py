@@ -19,6 +19,8 @@ from fastseg.segmenter import Segmenter
 
 from _images import image
 
+pytestmark = pytest.mark.reliability  # part of the reliability suite (ARCHITECTURE.md)
+
 THREADS = 3
 CALLS = 40
 SIZES = [(96, 128), (80, 112)]

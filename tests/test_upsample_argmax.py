@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import fastseg
+from fastseg.ops import _launch
 from fastseg.ops.upsample_argmax import native_max_logit
+from fastseg.ops.upsample_argmax.triton_kernel import tile_config
+
+from _triton import record_launches, triton_interpreted
 
 ua = fastseg.ops.upsample_argmax
 
@@ -167,6 +174,58 @@ def test_nan_counts_as_maximum_like_torch_argmax(backend):
         torch.testing.assert_close(native_max_logit(x, size), want, atol=0, rtol=0, equal_nan=True)
 
 
+def defined_confidence(z: torch.Tensor) -> torch.Tensor:
+    """The documented confidence of interpolated logits z [N,C,H,W], case by case: NaN where a
+    channel is NaN; 1/k where k channels are +inf; 1/C where all are -inf; the softmax otherwise."""
+    C = z.shape[1]
+    top = z.amax(1)
+    plus = (z == float("inf")).sum(1)
+    want = torch.softmax(z.nan_to_num(nan=0.0, posinf=0.0, neginf=-1e30), 1).amax(1)  # finite maxima
+    want = torch.where(top == float("inf"), 1.0 / plus.clamp_min(1), want)
+    want = torch.where(top == -float("inf"), torch.full_like(want, 1.0 / C), want)
+    return torch.where(z.isnan().any(1), torch.full_like(want, float("nan")), want)
+
+
+def non_finite_cases():
+    """(name, logits [1,5,6,8]) mixing +inf, -inf and NaN."""
+    inf, nan = float("inf"), float("nan")
+    base = make_logits((1, 5, 6, 8), seed=11)
+    cases = {}
+    one = base.clone()
+    one[:, 2] = inf                       # one channel at +inf: all its probability
+    cases["one +inf channel"] = one
+    two = base.clone()
+    two[:, 1] = two[:, 3] = inf           # two at +inf: half each
+    cases["two +inf channels"] = two
+    cases["all -inf"] = torch.full_like(base, -inf)
+    low = base.clone()
+    low[:, 0] = low[:, 4] = -inf          # -inf below a finite maximum counts nothing
+    cases["-inf channels"] = low
+    mixed = base.clone()
+    g = torch.Generator().manual_seed(12)
+    picks = torch.randint(0, 4, mixed.shape, generator=g)
+    mixed[picks == 0] = inf
+    mixed[picks == 1] = -inf
+    mixed[(picks == 2) & (torch.rand(mixed.shape, generator=g) < 0.1)] = nan
+    cases["+inf, -inf and NaN scattered"] = mixed
+    return list(cases.items())
+
+
+@pytest.mark.parametrize("backend", ["native", "triton", "reference"])
+@pytest.mark.parametrize("name,x", non_finite_cases(), ids=[c[0] for c in non_finite_cases()])
+def test_confidence_of_infinite_and_nan_logits(backend, name, x):
+    """Every backend gives the documented confidence (and torch's labels) wherever logits are not
+    finite; the interpolated values themselves come from F.interpolate, NaNs it makes included."""
+    size = (96, 64)  # H + W > 128: torch's generic kernel, so the interpolated values are identical
+    labels, conf = ua(x, size, return_confidence=True, backend=backend)
+    z = interpolated(x, size, False)
+    want = defined_confidence(z)
+    assert torch.equal(labels.long(), z.argmax(1)), name
+    torch.testing.assert_close(conf, want, atol=2e-6, rtol=2e-6, equal_nan=True, msg=name)
+    finite = ~z.isnan().any(1)
+    assert finite.any(), "no pixel left to check the definition on"
+
+
 def test_out_dtypes_and_many_classes():
     x = make_logits((1, 300, 4, 5), seed=6)
     labels = ua(x, (9, 7))
@@ -178,8 +237,8 @@ def test_out_dtypes_and_many_classes():
         ua(x, (9, 7), out_dtype=torch.uint8)
     small = make_logits((1, 3, 4, 5))
     for spec in (torch.int16, torch.int32, torch.int64, "uint8"):
-        for backend in ("native", "triton", "reference"):
-            out = ua(small, (6, 6), out_dtype=spec, backend=backend)
+        for backend in ("native", "reference") + (("triton",) if triton_interpreted() else ()):
+            out = ua(small, (6, 6), out_dtype=spec, backend=backend)  # triton: on CPU tensors, interpreted
             assert torch.equal(out.long(), ua(small, (6, 6), backend="reference").long())
 
 
@@ -219,6 +278,7 @@ def test_own_threads_equal_openmp_bit_for_bit():
 
 # ---- triton (interpreter on CPU tensors) -------------------------------------------------------
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 @pytest.mark.parametrize("shape", TRITON_SHAPES, ids=str)
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -236,9 +296,39 @@ def test_triton_matches_reference(shape, align_corners, dtype, layout):
         torch.testing.assert_close(out[1], torch.softmax(z, 1).amax(1), atol=2e-6, rtol=2e-6)
 
 
+@pytest.mark.interpreter  # runs the Triton kernel on CPU tensors
 def test_triton_non_contiguous_input():
     x = make_logits((2, 5, 9, 12), layout="strided", seed=8)
     assert_labels(ua(x, (20, 17), backend="triton"), x, (20, 17), False, exact=False)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_triton_gpu_tile_configuration(dtype, layout, monkeypatch):
+    """The block size that ships for the GPU, executed by the interpreter (which otherwise uses its own)."""
+    launches = record_launches(monkeypatch)
+    for i, shape in enumerate([(2, 5, 13, 17, 40, 30), (1, 19, 7, 10, 29, 61), (3, 4, 9, 11, 9, 11)]):
+        x = make_logits(shape[:4], dtype, layout, seed=i)
+        size = shape[4:]
+        with _launch.gpu_tiles():
+            labels, conf = ua(x, size, return_confidence=True, backend="triton")
+        assert_labels(labels, x, size, False, exact=False)
+        torch.testing.assert_close(conf, torch.softmax(interpolated(x, size, False), 1).amax(1), atol=2e-6, rtol=2e-6)
+    shipped = tile_config("gpu")["BLOCK"]
+    assert {meta["BLOCK"] for _, _, meta in launches} == {shipped} and shipped != tile_config("interpreter")["BLOCK"]
+
+
+@pytest.mark.parametrize("arch", [80, 87, 90])
+def test_triton_kernel_compiles_for_a_real_gpu(arch):
+    """The shipped block size lowered through ptxas for sm_80 / sm_90 (no GPU needed)."""
+    script = Path(__file__).with_name("compile_for_gpu.py")
+    consts = {"ALIGN": 0, "CONF": 1, **tile_config("gpu")}
+    kernel = "fastseg.ops.upsample_argmax.triton_kernel:_upsample_argmax_kernel"
+    result = subprocess.run([sys.executable, str(script), kernel, "fp16", str(arch),
+                             *(f"{k}={v}" for k, v in consts.items())],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # ---- array kinds -------------------------------------------------------------------------------
@@ -306,3 +396,20 @@ def test_bad_options():
         ua(x, (4, 4), align_corners=1)
     with pytest.raises(TypeError, match="return_confidence"):
         ua(x, (4, 4), return_confidence="yes")
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_out_receives_the_labels(backend):
+    """out=: a video loop's labels buffer, written in place and returned (no new array)."""
+    x = torch.randn(2, 7, 9, 13)
+    upsample_argmax = fastseg.ops.upsample_argmax
+    expected = upsample_argmax(x, (30, 41), backend=backend)
+    out = torch.full((2, 30, 41), 99, dtype=torch.uint8)
+    got = upsample_argmax(x, (30, 41), backend=backend, out=out)
+    assert got is out and torch.equal(out, expected)
+    labels, conf = upsample_argmax(x, (30, 41), backend=backend, return_confidence=True, out=out)
+    assert labels is out and conf.shape == (2, 30, 41)
+    with pytest.raises(ValueError, match="out"):
+        upsample_argmax(x, (30, 41), out=torch.empty((2, 30, 40), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="out"):
+        upsample_argmax(x, (30, 41), out=torch.empty((2, 30, 41), dtype=torch.int64))

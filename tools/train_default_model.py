@@ -150,6 +150,8 @@ def main(argv=None) -> None:
         print(f"{args.holdout}: mIoU {last['miou']:.4f} after the last epoch "
               f"(best {best['miou']:.4f} at epoch {best['epoch']})")
     else:
+        # what the model trained on, for its card: `fastseg demo` never shows these frames as unseen
+        summary["training"] = {"splits": args.splits, "excluded_frames": sorted(demo)}
         half = final.half().eval()
         half.config["input_size"] = list(args.input_size)
         args.export.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 // Binding of the dense CRF: one entry point that runs the CPU build (cpu/densecrf.h) or, given a CUDA
 // stream, the CUDA build (cuda/densecrf.h). fastseg.crf holds the user-facing wrapper and the checks.
+#include <pybind11/functional.h>
 #include <pybind11/stl.h>
+
+#include <functional>
 
 #include <optional>
 #include <stdexcept>
@@ -94,15 +97,22 @@ Problem make_problem(const Buffer& probs, bool logits, const std::vector<TermSpe
 }
 
 // cuda_stream: None runs on the CPU (host pointers) with num_threads; a cudaStream_t (as an integer)
-// runs the CUDA build on that stream (device pointers). atomic_splat and reference_lattice run the
-// CUDA build's splat and lattice location on the CPU, for the tests.
+// runs the CUDA build on that stream (device pointers), its workspace taken through device_allocate
+// (bytes -> address) and given back through device_release (cuda/workspace.h; fastseg.crf passes
+// torch's caching allocator). atomic_splat and reference_lattice run the CUDA build's splat and
+// lattice location on the CPU, for the tests.
 void densecrf(const Buffer& probs, bool logits, const std::vector<TermSpec>& terms, int n_iter,
               const std::optional<Buffer>& out, const std::optional<Buffer>& labels, lattice::Rounding rounding,
               int num_threads, std::optional<std::uintptr_t> cuda_stream, bool atomic_splat,
-              bool reference_lattice) {
+              bool reference_lattice, const std::optional<std::function<std::uintptr_t(std::size_t)>>& device_allocate,
+              const std::optional<std::function<void(std::uintptr_t)>>& device_release) {
   if (cuda_stream) {
 #ifdef FASTSEG_WITH_CUDA
-    densecrf_cuda(make_problem(probs, logits, terms, n_iter, out, labels, rounding, false, false), *cuda_stream);
+    if (!device_allocate || !device_release)
+      throw std::invalid_argument("densecrf: a CUDA stream needs device_allocate and device_release");
+    const DeviceAllocator memory{*device_allocate, *device_release};
+    densecrf_cuda(make_problem(probs, logits, terms, n_iter, out, labels, rounding, false, false), *cuda_stream,
+                  memory);
     return;
 #else
     throw std::invalid_argument("densecrf: fastseg._C was built without CUDA");
@@ -134,6 +144,7 @@ Registrar reg([](py::module_& m) {
         py::arg("probs"), py::arg("logits"), py::arg("terms"), py::arg("n_iter"), py::arg("out"),
         py::arg("labels"), py::arg("rounding"), py::arg("num_threads") = 1, py::arg("cuda_stream") = py::none(),
         py::arg("atomic_splat") = false, py::arg("reference_lattice") = false,
+        py::arg("device_allocate") = py::none(), py::arg("device_release") = py::none(),
         py::call_guard<py::gil_scoped_release>());
   m.def("densecrf_bytes", &densecrf_bytes, "Worst-case bytes the CPU dense CRF allocates for one image",
         py::arg("H"), py::arg("W"), py::arg("C"), py::arg("term_dims"));

@@ -10,6 +10,7 @@
 #include "common/activation.h"
 #include "common/buffer.h"
 #include "common/permutohedral.h"
+#include "common/threads.h"
 
 namespace py = pybind11;
 
@@ -21,6 +22,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("has_cuda") = false;
 #endif
   m.def("max_threads", [] { return omp_get_max_threads(); });
+  m.def("threads_started", [] { return fastseg::threads_started().load(); },
+        "Threads started for kernels run outside OpenMP (own_threads) since the process began.");
   py::enum_<fastseg::DType>(m, "DType", "Element type carried by a buffer descriptor (torch's names).")
       .value("uint8", fastseg::DType::kUInt8)
       .value("int8", fastseg::DType::kInt8)

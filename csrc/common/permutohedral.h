@@ -16,6 +16,10 @@
 
 #include "common/macros.h"
 
+#if defined(__CUDACC__)
+#include <cuda/atomic>
+#endif
+
 namespace fastseg {
 namespace lattice {
 
@@ -174,17 +178,24 @@ FS_HOST_DEVICE inline uint32_t hash_key(const int* key, int d) {
   return static_cast<uint32_t>(h ^ (h >> 29));
 }
 
+// The slot protocol: the thread that claims a slot writes the key with plain stores, then publishes
+// the id with a release store; a reader that sees the id (by an acquire load, or by an acquire CAS
+// that fails because the slot is taken) is then guaranteed to see the key. On the GPU this is the
+// PTX memory model's release / acquire at device scope (st.release.gpu, ld.acquire.gpu,
+// atom.acq_rel.gpu.cas): a volatile load orders nothing, and without acquire a reader on another SM
+// may compare against a key it has not yet seen and insert the same vertex twice. The key words
+// themselves are read through L2 (ld.global.cg, keys_equal_published): the L1 of an SM is not
+// coherent with the stores of other SMs.
 FS_HOST_DEVICE inline int atomic_load(const int* p) {
 #if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const volatile int*>(p);
+  return cuda::atomic_ref<int, cuda::thread_scope_device>(*const_cast<int*>(p)).load(cuda::memory_order_acquire);
 #else
   return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 #endif
 }
 FS_HOST_DEVICE inline void atomic_store(int* p, int v) {
 #if defined(__CUDA_ARCH__)
-  __threadfence();  // the key is visible before the slot says so
-  *reinterpret_cast<volatile int*>(p) = v;
+  cuda::atomic_ref<int, cuda::thread_scope_device>(*p).store(v, cuda::memory_order_release);
 #else
   __atomic_store_n(p, v, __ATOMIC_RELEASE);
 #endif
@@ -192,7 +203,9 @@ FS_HOST_DEVICE inline void atomic_store(int* p, int v) {
 // Returns the value seen before the swap (== expected when this thread won the slot).
 FS_HOST_DEVICE inline int atomic_cas(int* p, int expected, int desired) {
 #if defined(__CUDA_ARCH__)
-  return atomicCAS(p, expected, desired);
+  cuda::atomic_ref<int, cuda::thread_scope_device>(*p).compare_exchange_strong(
+      expected, desired, cuda::memory_order_acq_rel, cuda::memory_order_acquire);
+  return expected;
 #else
   __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
   return expected;
@@ -237,6 +250,18 @@ FS_HOST_DEVICE inline bool keys_equal(const int* a, const int* b, int d) {
   return true;
 }
 
+// keys_equal for a key another thread may have just published (stored, a table key): on the GPU its
+// words are read through L2 (see the slot protocol above); on the CPU, caches are coherent.
+FS_HOST_DEVICE inline bool keys_equal_published(const int* stored, const int* key, int d) {
+#if defined(__CUDA_ARCH__)
+  for (int i = 0; i < d; ++i)
+    if (__ldcg(stored + i) != key[i]) return false;
+  return true;
+#else
+  return keys_equal(stored, key, d);
+#endif
+}
+
 // Id of `key` (whose hash_key is `hash`), inserting it when absent (with a new id, or with
 // `fixed_id` when rehashing). -1 when the table has no id left: the caller grows it and inserts again.
 FS_HOST_DEVICE inline int hash_insert_hashed(const HashTable& t, const int* key, uint32_t hash, int fixed_id = -1) {
@@ -260,7 +285,7 @@ FS_HOST_DEVICE inline int hash_insert_hashed(const HashTable& t, const int* key,
     }
     while (s == kBusy) s = atomic_load(slot);  // another thread is writing this id's key
     if (s == kEmpty) continue;                 // its insert failed and released the slot: look again
-    if (keys_equal(t.keys + static_cast<int64_t>(s) * t.d, key, t.d)) return s;
+    if (keys_equal_published(t.keys + static_cast<int64_t>(s) * t.d, key, t.d)) return s;
     h = (h + 1) & t.mask;
   }
 }

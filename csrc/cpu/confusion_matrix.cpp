@@ -1,11 +1,9 @@
 // Confusion matrix on the CPU: one pass over the two label maps, per-thread private histograms,
 // merged once at the end.
 //
-// Every pixel is counted into an extended table of (C + 2) rows x (C + 1) columns:
-//   row t < C: target class t;  row C: target == ignore_index;  row C + 1: target out of range
-//   column p < C: predicted class p;  column C: prediction out of range
-// so ignoring and validation cost no branch in the hot loop: the fold at the end drops row C and
-// raises a flag when row C + 1 or column C (outside the ignored row) counted anything.
+// Every pixel is counted into the extended table of common/confusion_layout.h (a row for ignored
+// and one for out-of-range targets, a column for out-of-range predictions), so ignoring and
+// validation cost no branch in the hot loop.
 //
 // Byte-sized labels (uint8, the output of upsample_argmax and of PNG label files) are mapped to
 // table offsets through two 256-entry lookup tables; wider types are mapped with compares.
@@ -24,20 +22,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/confusion_layout.h"
+
 namespace fastseg::cpu {
 namespace {
 
-struct Layout {
-  int64_t C, W, plane;  // W = C + 1 columns, plane = (C + 2) * W counters per copy
-  bool has_ignore;
-  int64_t ignore;
-  // Offset of a target value's row, and column of a prediction value, in the extended table.
-  int64_t row(int64_t v) const {
-    if (has_ignore && v == ignore) return C * W;
-    return (static_cast<uint64_t>(v) < static_cast<uint64_t>(C) ? v : C + 1) * W;
-  }
-  int64_t col(int64_t v) const { return static_cast<uint64_t>(v) < static_cast<uint64_t>(C) ? v : C; }
-};
+using Layout = ConfusionLayout;
 
 // Value -> table offset. Bytes go through a lookup table; wider types through Layout's compares.
 template <typename T, bool IsTarget, bool Byte = (sizeof(T) == 1)>
@@ -173,10 +163,13 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
           for (int64_t c = 0; c <= C; ++c) {
             uint64_t n = 0;
             for (int64_t k = 0; k < copies; ++k) n += tab[k * L.plane + r * W + c];
-            if (n == 0 || r == C) continue;  // row C: ignored target, its prediction unchecked
-            if (r == C + 1) bad_t = true;
-            else if (c == C) bad_p = true;
-            else out[r * C + c] += static_cast<int64_t>(n);
+            if (n == 0) continue;
+            switch (L.fold(r, c)) {
+              case Layout::kCount: out[r * C + c] += static_cast<int64_t>(n); break;
+              case Layout::kBadPred: bad_p = true; break;
+              case Layout::kBadTarget: bad_t = true; break;
+              case Layout::kDrop: break;
+            }
           }
         }
         flags.bad_pred |= bad_p;
@@ -234,8 +227,7 @@ ConfusionFlags confusion_matrix(const Buffer& pred, const Buffer& target, int64_
   if (pred.numel() == 0) return flags;
   const uint64_t limit = std::numeric_limits<uint32_t>::max();
   fold_every = fold_every == 0 ? limit : std::min(fold_every, limit);
-  const int64_t W = num_classes + 1;
-  const Layout L{num_classes, W, (num_classes + 2) * W, has_ignore, ignore_index};
+  const Layout L = Layout::make(num_classes, has_ignore, ignore_index);
   visit_dtype(pred, "pred", [&](auto p) {
     visit_dtype(target, "target", [&](auto t) {
       flags = run<decltype(p), decltype(t)>(pred, target, L, out, std::max(1, num_threads),

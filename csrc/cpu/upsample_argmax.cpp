@@ -189,6 +189,9 @@ bool interpolate_row(const float* seg, int64_t seg_max, int64_t C, const int32_t
 
 // Scalar, NaN-aware: a NaN counts as the maximum and the first NaN wins, as in torch.argmax.
 // Used for rows holding inf / NaN, and as the portable path without AVX2.
+// Confidence where values are infinite: a channel equal to the running maximum adds exactly 1 to
+// the sum, also when both are +inf or both -inf (where v - best would be NaN), so k channels at
+// +inf give 1/k and all channels at -inf give 1/C, the softmax's limit; a NaN makes it NaN.
 template <bool CONF>
 void vertical_scalar(const float* r0, const float* r1, int64_t cs, int64_t C, float h0, float h1,
                      int64_t nx, int32_t* arg, float* conf, float* maxv) {
@@ -202,7 +205,7 @@ void vertical_scalar(const float* r0, const float* r1, int64_t cs, int64_t C, fl
         best = v;
         k = static_cast<int32_t>(c);
       } else if (CONF) {
-        sum += std::exp(v - best);
+        sum += v == best ? 1.f : std::exp(v - best);
       }
     }
     arg[x] = k;
@@ -263,10 +266,17 @@ inline void vertical_block(const float* r0, const float* r1, int64_t cs, int64_t
           _mm256_blendv_ps(_mm256_castsi256_ps(k[u]), _mm256_castsi256_ps(vc), gt));
     }
   }
+  const __m256 expo = _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000));
   for (int u = 0; u < U; ++u) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(arg + 8 * u), k[u]);
     _mm256_storeu_ps(maxv + 8 * u, best[u]);
-    if (CONF) _mm256_storeu_ps(conf + 8 * u, _mm256_div_ps(one, sum[u]));
+    if (CONF) {
+      _mm256_storeu_ps(conf + 8 * u, _mm256_div_ps(one, sum[u]));
+      // finite rows can still overflow in the vertical lerp: redo those pixels' sums exactly
+      if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(best[u], expo), expo, _CMP_EQ_OQ)))
+        vertical_scalar<true>(r0 + 8 * u, r1 + 8 * u, cs, C, _mm256_cvtss_f32(h0), _mm256_cvtss_f32(h1), 8,
+                              arg + 8 * u, conf + 8 * u, maxv + 8 * u);
+    }
   }
 }
 

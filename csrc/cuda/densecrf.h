@@ -4,12 +4,14 @@
 #include <cstdint>
 
 #include "common/densecrf_problem.h"
+#include "cuda/workspace.h"
 
 namespace fastseg {
 namespace crf {
 
-// Work queued on `stream` (a cudaStream_t passed as an integer).
-void densecrf_cuda(const Problem& problem, std::uintptr_t stream);
+// Work queued on `stream` (a cudaStream_t passed as an integer), its memory taken from `memory`,
+// which must hand out blocks usable in that stream's order.
+void densecrf_cuda(const Problem& problem, std::uintptr_t stream, const DeviceAllocator& memory);
 
 }  // namespace crf
 }  // namespace fastseg

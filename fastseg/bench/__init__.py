@@ -10,6 +10,9 @@ they ran on, are one JSON results file (`results`).
 
     from fastseg.bench import CASES, run_case
     rows = run_case("upsample_argmax", quick=True)
+
+The cases that need a CUDA GPU are in `gpu` (timed with CUDA events, `cuda_timing`); `make gpu-check`
+(benchmarks/gpu/check.py) runs them.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import crf, memory, models, ops, resize, scale_camvid
+from . import arena, cpu_engines, crf, int8, memory, models, ops, resize, scale_camvid, stream
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -54,6 +57,11 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("lraspp", models.lraspp),
     Case("lraspp_compile", models.lraspp_compile),
     Case("deeplabv3", models.deeplabv3),
+    Case("onnxruntime_arena", arena.onnxruntime_arena),
+    Case("cpu_engines_default", cpu_engines.default_model),
+    Case("cpu_engines_lraspp", cpu_engines.lraspp),
+    Case("int8_camvid", int8.int8_camvid),
+    Case("stream", stream.stream),
 )}
 
 

@@ -115,11 +115,12 @@ class Figure:
 
 
 def measure(case: str, shape: str, ours: dict[str, Callable[[], object]], references: dict[str, Reference],
-            rounds: int, warmup: int = 1, settle: float = 0.0) -> list[Row]:
+            rounds: int, warmup: int = 1, settle: float = 0.0, timer=interleaved_medians) -> list[Row]:
     """One row per (fastseg candidate, reference), all candidates timed interleaved in one run.
-    settle: idle seconds after each call, for candidates on other thread pools (interleaved_medians)."""
+    settle: idle seconds after each call, for candidates on other thread pools (interleaved_medians).
+    timer: how the interleaved medians are taken (`cuda_timing.event_medians` on a GPU)."""
     candidates = {**{("ours", k): fn for k, fn in ours.items()}, **{("ref", k): r.fn for k, r in references.items()}}
-    medians = interleaved_medians(candidates, rounds, warmup, settle)
+    medians = timer(candidates, rounds, warmup, settle)
     first = next(iter(ours))
     rows = []
     for o in ours:

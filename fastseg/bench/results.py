@@ -101,8 +101,27 @@ def markdown(rows: list[Row], figures: list[Figure]) -> str:
     body = [(r.case, r.shape, r.ours, r.reference, f"{r.ratio:.2f}x",
              r.agreement.text + ("" if r.ok else " **(MISMATCH)**")) for r in rows]
     rule = " | ".join("---:" if h == "speed-up" else "---" for h in head)
-    lines = ["| " + " | ".join(head) + " |", "| " + rule + " |"]
+    lines = ["| " + " | ".join(head) + " |", "| " + rule + " |"] if rows else []
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    latency = [f for f in figures if "latency_ms" in f.values]
+    figures = [f for f in figures if "latency_ms" not in f.values]
+    lines += ([""] if lines else []) + [latency_table(latency)] if latency else []
     lines += [""] if figures else []
     lines += [f"- {f.case}, {f.shape}: {f.text}" + ("" if f.ok else " **(CHECK FAILED)**") for f in figures]
+    return "\n".join(lines)
+
+
+def latency_table(figures: list[Figure]) -> str:
+    """The stream case's figures as one table: per-frame latency (the Segmenter's time for a frame)
+    and frame age (capture to labels) percentiles in ms, throughput, frames dropped by a live source."""
+    head = ("stream", "mode", "latency p50 / p95 / p99 / max (ms)", "frame age p50 / p95 / p99 / max (ms)",
+            "frames/s", "dropped", "check")
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for f in figures:
+        v = f.values
+        cells = (f.shape, v["mode"], " / ".join(f"{v['latency_ms'][k]:.0f}" for k in ("p50", "p95", "p99", "max")),
+                 " / ".join(f"{v['age_ms'][k]:.0f}" for k in ("p50", "p95", "p99", "max")),
+                 f"{v['throughput_fps']:.1f}", f"{v['dropped']} of {v['frames']}",
+                 "" if "bound_ms" not in v else f"p99 age <= {v['bound_ms']:.0f} ms: {'yes' if f.ok else '**NO**'}")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)

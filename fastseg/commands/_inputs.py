@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..video.reader import VIDEO_SUFFIXES
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pnm"})
 
@@ -32,7 +34,8 @@ class Inputs:
 
 
 def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """An image or a video file, by its name."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def find_inputs(arguments: list[str], recursive: bool = False, exclude: Path | None = None) -> Inputs:

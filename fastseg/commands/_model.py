@@ -75,6 +75,8 @@ def choose_model(spec: str | None, num_classes: int | None = None, dataset: str 
 
 
 def _num_classes(model: nn.Module) -> int:
+    if getattr(model, "path", "").endswith(".onnx"):  # an int8 graph (fastseg quantize) says it itself
+        return int(model.num_classes)
     with torch.no_grad():
         return int(model.eval().forward_logits(torch.zeros(1, 3, 64, 64)).shape[1])
 

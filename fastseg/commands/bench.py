@@ -1,6 +1,7 @@
 """`fastseg bench`: fastseg's ops and models against their references on this machine.
 
     fastseg bench [--quick] [--only crf,lraspp] [--model FILE] [--camvid DIR] [--out DIR]
+    fastseg bench --stream [--frames 500] [--camvid DIR]     per-frame latency on a CamVid video
 
 The cases are those of `pytest benchmarks/` (fastseg.bench). Every row times fastseg and its
 reference round-robin in the same run (medians), after checking that they agree; the speed-up is
@@ -28,6 +29,11 @@ def add_arguments(parser) -> None:
                         help="a CamVid folder (with val/ and valannot/): the CRF cases use its frames, and the "
                              "cases that need it (crf_camvid, scale_camvid) run (default: none; synthetic frames, "
                              "those cases skipped)")
+    parser.add_argument("--stream", action="store_true",
+                        help="only the per-frame latency of Segmenter.stream (offline and live) on a video made "
+                             "from CamVid frames (the stream case; --camvid defaults to ../shared/data/camvid)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames of the stream case's video (default: 500; 30 with --quick)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "bench",
                         help="folder for bench.json, bench.md, bench.png (default: runs/bench)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -40,6 +46,17 @@ def _error(message: str) -> int:
 
 def _names(args) -> tuple[list[str] | None, str | None]:
     from ..bench import CASES
+
+    if args.stream:
+        if args.only is not None:
+            return None, "--stream and --only: give one of the two"
+        if args.camvid is None:
+            from .demo import find_camvid
+
+            args.camvid = find_camvid(None)
+        if args.camvid is None:
+            return None, "--stream needs CamVid frames: --camvid DIR (not found at ../shared/data/camvid)"
+        args.only = "stream"
 
     if args.only is None:  # every case whose required options are given
         given = {"camvid": args.camvid, "model": args.model}
@@ -77,7 +94,7 @@ def run(args) -> int:
     bar = tqdm(names, desc="bench", unit="case", disable=args.no_progress)
     for name in bar:
         bar.set_postfix_str(name)
-        items += run_case(name, args.quick, model=args.model, camvid=args.camvid)
+        items += run_case(name, args.quick, model=args.model, camvid=args.camvid, frames=args.frames)
     content = results.results(args.quick, items, time.perf_counter() - t0, started, machine)
     rows = [r for r in items if isinstance(r, Row)]
     figures = [f for f in items if isinstance(f, Figure)]

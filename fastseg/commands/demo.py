@@ -2,12 +2,14 @@
 
     fastseg demo [--root ../shared/data/camvid] [--out out/demo] [--frames 6]
 
-Reads a few CamVid val frames (real 480x360 street video the model never trained on), segments them
-with the packaged default model through `fastseg.Segmenter`, scores them against CamVid's labels,
-runs them again with the dense CRF stage, and writes
+Segments a few real CamVid street frames (480x360) that the model did not train on, with the packaged
+default model through `fastseg.Segmenter`, scores them against CamVid's labels, runs them again with
+the dense CRF stage, and writes
     OUT/segmentation.png    per frame: input | prediction | ground truth | overlay, with a legend
     OUT/crf_boundaries.png  enlarged crops where the CRF changed the most: without | with CRF | truth
-Works offline: the model ships with the package and CamVid is read from disk.
+The frames come from CamVid on disk when it is there (--root, or ../shared/data/camvid), else from
+the few frames the package ships, so the demo runs offline on a fresh machine. Frames the model
+trained on (its card says which) are never shown as unseen: they are left out and counted.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from . import _demo_frames as demo_frames
 from . import _demo_pictures as pictures
 from ._model import add_model_arguments, choose_model
 
@@ -29,10 +32,13 @@ BOUNDARY_RADIUS = 3  # pixels: the band around true boundaries where boundary ac
 
 def add_arguments(parser) -> None:
     parser.add_argument("--root", type=Path, default=None,
-                        help="CamVid folder with val/ and valannot/ (default: ../shared/data/camvid, "
-                             "looked for from the current folder and from the fastseg checkout)")
-    parser.add_argument("--out", type=Path, default=Path("out") / "demo", help="where the pictures go")
-    parser.add_argument("--frames", type=int, default=6, help="how many val frames (spread over the split)")
+                        help="CamVid folder with train/ and val/ (default: ../shared/data/camvid, looked for "
+                             "from the current folder and from the fastseg checkout; without it, the frames "
+                             "the package ships)")
+    parser.add_argument("--out", type=Path, default=Path("out") / "demo",
+                        help="where the pictures go (default: out/demo)")
+    parser.add_argument("--frames", type=int, default=6,
+                        help="how many frames, spread over the streets (default: 6)")
     add_model_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
 
@@ -55,41 +61,53 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = find_camvid(args.root)
-    if root is None:
-        where = args.root if args.root is not None else "../shared/data/camvid (from here or from the repository)"
-        print(f"fastseg demo: CamVid not found at {where}. The demo segments CamVid val frames; pass "
-              f"--root /path/to/camvid (the folder holding val/ and valannot/).", file=sys.stderr)
-        return 1
     if args.frames < 1:
         print("fastseg demo: --frames must be at least 1", file=sys.stderr)
         return 2
+    root = find_camvid(args.root)
+    if root is None and args.root is not None:
+        print(f"fastseg demo: CamVid not found at {args.root}; pass --root /path/to/camvid (the folder "
+              f"holding train/, val/ and their annot/ folders), or leave --root out to use the frames "
+              f"the package ships.", file=sys.stderr)
+        return 1
     try:
-        val = CamVid(root, "val")
         chosen = choose_model(args.model, args.num_classes, args.dataset or "camvid")
+        source = demo_frames.camvid_frames(root) if root is not None else demo_frames.packaged_frames()
     except (ValueError, FileNotFoundError) as exc:
         print(f"fastseg demo: {exc}", file=sys.stderr)
         return 1
-    picks = np.unique(np.linspace(0, len(val) - 1, min(args.frames, len(val))).round().astype(int))
+    if chosen.classes != CamVid.classes:
+        print(f"fastseg demo: the demo scores CamVid's 11 classes; {chosen.description} predicts "
+              f"{len(chosen.classes)}", file=sys.stderr)
+        return 1
+    where = root if root is not None else demo_frames.PACKAGED
+    pool = demo_frames.split_by_training(source, chosen.card)
+    if not pool.unseen:
+        print(f"fastseg demo: {chosen.description} trained on every frame under {where}, so none of them "
+              f"can show how it does on frames it has not seen; pass --root with other CamVid frames.",
+              file=sys.stderr)
+        return 1
+    picks = demo_frames.pick(pool.unseen, args.frames)
+    streets = sorted({f.street for f in picks})
+    seen_note = (f"; the model trained on the other {pool.seen} frames there, which are not shown" if pool.seen
+                 else "" if pool.known else "; whether this model trained on them is not known (it has no card)")
+    unseen_words = "not used in training" if pool.known else "training unknown"
     card = chosen.card or {}
-    card_note = ""
-    if "val_miou" in card:
-        with_crf = f", {100 * card['val_miou_crf']:.1f} % with the CRF" if "val_miou_crf" in card else ""
-        card_note = f" (model card: val mIoU {100 * card['val_miou']:.1f} %{with_crf}, all {len(val)} val frames)"
-    print(f"input: {len(picks)} of the {len(val)} CamVid val frames (real street video, not used in training), "
-          f"from {root / 'val'}")
+    card_note = f" (model card: {card['summary']})" if "summary" in card else ""
+    print(f"input: {len(picks)} CamVid frames ({unseen_words}) from {len(streets)} "
+          f"street{'s' if len(streets) > 1 else ''} ({', '.join(streets)}), from {where}{seen_note}")
     print(chosen.summary() + (f"\n      {card_note}" if card_note else ""))
 
     started = time.perf_counter()
-    frames, seconds, crf_seconds = _segment(val, picks, chosen)
-    plain = _score([f.plain for f in frames], frames, val.num_classes)
-    refined = _score([f.refined for f in frames], frames, val.num_classes)
+    frames, seconds, crf_seconds = _segment(picks, chosen)
+    plain = _score([f.plain for f in frames], frames, len(chosen.classes))
+    refined = _score([f.refined for f in frames], frames, len(chosen.classes))
     h, w = frames[0].image.shape[:2]
     ms, crf_ms = 1e3 * float(np.median(seconds)), 1e3 * float(np.median(crf_seconds))
     threads = torch.get_num_threads()
 
-    title = (f"fastseg demo: {len(frames)} CamVid val frames ({w}x{h} street video, not seen in training) "
-             f"from {root / 'val'}\n"
+    title = (f"fastseg demo: {len(frames)} CamVid frames ({w}x{h} street video, {unseen_words}) "
+             f"from {where}\n"
              f"model: {chosen.description}{card_note}\n"
              f"on these frames: mIoU {100 * plain.miou:.1f} %, pixel accuracy {100 * plain.pixel_acc:.1f} %; "
              f"{ms:.0f} ms per frame (Segmenter, {threads} threads)")
@@ -104,7 +122,8 @@ def run(args) -> int:
 
     print(f"time:  {ms:.0f} ms per {w}x{h} frame (median of {len(seconds)}; Segmenter.predict, {threads} threads); "
           f"the CRF stage adds {crf_ms:.0f} ms{_load_note()}")
-    print(f"score: against CamVid's labels of these {len(frames)} frames")
+    print(f"score: against CamVid's labels of {'these' if len(frames) > 1 else 'this'} "
+          f"{len(frames)} frame{'s' if len(frames) > 1 else ''}")
     for name, sc in (("without CRF", plain), ("with CRF", refined)):
         print(f"       {name:<11}: mIoU {100 * sc.miou:.1f} %, pixel accuracy {100 * sc.pixel_acc:.1f} %, "
               f"within {BOUNDARY_RADIUS} px of true boundaries {100 * sc.boundary_acc:.1f} %")
@@ -114,24 +133,24 @@ def run(args) -> int:
     return 0
 
 
-def _segment(val, picks, chosen):
+def _segment(picks, chosen):
     """Each picked frame through the Segmenter without and with the CRF stage; the seconds per frame
     of the first, and the seconds of the CRF stage of the second."""
     from ..segmenter import Segmenter
 
     seg = Segmenter(chosen.model)
     seg_crf = Segmenter(chosen.model, crf=chosen.make_crf())
+    images = [f.read() for f in picks]
     for _ in range(2):  # warm-up: first-call allocations are not a frame's time
-        seg.predict(val.read_image(int(picks[0])))
+        seg.predict(images[0][0])
     frames, seconds, crf_seconds = [], [], []
-    for i in picks:
-        image, truth = val[int(i)]
+    for f, (image, truth) in zip(picks, images):
         t0 = time.perf_counter()
         plain = seg.predict(image).labels
         seconds.append(time.perf_counter() - t0)
         result = seg_crf.predict(image)
         crf_seconds.append(result.timings["crf"])
-        frames.append(pictures.Frame(val.pairs[int(i)][0].stem, image, truth, plain, result.labels))
+        frames.append(pictures.Frame(f.name, image, truth, plain, result.labels))
     return frames, seconds, crf_seconds
 
 

@@ -4,7 +4,9 @@
     torchrun --standalone --nproc_per_node=2 -m fastseg eval ...     # the split sharded over processes
 
 Writes into --out: results.json (scores, per-class IoU / accuracy, the confusion matrices),
-table.txt (what is printed) and confusion_matrix.png (+ confusion_matrix_crf.png with --crf).
+table.txt (what is printed) and confusion_matrix.png (+ confusion_matrix_crf.png with --crf; without
+matplotlib a warning instead, and the exit status stays 0). Annotation values outside the dataset's
+classes and ignore values are scored as ignore, with a warning that counts them.
 With --crf the network runs once per image and its output is scored twice, as the Segmenter gives it
 and refined by the dense CRF, so the printed comparison is per class on identical logits.
 Under torchrun every process takes every world_size-th image, the confusion matrices are summed
@@ -44,8 +46,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for results.json, table.txt, confusion_matrix.png "
                              "(default: runs/eval/DATASET_SPLIT)")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "inductor", "onnxruntime"),
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "inductor", "onnxruntime", "openvino"),
                         help="the Segmenter's model runtime (default: auto)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8", "auto"),
+                        help="int8: the packaged model's int8 graph, or --model FILE written by fastseg quantize")
     add_scale_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (default: torch's; under torchrun cores / local ranks)")
@@ -115,7 +119,9 @@ def _evaluate(args, workers, crf_params) -> int:
         out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         if workers.is_main:
             out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-        seg = Segmenter(resolved.model, device=workers.device, runtime=args.runtime, **scale_options(args))
+        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
+        seg = Segmenter(args.model if args.precision == "int8" else resolved.model, device=workers.device,
+                        runtime=args.runtime, precision=args.precision, **scale_options(args))
         crf = None if crf_params is None else DenseCRF(**crf_params)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     where = f" (rank 0 of {workers.world_size})" if workers.world_size > 1 else ""
@@ -127,17 +133,23 @@ def _evaluate(args, workers, crf_params) -> int:
     if result.crf is not None:
         result.crf.all_reduce()
     totals = workers.sum(torch.tensor([result.frames] + [result.seconds[s] for s in STAGES], dtype=torch.float64))
+    outside = workers.sum(torch.tensor([result.outside_classes.get(v, 0) for v in range(256)], dtype=torch.int64))
     if not workers.is_main:
         return 0
+    outside_classes = {v: int(n) for v, n in enumerate(outside.tolist()) if n}
+    if outside_classes:
+        print(f"fastseg eval: warning: {_outside_text(outside_classes, dataset)}", file=sys.stderr)
     frames = int(totals[0])
     per_frame = {s: float(t) / max(frames, 1) for s, t in zip(STAGES, totals[1:])}
     report = {
         "dataset": dataset.name, "split": args.split, "root": os.fspath(args.root), "model": resolved.source,
         "frames": frames, "classes": list(dataset.classes), "ignore_index": dataset.ignore_index,
         "processes": workers.world_size, "threads_per_process": torch.get_num_threads(),
-        "device": str(workers.device), "runtime": seg.runtime.name, "batch_size": args.batch_size,
+        "device": str(workers.device), "runtime": seg.runtime.name, "precision": seg.precision,
+        "batch_size": args.batch_size,
         "seconds_per_frame": per_frame,  # summed over processes / frames; "model" includes preprocessing
         "wall_seconds": time.perf_counter() - started, "crf": crf_params,
+        "labels_outside_classes": {str(v): n for v, n in outside_classes.items()},  # raw value: pixels
         "results": {"plain": _scores_json(result.plain.compute(), dataset.classes)},
     }
     if result.crf is not None:
@@ -146,9 +158,18 @@ def _evaluate(args, workers, crf_params) -> int:
     print(text)
     write_text(out / "results.json", json.dumps(report, indent=1))
     write_text(out / "table.txt", text + "\n")
-    _pictures(report, result, out)
-    print(f"\nwrote {out}/results.json, table.txt, confusion_matrix{'{,_crf}' if result.crf else ''}.png")
+    pictures = f", confusion_matrix{'{,_crf}' if result.crf else ''}.png" if _pictures(report, result, out) else ""
+    print(f"\nwrote {out}/results.json, table.txt{pictures}")
     return 0
+
+
+def _outside_text(outside: dict[int, int], dataset) -> str:
+    """The sentence saying which annotation values were outside the dataset's classes, and how often."""
+    ids = ", ".join(f"{v} ({n:,} pixels)" for v, n in sorted(outside.items(), key=lambda kv: -kv[1])[:10])
+    more = f" and {len(outside) - 10} more" if len(outside) > 10 else ""
+    return (f"{sum(outside.values()):,} annotated pixels hold label values outside {dataset.name}'s "
+            f"{dataset.num_classes} classes and its ignore values {list(dataset.raw_ignore)}: {ids}{more}; "
+            "they were scored as ignore (annotations of another label set?)")
 
 
 def _finite(v: float):
@@ -209,7 +230,9 @@ def comparison_table(a, b, classes, names=("", "+CRF")) -> str:
     return "\n".join(lines)
 
 
-def _pictures(report: dict, result, out: Path) -> None:
+def _pictures(report: dict, result, out: Path) -> bool:
+    """Draw the confusion matrices; False (with a warning) when matplotlib is missing: the scores are
+    written already, and a missing picture must not turn a finished evaluation into a failure."""
     from ..plots import confusion_matrix_figure
 
     name = Path(report["model"]).name
@@ -220,4 +243,10 @@ def _pictures(report: dict, result, out: Path) -> None:
         title = (f"{report['dataset']} {report['split']} ({report['frames']} images), {name}"
                  f"{' + CRF' if key == 'crf' else ''}\nmIoU {100 * (r['miou'] or 0):.2f} %, "
                  f"pixel accuracy {100 * (r['pixel_acc'] or 0):.2f} %; rows normalised to 100 %")
-        confusion_matrix_figure(meter.matrix.cpu(), report["classes"], out / f"confusion_matrix{suffix}.png", title)
+        try:
+            confusion_matrix_figure(meter.matrix.cpu(), report["classes"], out / f"confusion_matrix{suffix}.png",
+                                    title)
+        except ImportError as exc:
+            print(f"fastseg eval: warning: confusion_matrix{suffix}.png not drawn: {exc}", file=sys.stderr)
+            return False
+    return True

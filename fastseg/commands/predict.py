@@ -25,16 +25,21 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_write, remove_stale_temporaries
-from . import _inputs
+from . import _inputs, _predict_video
 from ._model import add_model_arguments, choose_model
 from ._scale import add_scale_arguments, scale_options
 
 KINDS = ("labels", "color", "overlay")
-RUNTIMES = ("auto", "torch", "inductor", "onnxruntime")  # fastseg.segmenter.choice.RUNTIMES (not imported: torch)
+# fastseg.segmenter.choice.RUNTIMES (not imported here: it imports torch, and --help should be quick)
+RUNTIMES = ("auto", "torch", "inductor", "onnxruntime", "openvino")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or glob patterns")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image or video files, folders, or glob patterns")
+    parser.add_argument("--live", metavar="SOURCE", default=None,
+                        help="segment a live source instead: a camera (0, /dev/video0), a stream URL (rtsp://, "
+                             "http://) or a video file played at its own frame rate; always the newest frame")
     parser.add_argument("--out", "-o", required=True, type=Path, help="output folder")
     parser.add_argument("--recursive", "-r", action="store_true", help="also the images in sub-folders of folders")
     parser.add_argument("--save", default="labels,color,overlay", type=_kinds,
@@ -43,13 +48,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     add_model_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                        help="the network's arithmetic; fp16 / bf16 need hardware that runs them natively")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8", "auto"),
+                        help="the network's arithmetic (default: fp32); fp16 / bf16 need hardware that runs them "
+                             "natively; int8: the packaged model's int8 graph, or --model FILE written by fastseg "
+                             "quantize; auto: bf16 where measured faster (fastseg.segmenter.precision)")
     parser.add_argument("--allow-emulated-precision", action="store_true",
                         help="run fp16 / bf16 even where it is emulated (far slower than fp32; for testing)")
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                        help="what runs the network (auto: fastseg.segmenter.choice decides)")
-    parser.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass")
+                        help="what runs the network (default: auto, which fastseg.segmenter.choice decides)")
+    parser.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass (default: 1)")
     add_scale_arguments(parser)
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (fastseg.crf.DenseCRF)")
     parser.add_argument("--tta-flip", action="store_true", help="average with the mirrored image's prediction")
@@ -74,7 +81,10 @@ def _kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-def output_paths(out: Path, key: str, kinds) -> dict[str, Path]:
+def output_paths(out: Path, key: str, kinds, path: Path | None = None) -> dict[str, Path]:
+    """The outputs of the input `path` (an image's PNGs, or a video's videos) under key K."""
+    if path is not None and _predict_video.is_video(path):
+        return _predict_video.output_paths(out, key, kinds)
     return {kind: out / kind / f"{key}.png" for kind in kinds}
 
 
@@ -110,15 +120,19 @@ def write_outputs(paths: dict[str, Path], image: np.ndarray, labels: np.ndarray,
 def run(args) -> int:
     import torch
 
-    from ..segmenter import TTA, Segmenter
-    from ..segmenter.choice import check_precision
-    from ..segmenter.input_checks import check_device
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if not 0 <= args.alpha <= 1:
         print("fastseg predict: --alpha must be in [0, 1]", file=sys.stderr)
         return 2
+    if (args.live is None) == (not args.inputs):
+        print("fastseg predict: give INPUT files or --live SOURCE (one of the two)", file=sys.stderr)
+        return 2
+    if args.live is not None:
+        from ._predict_live import run_live
+
+        made = _segmenter(args)
+        return 2 if made is None else run_live(args, made[1], made[0].palette)
     try:
         found = _inputs.find_inputs(args.inputs, args.recursive, exclude=args.out)
     except ValueError as exc:
@@ -131,7 +145,7 @@ def run(args) -> int:
         return 1
 
     todo = [s for s in found.sources
-            if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save).values())]
+            if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save, s.path).values())]
     done_before = len(found.sources) - len(todo)
     print(f"fastseg predict: {_count(len(found.sources), 'image')} -> {args.out}/{{{','.join(args.save)}}}/"
           + (f"; {done_before} already done, skipped" if done_before else "")
@@ -146,19 +160,10 @@ def run(args) -> int:
     if stale:
         print(f"fastseg predict: removed {_count(stale, 'temporary file')} that an interrupted run left behind")
 
-    try:
-        # checked first, so that the message names this command's option, not the Python argument
-        check_precision(args.precision, check_device(args.device), args.allow_emulated_precision,
-                        "--allow-emulated-precision")
-        chosen = choose_model(args.model, args.num_classes, args.dataset)
-        seg = Segmenter(chosen.model, device=args.device, precision=args.precision,
-                        crf=chosen.make_crf() if args.crf else None,
-                        tta=TTA(flip=True) if args.tta_flip else None, runtime=args.runtime,
-                        allow_emulated_precision=args.allow_emulated_precision, **scale_options(args))
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"fastseg predict: {exc}", file=sys.stderr)
+    made = _segmenter(args)
+    if made is None:
         return 2
-    print(chosen.summary())
+    chosen, seg = made
 
     failed: list[tuple[Path, str]] = []
     finished, interrupted = 0, False
@@ -183,6 +188,31 @@ def run(args) -> int:
     return 1 if failed or found.missing else 0
 
 
+def _segmenter(args):
+    """(the chosen model, its Segmenter) for the command line's options, or None after saying why not."""
+    from ..segmenter import TTA, Segmenter
+    from ..segmenter.choice import check_precision
+    from ..segmenter.input_checks import check_device
+
+    try:
+        if args.precision in ("fp16", "bf16"):
+            # checked first, so that the message names this command's option, not the Python argument
+            check_precision(args.precision, check_device(args.device), args.allow_emulated_precision,
+                            "--allow-emulated-precision")
+        chosen = choose_model(args.model, args.num_classes, args.dataset)
+        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
+        seg = Segmenter(args.model if args.precision == "int8" else chosen.model, device=args.device,
+                        precision=args.precision,
+                        crf=chosen.make_crf() if args.crf else None,
+                        tta=TTA(flip=True) if args.tta_flip else None, runtime=args.runtime,
+                        allow_emulated_precision=args.allow_emulated_precision, **scale_options(args))
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"fastseg predict: {exc}", file=sys.stderr)
+        return None
+    print(chosen.summary())
+    return chosen, seg
+
+
 def _check_writable(out: Path, kinds) -> str | None:
     """Why the outputs cannot be written under out (None when they can): each kind's folder is
     made, and a file is created in it and removed."""
@@ -199,12 +229,20 @@ def _check_writable(out: Path, kinds) -> str | None:
 
 
 def _segment_batch(sources: list[_inputs.Source], seg, palette: np.ndarray, args) -> list[str | None]:
-    """Read, segment (in one call) and write some images; per image the reason it failed, or None.
-    A failure of one image must not stop the others, so any error is caught here (KeyboardInterrupt
-    is not an Exception); when the batch's call fails, its images are retried one by one."""
+    """Read, segment (in one call) and write some images, and each video on its own; per input the
+    reason it failed, or None. A failure of one input must not stop the others, so any error is
+    caught here (KeyboardInterrupt is not an Exception); when the batch's call fails, its images are
+    retried one by one."""
     errors: list[str | None] = [None] * len(sources)
     images = {}
     for i, source in enumerate(sources):
+        if _predict_video.is_video(source.path):
+            paths = output_paths(args.out, source.key, args.save, source.path)
+            try:
+                errors[i] = _predict_video.segment_video(source.path, paths, seg, palette, args.alpha)
+            except Exception as exc:
+                errors[i] = f"{type(exc).__name__}: {exc}"
+            continue
         try:
             images[i] = read_image(source.path)
         except Exception as exc:  # corrupt, truncated, not an image, unreadable
@@ -216,7 +254,8 @@ def _segment_batch(sources: list[_inputs.Source], seg, palette: np.ndarray, args
     for i, image in images.items():
         try:
             result = labels[i] if i in labels else seg.predict(image).labels
-            write_outputs(output_paths(args.out, sources[i].key, args.save), image, result, palette, args.alpha)
+            write_outputs(output_paths(args.out, sources[i].key, args.save, sources[i].path), image, result,
+                          palette, args.alpha)
         except Exception as exc:
             errors[i] = f"{type(exc).__name__}: {exc}"
     return errors

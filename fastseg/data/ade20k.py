@@ -75,6 +75,7 @@ class ADE20K(SegmentationDataset):
     palette = PALETTE
     splits = tuple(_FOLDERS)
     label_map = lookup_table({raw: raw - 1 for raw in range(1, 151)})  # 0 -> 255
+    raw_ignore = (0, 255)
 
     def find_pairs(self, root: Path, split: str) -> list[Pair]:
         if not (root / "images").is_dir() and (root / "ADEChallengeData2016" / "images").is_dir():

@@ -88,6 +88,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         palette: uint8 [num_classes, 3] colours, index = train id.
         splits: the split names the reader knows.
         label_map: uint8 [256] raw on-disk label value -> train id (255 = ignore).
+        raw_ignore: the raw values the dataset documents as "ignore" (unlabelled, void, boundaries).
+            Any other raw value that maps to ignore is outside the dataset's classes: a label file of
+            another label set, or damaged. It is ignored too, and counted (`outside_classes`).
     """
 
     name: str = ""
@@ -96,6 +99,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     splits: tuple[str, ...] = ()
     label_map: np.ndarray = np.arange(256, dtype=np.uint8)
     ignore_index: int = IGNORE_INDEX
+    raw_ignore: tuple[int, ...] = (IGNORE_INDEX,)
 
     def __init__(self, root: str | Path, split: str = "train",
                  transform: Callable[[np.ndarray, np.ndarray], object] | None = None):
@@ -107,6 +111,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.split = split
         self.transform = transform
         self.pairs: list[Pair] = self.find_pairs(self.root, split)
+        self._outside = np.zeros(256, np.int64)  # pixels per raw value outside the classes, as read
         if not self.pairs:
             raise FileNotFoundError(f"{type(self).__name__}: split {split!r} under {self.root} has no images")
 
@@ -137,7 +142,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def read_label(self, index: int) -> np.ndarray:
         """The label as train ids (uint8 [H, W], 255 = ignore), without the transform."""
-        return self.label_map[self.read_raw_label(index)]
+        raw = self.read_raw_label(index)
+        outside = ((self.label_map == self.ignore_index) & ~np.isin(np.arange(256), self.raw_ignore))[raw]
+        if outside.any():
+            self._outside += np.bincount(raw[outside], minlength=256)
+        return self.label_map[raw]
+
+    def outside_classes(self) -> dict[int, int]:
+        """{raw label value: pixels} of the labels read so far whose values are neither a class nor
+        one of `raw_ignore`: they were read as ignore, and a caller scoring them should say so."""
+        return {int(v): int(self._outside[v]) for v in np.flatnonzero(self._outside)}
 
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):

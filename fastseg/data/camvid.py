@@ -34,6 +34,7 @@ class CamVid(SegmentationDataset):
     palette = PALETTE
     splits = ("train", "val", "test")
     label_map = lookup_table({i: i for i in range(len(CLASSES))})  # 11 (and anything else) -> 255
+    raw_ignore = (RAW_IGNORE, 255)
 
     def find_pairs(self, root: Path, split: str) -> list[Pair]:
         image_dir = _require_dir(root / split, f"CamVid {split} images")

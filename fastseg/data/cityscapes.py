@@ -52,6 +52,8 @@ class Cityscapes(SegmentationDataset):
     palette = PALETTE
     splits = ("train", "val", "test")
     label_map = lookup_table(LABEL_ID_TO_TRAIN_ID)
+    # the label ids 0..33 that are not evaluated (void, ego vehicle, ...), and 255
+    raw_ignore = tuple(i for i in range(34) if i not in LABEL_ID_TO_TRAIN_ID) + (255,)
 
     def find_pairs(self, root: Path, split: str) -> list[Pair]:
         image_dir = _require_dir(root / "leftImg8bit" / split, f"Cityscapes {split} images")

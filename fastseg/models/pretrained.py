@@ -4,9 +4,11 @@
     info = fastseg.models.pretrained.get("camvid")      # its file, dataset, class names, palette, card
 
 A packaged model is a file written by `fastseg.models.save` (fp16 weights) and, optionally, a JSON
-model card next to it (same name, .json) with the figures of its training run: "val_miou",
-"val_iou" (per class), "epochs", ... Class names and colours come from the dataset reader it was
-trained on, so a prediction can be coloured and explained without the dataset on disk.
+model card next to it (same name, .json) with the figures of its training run: "summary" (one line
+people read), "training" ({"splits": [...], "excluded_frames": [...]}: what it trained on, so that
+`fastseg demo` never shows a trained frame as unseen), "epochs", per-class IoU, ... Class names
+and colours come from the dataset reader it was trained on, so a prediction can be coloured and
+explained without the dataset on disk.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@
   `ConvBNAct` -> `FoldedConv`, `SeparableConvBNAct` -> `FoldedSeparableConv`, the norm goes into the
   pointwise conv); a `FoldedConv` runs the `fastseg.ops.atrous_conv` op (on the CPU: Winograd where
   that pays, otherwise torch's conv with the activation in place);
-- every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which also takes the op's
-  Triton kernel on CUDA tensors;
+- every dense dilated 3x3 conv + BN + activation becomes an `AtrousConv`, which on CUDA tensors
+  takes the op's Triton kernel where the GPU's convolution table says it beats cuDNN;
 - a (non-separable) ASPP becomes a `FusedASPP`, which runs the fused `fastseg.ops.aspp` op (spatial
   branches in one launch, image pooling folded into the projection as a per-image bias);
 - SegFormer's all-MLP head is re-associated: each stage's linear projection is multiplied into its
@@ -94,7 +94,8 @@ class FoldedConv(nn.Module):
 
 
 class AtrousConv(FoldedConv):
-    """A folded dense dilated 3x3 conv + activation: on CUDA tensors the op's Triton kernel runs it."""
+    """A folded dense dilated 3x3 conv + activation: on CUDA tensors the op's "auto" runs it (cuDNN, or
+    the Triton kernel where the GPU's convolution table says that is faster)."""
 
     backend_off_cpu = "auto"
 

@@ -1,6 +1,8 @@
 """The one backend choice of every op: "reference" (plain PyTorch, the op's naive.py), "native" (CPU
-tensors: fastseg's C++ extension, or torch's own CPU kernels where the op says so), "triton" (CUDA
-tensors; CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device.
+tensors: fastseg's C++ extension, or torch's own CPU kernels where the op says so; CUDA tensors too
+for ops with CUDA C++ kernels compiled ahead of time into the extension), "triton" (CUDA tensors;
+CPU tensors too under TRITON_INTERPRET=1). "auto" picks by device: on CUDA, triton, or the CUDA C++
+kernels where Triton is missing (Jetson's PyTorch builds often have none).
 
 Each op declares once what it has (`Op`); `resolve` turns a backend request into the backend that
 runs, or a clear error naming the op.
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _native
+from . import _triton_support
 
 BACKENDS = ("auto", "reference", "triton", "native")
 
@@ -22,6 +25,7 @@ class Op:
     name: str
     triton: bool = True                    # has a Triton kernel
     native_needs_extension: bool = True    # False: "native" runs on torch's CPU kernels when fastseg._C is absent
+    native_cuda: bool = False              # "native" also takes CUDA tensors (csrc/cuda/, when _C has CUDA)
 
 
 def triton_interpreted() -> bool:
@@ -30,11 +34,8 @@ def triton_interpreted() -> bool:
 
 
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when the triton package is installed and at least _triton_support.TRITON_MIN."""
+    return _triton_support.triton_problem() is None
 
 
 def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str | None = None,
@@ -43,19 +44,28 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
 
     native_refuses / triton_refuses: why that kernel cannot take these particular arguments (None when
     it can): "auto" then falls back to the reference, and asking for that backend by name raises
-    ValueError with the reason.
+    ValueError with the reason. On CUDA, "auto" running the reference because Triton is missing or
+    too old says so once per op (a RuntimeWarning, _triton_support.warn_fallback).
     """
     if backend not in BACKENDS:
         raise ValueError(f"{op.name}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         if device.type == "cuda" and op.triton and triton_refuses is None and triton_available():
             return "triton"
+        if device.type == "cuda" and op.native_cuda and native_refuses is None and _native.has_cuda():
+            return "native"
         if device.type == "cpu" and native_refuses is None and (
                 _native.available() or not op.native_needs_extension):
             return "native"
+        if device.type == "cuda" and op.triton and triton_refuses is None:
+            _triton_support.warn_fallback(op.name)
         return "reference"
     if backend == "native":
-        if device.type != "cpu":
+        if device.type == "cuda" and op.native_cuda:
+            if not _native.has_cuda():
+                raise RuntimeError(f"{op.name}: backend='native' on CUDA tensors needs fastseg._C built with its "
+                                   "CUDA kernels (nvcc at build time, FASTSEG_CUDA=on)")
+        elif device.type != "cpu":
             raise ValueError(f"{op.name}: backend='native' runs on CPU tensors, got a {device.type} tensor")
         if native_refuses is not None:
             raise ValueError(f"{op.name}: {native_refuses}")
@@ -65,7 +75,7 @@ def resolve(op: Op, backend: str, device: torch.device, *, native_refuses: str |
         if not op.triton:
             raise ValueError(f"{op.name}: has no triton backend (it has 'reference' and 'native')")
         if not triton_available():
-            raise RuntimeError(f"{op.name}: backend='triton' needs the triton package")
+            raise RuntimeError(f"{op.name}: backend='triton' {_triton_support.triton_problem() or 'cannot run here'}")
         if device.type != "cuda" and not triton_interpreted():
             raise ValueError(
                 f"{op.name}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "

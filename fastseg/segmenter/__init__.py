@@ -11,7 +11,8 @@ The parts, one module each: `inputs` (what is accepted, split into same-size gro
 in the caller's structure and array kind), `runtimes` (what runs the network) and `choice` (which
 one, and why), `options` and `augment` (tiling and test-time augmentation, as functions of the
 network), `onnx_cache` (exported graphs kept on disk), `model_spec` (what a model argument names,
-shared with the command line), and `pipeline` (the Segmenter that puts them together).
+shared with the command line), `pipeline` (the Segmenter that puts them together) and `cuda_frames`
+(how it runs frames on a CUDA device: one wait per frame, the caller's stream, CUDA graphs).
 """
 from .model_spec import ResolvedModel, resolve_model
 from .options import TTA, Tiling

@@ -14,8 +14,16 @@
   (`fastseg.ops.winograd`: two to three times fewer multiplies), with each bottleneck's last 1x1
   convolution, residual add and ReLU as one oneDNN call writing in place; there torch wins.
   Without onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
-- On a GPU, or in fp16 / bf16, torch: the Triton kernels and the reduced-precision oneDNN kernels
-  live there, and ONNX Runtime is used here for fp32 CPU work only.
+  OpenVINO in fp32 (runtime="openvino") is not chosen: on the same graph it ran between 0.91x and
+  1.04x ONNX Runtime's speed on the benchmark models (`cpu_engines_*` cases), a wash at best.
+- On the CPU in bf16, OpenVINO (`openvino_runtime.py`) when it is installed and the CPU has native
+  bf16 (AVX512-BF16 or AMX, asked of the CPU at run time): its bf16 convolutions beat torch's oneDNN
+  bf16 path for these models (`fastseg bench --only cpu_engines_default,cpu_engines_lraspp`), and its
+  fp32 logits keep more labels equal to fp32 than torch's bf16 logits do. Otherwise torch.
+- An int8 graph (`fastseg quantize`, precision="int8"): OpenVINO when installed, whose int8
+  convolutions beat ONNX Runtime's on the same graph and both engines' own INT8 pipelines
+  (`fastseg bench --only int8_camvid`), else ONNX Runtime.
+- On a GPU, or in fp16, torch: the Triton kernels and the reduced-precision kernels live there.
 
 A new runtime (a CUDA-stream one, a quantized one, another engine for reduced precision) is a
 `fastseg.segmenter.runtimes.Runtime` subclass, named in RUNTIMES below and in the rule above.
@@ -29,7 +37,7 @@ from .. import _torch_compat
 from .runtimes import InductorRuntime, OnnxRuntime, Runtime, TorchRuntime
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-RUNTIMES = ("auto", "torch", "inductor", "onnxruntime")
+RUNTIMES = ("auto", "torch", "inductor", "onnxruntime", "openvino")
 
 
 def check_precision(precision: str, device: torch.device, allow_emulated: bool,
@@ -61,11 +69,15 @@ def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precisi
     """Build the runtime named by `runtime` ("auto": by the rule above) for `model` (as trained or
     already fused: the torch runtimes fuse it, ONNX Runtime's graph is exported from its fused form
     only when the graph is not cached yet).
-    channels_last: the torch runtimes' input layout (default: True on the CPU)."""
+    channels_last: the torch runtimes' input layout (default: True; cuDNN's tensor-core kernels and
+    oneDNN's blocked ones both read NHWC)."""
     from ..models import fuse
+    from .quantized import QuantizedGraph
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
+    if isinstance(model, QuantizedGraph):
+        return _int8(runtime, model, channels_last, ort_spinning)
     if runtime == "auto":
         runtime = "torch" if channels_last else _auto(model, device, precision)
     if runtime == "onnxruntime":
@@ -76,12 +88,47 @@ def choose_runtime(runtime: str, model: nn.Module, device: torch.device, precisi
         if channels_last:
             raise ValueError("channels_last: ONNX Runtime takes NCHW input (it picks its own layout inside)")
         return OnnxRuntime(model, spinning=ort_spinning)
-    layout = device.type == "cpu" if channels_last is None else bool(channels_last)
+    if runtime == "openvino":
+        return _openvino(model, device, precision, channels_last)
+    layout = True if channels_last is None else bool(channels_last)
     kind = InductorRuntime if runtime == "inductor" else TorchRuntime
     return kind(fuse(model), device, PRECISIONS[precision], layout)
 
 
+def _openvino(model: nn.Module, device: torch.device, precision: str, channels_last: bool | None) -> Runtime:
+    from .openvino_runtime import HINTS, OpenVinoRuntime
+
+    if device.type != "cpu":
+        raise ValueError("runtime: 'openvino' is a CPU runtime; use 'torch' on CUDA")
+    if precision not in HINTS:
+        raise ValueError(f"precision: runtime 'openvino' runs {tuple(HINTS)}, got {precision}")
+    if channels_last:
+        raise ValueError("channels_last: OpenVINO takes NCHW input (it picks its own layout inside)")
+    return OpenVinoRuntime(model, precision)
+
+
+def _int8(runtime: str, graph, channels_last: bool | None, ort_spinning: bool) -> Runtime:
+    """An int8 QDQ graph (`fastseg.quantize`): "auto" runs it in OpenVINO when installed (its int8
+    convolutions are the fastest measured, `fastseg bench --only int8_camvid`), else ONNX Runtime."""
+    from . import openvino_runtime
+
+    if runtime == "auto":
+        runtime = "openvino" if openvino_runtime.available() else "onnxruntime"
+    if runtime not in ("openvino", "onnxruntime"):
+        raise ValueError(f"runtime: an int8 graph runs in 'openvino' or 'onnxruntime', not {runtime!r}")
+    if channels_last:
+        raise ValueError("channels_last: int8 graphs take NCHW input (the engine picks its own layout inside)")
+    if runtime == "onnxruntime":
+        return OnnxRuntime(None, spinning=ort_spinning, graph=graph.path)
+    return openvino_runtime.OpenVinoRuntime(graph, "int8")
+
+
 def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
+    from . import openvino_runtime
+    from .precision import native_bf16
+
+    if device.type == "cpu" and precision == "bf16":
+        return "openvino" if native_bf16() and openvino_runtime.available() else "torch"
     if device.type != "cpu" or precision != "fp32" or _winograd_backbone(model):
         return "torch"
     try:

@@ -205,6 +205,7 @@ def _copy_into(dst, src) -> None:
         for d, s in zip(dst, src):
             _copy_into(d, s)
     elif isinstance(dst, np.ndarray):
-        np.copyto(dst, src)
-    else:
+        if not np.may_share_memory(dst, src):  # a stream's labels written into their buffer already
+            np.copyto(dst, src)
+    elif dst.data_ptr() != src.data_ptr():
         dst.copy_(src)

@@ -1,7 +1,8 @@
 """What a model argument names, resolved in one place for the Segmenter and the command line.
 
 A model spec is one of: None (the packaged default model), the name of a packaged model
-(`fastseg.models.pretrained.names()`), the path of a file written by `fastseg.models.save`, a
+(`fastseg.models.pretrained.names()`), the path of a file written by `fastseg.models.save` (or an
+int8 ONNX graph written by `fastseg quantize`: `fastseg.segmenter.quantized`), a
 registered architecture name (`fastseg.models.list_models()`; random weights, needs the number of
 classes), or a fastseg model object. Errors name the argument as the caller spells it
 (`model_or_name` / `num_classes` for the Segmenter, `--model` / `--num-classes` on the command line).
@@ -14,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-KINDS = ("packaged", "file", "registered", "module")
+KINDS = ("packaged", "file", "registered", "module", "quantized")
 
 
 @dataclass
@@ -50,6 +51,10 @@ def resolve_model(spec=None, num_classes: int | None = None, *, spec_arg: str = 
         if not os.path.isfile(path):
             raise ValueError(f"{spec_arg}: {path} is a directory, not a model file")
         _no_classes(num_classes, classes_arg, "to a model loaded from a file")
+        if path.endswith(".onnx"):
+            from .quantized import QuantizedGraph
+
+            return ResolvedModel(QuantizedGraph(path), "quantized", path)
         return ResolvedModel(models.load(path).float().eval(), "file", path)
     if path not in models.list_models():
         raise ValueError(f"{spec_arg}: {path!r} is not a packaged model ({', '.join(pretrained.names())}), "

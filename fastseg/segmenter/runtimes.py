@@ -97,7 +97,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module, spinning: bool = True):
+    def __init__(self, model: nn.Module | None, spinning: bool = True, *, graph: str | None = None):
         import onnxruntime as ort
 
         from . import onnx_cache
@@ -105,14 +105,31 @@ class OnnxRuntime(Runtime):
         self.device, self.dtype, self.channels_last = torch.device("cpu"), torch.float32, False
         self.spinning = bool(spinning)
         self._threads = torch.get_num_threads()
+        options = self.session_options(self._threads, self.spinning)
+
+        def session(g):
+            return ort.InferenceSession(g, options, providers=["CPUExecutionProvider"])
+
+        # graph: an ONNX file of the same form (an int8 graph of fastseg.quantize)
+        self.session = session(graph) if graph is not None else onnx_cache.load_logits_graph(model, session)
+
+    @staticmethod
+    def session_options(threads: int, spinning: bool):
+        """ONNX Runtime's session options for this runtime.
+
+        No memory arena: with it, ONNX Runtime keeps the peak of its largest frame for the rest of the
+        process (gigabytes after one multi-megapixel frame); without it, memory goes back after each
+        run at no measurable cost on video-sized frames (the onnxruntime_arena benchmark case)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.session = onnx_cache.load_logits_graph(
-            model, lambda graph: ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]))
+        return options
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()  # a no-op for the Segmenter's own buffers, which are written NCHW

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .. import _conv_table
 from .._dispatch import Op, resolve
 from ..atrous_conv import native as native_conv
 from ..atrous_conv.geometry import check_input
@@ -65,19 +66,28 @@ class AsppParams:
 # ----------------------------------------------------------------------------- public op
 def projection_bias(x: torch.Tensor, params: AsppParams) -> torch.Tensor:
     """[N, Cout] float32: the projection bias with the image-pooling branch folded in."""
-    pooled = x.float().mean(dim=(2, 3))                                          # [N, Cin]
+    pooled = x.mean(dim=(2, 3), dtype=torch.float32)   # [N, Cin]; accumulates in fp32 without an fp32 copy of x
     feature = F.relu(F.linear(pooled, params.pool_weight.float(), params.pool_bias.float()))
     return F.linear(feature, params.proj_pool_weight.float(), params.proj_bias.float())
 
 
 def aspp(x: torch.Tensor, params: AsppParams, backend: str = "auto") -> torch.Tensor:
-    """Fused ASPP forward: x [N, Cin, H, W] float32/float16/bfloat16 -> [N, Cout, H, W] in x's dtype."""
+    """Fused ASPP forward: x [N, Cin, H, W] float32/float16/bfloat16 -> [N, Cout, H, W] in x's dtype.
+
+    backend "auto": native on CPU tensors; on CUDA tensors the reference (cuDNN convolutions) unless
+    the convolution table recorded on this GPU says the Triton kernels are faster for this shape
+    (ops/_conv_table.py). fp32 on Triton follows torch.backends.cudnn.allow_tf32 (TF32 tensor
+    cores when set, torch's default for convolutions; exact fp32 otherwise)."""
     if not isinstance(params, AsppParams):
         raise TypeError(f"aspp: params must be AsppParams (built by models.rewrite.FusedASPP), "
                         f"got {type(params).__name__}")
     check_input(x, "x", params.in_channels, op="aspp")
     if params.pool_weight.device != x.device:
         raise ValueError(f"aspp: params are on {params.pool_weight.device} but x is on {x.device}")
+    if backend == "auto" and x.device.type == "cuda" and not _conv_table.triton_wins(
+            _conv_table.aspp_key(x, params.out_channels, [w.shape[-1] for w in params.branch_weights],
+                                 params.dilations), x, lambda x, backend: aspp(x, params, backend)):
+        backend = "reference"  # cuDNN: the GPU's table does not list this ASPP for Triton
     chosen = resolve(OP, backend, x.device)
     if chosen == "reference":
         return reference(x, params)

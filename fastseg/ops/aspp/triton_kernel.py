@@ -16,14 +16,17 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _launch
 from .. import activation as activations
 from ..atrous_conv.triton_kernel import atrous_conv as conv_launch
 from ..atrous_conv.triton_kernel import (
     bias_activation_store,
     conv_tile,
+    grid,
     launch_config,
     output_pixels,
     pack_weight,
+    precision,
     upcast,
 )
 
@@ -32,7 +35,7 @@ from ..atrous_conv.triton_kernel import (
 def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, woff_ptr,
                           M, H, W, Cin, Cout,
                           sxn, sxc, sxh, sxw, son, soc, soh, sow,
-                          ACT: tl.constexpr, UPCAST: tl.constexpr,
+                          ACT: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -47,7 +50,7 @@ def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, w
     acc = conv_tile(x_ptr, w_branch, n, oh, ow, mask_m, offs_n, mask_n,
                     H, W, 0, Cin, Cout, sxn, sxc, sxh, sxw,
                     k, k, 1, 1, pad, pad, dil, dil,
-                    BLOCK_M, BLOCK_N, BLOCK_K, UPCAST)
+                    BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
     bias_activation_store(acc, out_ptr, bias_ptr + branch * Cout, n, oh, ow, mask_m, offs_n, mask_n,
                           0, son, soc, soh, sow, branch * Cout, True, ACT)
 
@@ -76,14 +79,14 @@ def aspp_branches(x: torch.Tensor, params, out: torch.Tensor) -> torch.Tensor:
     t = pack_branches(params, x.dtype, x.device)
     branches, cout = len(params.branch_weights), params.out_channels
     M = N * H * W
-    cfg = launch_config(x.dtype, M, Cin, cout)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(cout, cfg["BLOCK_N"]), branches)
-    _aspp_branches_kernel[grid](
+    cfg = launch_config(x.dtype, M, Cin, cout, _launch.tile_target(x.device))
+    _launch.launch(
+        _aspp_branches_kernel, grid(M, triton.cdiv(cout, cfg["BLOCK_N"]), cfg, branches), x.device,
         x, t["weight"], t["bias"], out, t["ksize"], t["dilation"], t["offsets"],
         M, H, W, Cin, cout,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3),
-        ACT=activations.code("relu"), UPCAST=upcast(x.dtype), **cfg)
+        ACT=activations.code("relu"), UPCAST=upcast(x.dtype), PRECISION=precision(x.dtype), **cfg)
     return out
 
 

@@ -8,6 +8,10 @@ The activation is any name of the one activation table (ops/activation.py). Back
   triton     triton_kernel.py, an implicit GEMM over NHWC tiles with bias and activation fused
              (CUDA tensors; CPU tensors under TRITON_INTERPRET=1). Output is channels_last. Fuses the
              activations that have a fastseg._C.Activation code; "auto" takes the reference for others.
+             fp32 input uses TF32 tensor cores when torch.backends.cudnn.allow_tf32 is set (torch's
+             default for convolutions, ~1e-3 relative error), exact fp32 otherwise.
+  auto       CPU tensors: native. CUDA tensors: the reference (cuDNN) unless the convolution table
+             recorded on this GPU says Triton is faster for this very shape (ops/_conv_table.py).
   native     CPU tensors. Stride-1 3x3 'same' convolutions on channels_last float32 input run as
              Winograd F(4x4, 3x3) or F(6x6, 3x3) (ops/winograd: fastseg's C++ transforms around
              torch.bmm; 36 multiplies per 4x4 outputs instead of 144) wherever its tiles pay, which is every
@@ -19,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import _conv_table, winograd
 from .. import activation as activations
-from .. import winograd
 from .._dispatch import Op, resolve
 from .geometry import check_input, conv_geometry, output_size
 from .naive import folded_conv, reference  # noqa: F401  (the specification, exported with the op)
@@ -84,6 +88,10 @@ def dispatch(x, weight, bias, stride, padding, dilation, activation, groups=1, b
     """atrous_conv on arguments already checked, the geometry as pairs: what the modules of
     models/rewrite.py call on every frame (they check their convolution once, when they are built)."""
     no_epilogue = None if activations.get(activation).fused else f"the Triton epilogue has no {activation!r}"
+    if backend == "auto" and x.device.type == "cuda" and not _conv_table.triton_wins(
+            _conv_table.atrous_key(x, weight, stride, padding, dilation, groups), x,
+            lambda x, backend: dispatch(x, weight, bias, stride, padding, dilation, activation, groups, backend)):
+        backend = "reference"  # cuDNN: the GPU's table does not list this convolution for Triton
     chosen = resolve(OP, backend, x.device, triton_refuses=no_epilogue)
     if chosen == "triton":
         from . import triton_kernel as kernel

@@ -16,10 +16,14 @@ written through strides too, so it may be a channels_last tensor or a channel sl
 
 Precision: operands stay in the input dtype (fp16 / bf16 feed tl.dot natively on the GPU) and
 accumulate in fp32. Under the interpreter bf16 is stored as raw uint16 and numpy cannot multiply it,
-so there (UPCAST) operands are converted to fp32 after loading. fp32 operands use
-input_precision="ieee": GPUs would otherwise run fp32 dots as TF32 (10-bit mantissa, ~1e-3 relative
-error), while the interpreter is exact; "ieee" makes both exact, so one tight tolerance holds for both
-and the fused op keeps the model's fp32 answer. The flag is ignored for fp16 / bf16 operands.
+so there (UPCAST) operands are converted to fp32 after loading. fp32 operands follow
+torch.backends.cudnn.allow_tf32, as torch's own convolutions do (on by default, unlike
+torch.backends.cuda.matmul.allow_tf32): "tf32" tensor-core dots (10-bit mantissa, ~1e-3 relative
+error) when it is set, exact "ieee" FMA dots when it is not (`input_precision`). The interpreter
+always computes fp32 dots exactly.
+
+Launches go through ops/_launch.py (CUDA's grid limits, the tensor's device); `launch_config` holds
+the tile configuration that ships for the GPU and the one the interpreter uses.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import triton
 import triton.language as tl
 
 from ... import _torch_compat
+from .. import _launch
 from .. import activation as activations
 from .._dispatch import triton_interpreted
 
@@ -42,7 +47,7 @@ def conv_tile(x_ptr, w_ptr, n, oh, ow, mask_m, offs_n, mask_n,
               H, W, cin_base, Cin, Cout, sxn, sxc, sxh, sxw,
               KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-              UPCAST: tl.constexpr):
+              UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """fp32 accumulator [BLOCK_M, BLOCK_N] of one output tile.
 
     Reads input channels [cin_base, cin_base + Cin) (one group's); w_ptr points at that group's
@@ -67,7 +72,7 @@ def conv_tile(x_ptr, w_ptr, n, oh, ow, mask_m, offs_n, mask_n,
                 if UPCAST:
                     a = a.to(tl.float32)
                     b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc, input_precision="ieee")
+                acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc
 
 
@@ -107,6 +112,7 @@ def _atrous_conv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr,
                         sxn, sxc, sxh, sxw, son, soc, soh, sow, sbn,
                         KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST: tl.constexpr,
+                        PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Cin / Cout are per group; grid axis 1 runs over (group, block of that group's Cout)."""
     pid_m = tl.program_id(0)
@@ -119,7 +125,7 @@ def _atrous_conv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr,
     acc = conv_tile(x_ptr, w_group, n, oh, ow, mask_m, offs_n, mask_n,
                     H, W, group * Cin, Cin, Cout, sxn, sxc, sxh, sxw,
                     KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-                    BLOCK_M, BLOCK_N, BLOCK_K, UPCAST)
+                    BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
     bias_activation_store(acc, out_ptr, bias_ptr + group * Cout, n, oh, ow, mask_m, offs_n, mask_n,
                           sbn, son, soc, soh, sow, group * Cout, HAS_BIAS, ACT)
 
@@ -129,14 +135,15 @@ def pow2_block(size: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(1, size))))
 
 
-def launch_config(dtype: torch.dtype, M: int, Cin: int, Cout: int) -> dict:
-    """The fixed tile configuration (autotuning needs a GPU to time on).
+def launch_config(dtype: torch.dtype, M: int, Cin: int, Cout: int, target: str) -> dict:
+    """The fixed tile configuration (autotuning needs a GPU to time on) for `_launch.tile_target`'s
+    "gpu" (what ships) or "interpreter".
 
     Under the interpreter every program is a Python-level step, so tiles are large to keep the
-    program count small; on a GPU they are the usual tensor-core shapes (fp32 "ieee" dots are
-    slower, so smaller tiles there).
+    program count small; on a GPU they are the usual tensor-core shapes (fp32 operands move twice
+    the bytes of fp16 ones, so smaller tiles there).
     """
-    if triton_interpreted():
+    if target == "interpreter":
         return dict(BLOCK_M=pow2_block(M, 16, 128), BLOCK_N=pow2_block(Cout, 16, 64),
                     BLOCK_K=pow2_block(Cin, 16, 64), num_warps=4, num_stages=1)
     if dtype == torch.float32:
@@ -144,6 +151,13 @@ def launch_config(dtype: torch.dtype, M: int, Cin: int, Cout: int) -> dict:
                     num_warps=4, num_stages=2)
     return dict(BLOCK_M=128, BLOCK_N=pow2_block(Cout, 16, 128), BLOCK_K=pow2_block(Cin, 16, 32),
                 num_warps=8 if Cout >= 128 else 4, num_stages=3)
+
+
+def grid(M: int, channel_blocks: int, cfg: dict, branches: int = 1) -> tuple[int, ...]:
+    """Output-pixel tiles on axis 0 (the only axis that may exceed 65535), blocks of output channels
+    (all groups') on axis 1, ASPP's branches on axis 2."""
+    tiles = (triton.cdiv(M, cfg["BLOCK_M"]), channel_blocks)
+    return tiles + (branches,) if branches > 1 else tiles
 
 
 def pack_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int = 1) -> torch.Tensor:
@@ -163,6 +177,12 @@ def packed_weight(weight: torch.Tensor, dtype: torch.dtype, groups: int) -> torc
         cached = (key, pack_weight(weight.detach(), dtype, groups))
         weight._fastseg_packed = cached
     return cached[1]
+
+
+def precision(dtype: torch.dtype) -> str:
+    """tl.dot's input_precision: fp32 follows torch.backends.cudnn.allow_tf32 like torch's convolutions
+    ("tf32" when set, the default; exact "ieee" otherwise). fp16 / bf16 dots ignore it."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else "ieee"
 
 
 def upcast(dtype: torch.dtype) -> bool:
@@ -190,13 +210,14 @@ def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, gro
     else:
         b, sbn = w, 0  # never read
     M = N * OH * OW
-    cfg = launch_config(x.dtype, M, Cin, Cout)
+    cfg = launch_config(x.dtype, M, Cin, Cout, _launch.tile_target(x.device))
     group_blocks = triton.cdiv(Cout, cfg["BLOCK_N"])
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), groups * group_blocks)
-    _atrous_conv_kernel[grid](
+    _launch.launch(
+        _atrous_conv_kernel, grid(M, groups * group_blocks, cfg), x.device,
         x, w, b, out, M, H, W, Cin, Cout, OH, OW, group_blocks,
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3), sbn,
         KH, KW, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        HAS_BIAS=has_bias, ACT=activations.code(activation), UPCAST=upcast(x.dtype), **cfg)
+        HAS_BIAS=has_bias, ACT=activations.code(activation), UPCAST=upcast(x.dtype),
+        PRECISION=precision(x.dtype), **cfg)
     return out

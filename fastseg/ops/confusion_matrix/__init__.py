@@ -12,8 +12,9 @@ pred and target: any integer dtype (not bool), any shape as long as both match, 
 (non-contiguous views and read-only numpy arrays work). torch tensors, numpy arrays or DLPack
 arrays (CuPy); the result is of pred's kind, on pred's device.
 
-Backends: "reference" (torch.bincount), "native" (C++, CPU tensors), "triton" (CUDA tensors;
-CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device.
+Backends: "reference" (torch.bincount), "native" (C++ on CPU tensors, CUDA C++ on CUDA tensors),
+"triton" (CUDA tensors; CPU tensors too under TRITON_INTERPRET=1); "auto" picks by device (on CUDA,
+triton, or native where Triton is missing).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ... import _arrays, _native
 from .._dispatch import Op, resolve
 from .naive import raise_out_of_range, reference
 
-OP = Op("confusion_matrix")
+OP = Op("confusion_matrix", native_cuda=True)
 
 # dtypes the native kernel reads as they are; other integer dtypes (uint16/32/64) are widened.
 _NATIVE_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
@@ -78,19 +79,33 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
     return out
 
 
+# The Triton kernel's tiles of 4096 (target, pred) bins run on grid axis 1, which CUDA caps at 65535:
+# ceil(C * C / 4096) <= 65535.
+TRITON_MAX_CLASSES = 16383
+
+
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255,
                      backend: str = "auto"):
     """[C, C] int64 confusion matrix, rows = ground truth (target), columns = prediction.
 
-    See the module docstring for the full contract.
+    See the module docstring for the full contract. The triton backend counts at most
+    TRITON_MAX_CLASSES classes ("auto" takes another backend beyond).
     """
     num_classes = _as_int(num_classes, "num_classes")
     ignore_index = _as_int(ignore_index, "ignore_index", allow_none=True)
     p, kind = _arrays.to_torch(pred, "pred")
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
-    which = resolve(OP, backend, p.device)
-    if which == "native":
+    too_many = (f"the Triton kernel counts at most {TRITON_MAX_CLASSES} classes, got {num_classes}"
+                if num_classes > TRITON_MAX_CLASSES else None)
+    which = resolve(OP, backend, p.device, triton_refuses=too_many)
+    if which == "native" and p.device.type == "cuda":
+        from .cuda_kernel import confusion_matrix_cuda
+
+        out, bad_pred, bad_target = confusion_matrix_cuda(p, t, num_classes, ignore_index)
+        if bad_pred or bad_target:
+            raise_out_of_range(p, t, num_classes, ignore_index)
+    elif which == "native":
         out = _native_run(p, t, num_classes, ignore_index)
     elif which == "triton":
         from .triton_kernel import confusion_matrix as triton_confusion_matrix

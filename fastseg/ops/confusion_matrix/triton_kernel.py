@@ -3,7 +3,11 @@ non-empty bin once, with one atomic add per bin per block (never one atomic per 
 
 The bins are the C*C (target, pred) pairs, flattened t*C + p. When C*C exceeds what one block's
 histogram should hold (MAX_BINS), the bins are split into tiles along the grid's second axis and
-each program counts only the pairs that fall in its tile.
+each program counts only the pairs that fall in its tile. Pixel blocks run on axis 0 (up to 2^31 - 1
+of them); CUDA caps axis 1 at 65535 tiles, hence the op's TRITON_MAX_CLASSES.
+
+One configuration serves the GPU and the interpreter alike (BLOCK, MAX_BINS), so the tests run the
+block sizes that ship.
 
 Out-of-range values (target outside [0, C) and not ignore_index, or pred outside [0, C) at a
 counted pixel) set a flag with one atomic per block; the Python side then raises.
@@ -13,6 +17,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from .. import _launch
 
 BLOCK = 4096      # pixels per program
 MAX_BINS = 4096   # bins per program (a power of two)
@@ -54,6 +60,18 @@ def _confusion_kernel(pred_ptr, target_ptr, out_ptr, flags_ptr, n, C, ignore_ind
             tl.atomic_max(flags_ptr + 1, any_t)
 
 
+def bin_tiles(num_classes: int) -> tuple[int, int]:
+    """(bins per program, number of bin tiles) covering the num_classes^2 (target, pred) pairs."""
+    pairs = num_classes * num_classes
+    bins = min(triton.next_power_of_2(pairs), MAX_BINS)
+    return bins, triton.cdiv(pairs, bins)
+
+
+def grid(n: int, tiles: int) -> tuple[int, int]:
+    """Blocks of BLOCK pixels on axis 0, bin tiles on axis 1."""
+    return (triton.cdiv(n, BLOCK), tiles)
+
+
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int | None) -> tuple[torch.Tensor, bool, bool]:
     """(cm int64 [C, C], bad_pred, bad_target) for validated, same-shape, same-device inputs."""
@@ -73,17 +91,15 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     C = num_classes
     n = p.numel()
     pairs = C * C
-    bins = min(triton.next_power_of_2(pairs), MAX_BINS)
-    tiles = triton.cdiv(pairs, bins)
+    bins, tiles = bin_tiles(C)
     # The tiles together cover tiles * bins >= C*C counters; the spare tail is never written
     # (only good pairs land in bins), so the matrix is its first C*C entries.
     out = torch.zeros(tiles * bins, dtype=torch.int64, device=p.device)
     flags = torch.zeros(2, dtype=torch.int32, device=p.device)
     has_ignore = ignore_index is not None
     ignore = int(ignore_index) if has_ignore else 0
-    grid = (triton.cdiv(n, BLOCK), tiles)
-    _confusion_kernel[grid](p, t, out, flags, n, C, ignore,
-                            HAS_IGNORE=has_ignore, BLOCK=BLOCK, BINS=bins)
+    _launch.launch(_confusion_kernel, grid(n, tiles), p.device, p, t, out, flags, n, C, ignore,
+                   HAS_IGNORE=has_ignore, BLOCK=BLOCK, BINS=bins)
     bad_pred, bad_target = (bool(v) for v in flags.tolist())
     return out[:pairs].view(C, C), bad_pred, bad_target
 

@@ -15,7 +15,13 @@ in the Triton kernel, labels can differ from the reference only where two channe
 values are within float rounding of each other.
 
 The confidence is the maximum softmax probability over channels, `1 / sum_c exp(v_c - max_c v)`,
-accumulated online in the same pass as the argmax.
+accumulated online in the same pass as the argmax. Every backend defines it alike where the
+interpolated values are not finite: a channel equal to the maximum counts 1, also when the maximum
+is infinite, so where k channels are +inf the confidence is 1/k (the softmax's limit as those
+logits grow together: 1.0 for a single +inf), where every channel is -inf it is 1/C, and -inf
+channels below a finite maximum count 0. Where any channel is NaN the confidence is NaN (and the
+label is the first NaN channel). Note that bilinear interpolation itself turns an infinite input
+next to an opposite infinity, or next to a zero weight, into NaN, as F.interpolate does.
 
 An empty batch (N = 0) is an error (ValueError naming `logits`), like every other shape that
 cannot be segmented.
@@ -33,24 +39,29 @@ from .naive import reference
 
 __all__ = ["upsample_argmax", "reference"]
 
-OP = Op("upsample_argmax")
+OP = Op("upsample_argmax", native_cuda=True)
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LABEL_DTYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
 _LABEL_MAX = {torch.uint8: 255, torch.int16: 2**15 - 1, torch.int32: 2**31 - 1, torch.int64: 2**63 - 1}
 
 
 def upsample_argmax(logits, size, align_corners: bool = False, return_confidence: bool = False,
-                    out_dtype=None, backend: str = "auto"):
+                    out_dtype=None, backend: str = "auto", out: torch.Tensor | None = None):
     """Bilinearly resize `logits` [N,C,h,w] to `size` = (H, W) and take the argmax over channels.
 
     logits: float32 / float16 / bfloat16, NCHW or channels_last (any strides), as a torch tensor,
         numpy array (read-only is fine) or DLPack array (CuPy).
     size: (H, W) of the output (an int means (size, size)); up or down, any ratio.
     align_corners: as in F.interpolate.
-    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W].
+    return_confidence: also return the maximum softmax probability per pixel, float32 [N,H,W]
+        (where logits are infinite or NaN, as the module docstring defines it).
     out_dtype: labels dtype: uint8 (default when C <= 256, else int64), int16, int32 or int64;
         a torch dtype, numpy dtype or its name.
-    backend: "auto" (CPU -> native, CUDA -> triton), "reference", "native" or "triton".
+    backend: "auto" (CPU -> native, CUDA -> triton, or native where Triton is missing), "reference",
+        "native" (C++ on CPU tensors, CUDA C++ on CUDA tensors) or "triton".
+    out: a contiguous torch tensor [N,H,W] of the labels' dtype on the logits' device to write the
+        labels into instead of a new one (a video loop's reused buffer: the native kernel then
+        allocates no output); with torch logits only.
 
     Returns labels [N,H,W] (and the confidence) as the same array kind as `logits`.
     """
@@ -62,25 +73,35 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
         raise TypeError(f"return_confidence: expected a bool, got {type(return_confidence).__name__}")
     _check_logits(x)
     dtype = _label_dtype(out_dtype, x.shape[1])
+    _check_out(out, (x.shape[0], H, W), dtype, x.device)
     which = resolve(OP, backend, x.device)
 
     if which == "reference":
-        out = reference(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+        res = reference(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+    elif which == "native" and x.device.type == "cuda":
+        from .cuda_kernel import upsample_argmax_cuda
+
+        res = upsample_argmax_cuda(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
     elif which == "native":
-        out = _native_upsample_argmax(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+        res = _native_upsample_argmax(x, (H, W), bool(align_corners), bool(return_confidence), dtype, labels=out)
     else:
         from .triton_kernel import upsample_argmax_triton
 
-        out = upsample_argmax_triton(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+        res = upsample_argmax_triton(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+    if out is not None:
+        labels = res[0] if return_confidence else res
+        if labels is not out:
+            out.copy_(labels)
+        res = (out, res[1]) if return_confidence else out
 
     if return_confidence:
-        return _arrays.from_torch(out[0], kind), _arrays.from_torch(out[1], kind)
-    return _arrays.from_torch(out, kind)
+        return _arrays.from_torch(res[0], kind), _arrays.from_torch(res[1], kind)
+    return _arrays.from_torch(res, kind)
 
 
-def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype, max_value=None):
+def _native_upsample_argmax(x, size, align_corners, return_confidence, dtype, max_value=None, labels=None):
     N = x.shape[0]
-    labels = torch.empty((N, *size), dtype=dtype)
+    labels = torch.empty((N, *size), dtype=dtype) if labels is None else labels
     conf = torch.empty((N, *size), dtype=torch.float32) if return_confidence else None
     _native.ext().upsample_argmax(
         _native.buf(x), _native.buf(labels), None if conf is None else _native.buf(conf),
@@ -147,6 +168,17 @@ def _check_logits(x: torch.Tensor) -> None:
         raise ValueError(f"logits: empty batch (N = 0), shape {tuple(x.shape)}")
     if h == 0 or w == 0:
         raise ValueError(f"logits: empty spatial size, shape {tuple(x.shape)}")
+
+
+def _check_out(out, shape: tuple, dtype: torch.dtype, device: torch.device) -> None:
+    if out is None:
+        return
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a torch tensor, got {type(out).__name__}")
+    if tuple(out.shape) != shape or out.dtype != dtype or out.device != device or not out.is_contiguous():
+        strided = "" if out.is_contiguous() else ", strided"
+        raise ValueError(f"out: expected a contiguous {dtype} tensor of shape {shape} on {device}, got "
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}{strided}")
 
 
 def _label_dtype(out_dtype, C: int) -> torch.dtype:

@@ -12,4 +12,9 @@ def reference(logits: torch.Tensor, size: tuple[int, int], align_corners: bool =
     labels = z.argmax(1).to(out_dtype)
     if not return_confidence:
         return labels
-    return labels, torch.softmax(z, dim=1).amax(1)
+    # 1 / sum_c exp(z_c - max): the largest softmax probability. Channels equal to the maximum add
+    # 1 each, also when it is infinite (where z_c - max is inf - inf = NaN): k channels at +inf
+    # share it, 1 / k, as the softmax does in the limit; any NaN makes it NaN.
+    top = z.amax(1, keepdim=True)
+    gap = torch.where(z == top, torch.zeros_like(z), z - top)
+    return labels, 1.0 / gap.exp().sum(1)

@@ -4,9 +4,14 @@ One program handles BLOCK output pixels of one image. Per pixel it computes the 
 PyTorch's float32 formulas (see csrc/common/bilinear.h), then streams the channels: four loads,
 two horizontal lerps and one vertical lerp in torch's operation order, a running max / argmax
 (first index on ties, NaN counts as the maximum) and, with confidence, a running softmax
-denominator rescaled online. The [N,C,H,W] interpolated logits never exist.
+denominator rescaled online, with infinite values as the package docstring defines. The [N,C,H,W]
+interpolated logits never exist.
 
 Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (how it is tested here).
+
+All images' blocks run along grid axis 0 (axis 1 would cap a frame at 65535 blocks: 16.8 megapixels
+at the GPU's block of 256); the launch goes through ops/_launch.py (CUDA's grid limits, the tensor's
+device, the tile configuration).
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+
+from .. import _launch
 
 
 @triton.jit
@@ -38,13 +45,14 @@ def _taps(dst, in_size, out_size, scale, ALIGN: tl.constexpr):
 @triton.jit
 def _upsample_argmax_kernel(
     x_ptr, labels_ptr, conf_ptr,
-    C, h, w, H, W,
+    C, h, w, H, W, blocks_per_image,
     sN, sC, sH, sW,
     scale_h, scale_w,
     ALIGN: tl.constexpr, CONF: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    pid = tl.program_id(0).to(tl.int64)
+    n = pid // blocks_per_image
+    offs = (pid % blocks_per_image) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = offs < H * W
     y = offs // W
     x = offs % W
@@ -73,7 +81,9 @@ def _upsample_argmax_kernel(
         v = tl.fma(r0, hy0, r1 * hy1)
         take = (v > best) | ((v != v) & (best == best))
         if CONF:
-            e = tl.exp(-tl.abs(v - best))
+            # equal values differ by 0, also two +inf or two -inf (whose difference is NaN): the
+            # channels at an infinite maximum share the probability (see the package docstring)
+            e = tl.exp(-tl.abs(tl.where(v == best, 0.0, v - best)))
             total = tl.where(take, total * e + 1.0, total + e)
         best = tl.where(take, v, best)
         arg = tl.where(take, c, arg)
@@ -91,6 +101,19 @@ def _scale(in_size: int, out_size: int, align_corners: bool) -> float:
     return float(np.float32(in_size) / np.float32(out_size))
 
 
+def tile_config(target: str) -> dict:
+    """Block size and warps for `_launch.tile_target`'s "gpu" (what ships) or "interpreter" (which pays
+    per program, so larger blocks; a GPU pays per register)."""
+    if target == "gpu":
+        return dict(BLOCK=256, num_warps=4)
+    return dict(BLOCK=1024, num_warps=4)
+
+
+def grid(N: int, H: int, W: int, block: int) -> tuple[int]:
+    """Every image's blocks of output pixels on axis 0."""
+    return (N * triton.cdiv(H * W, block),)
+
+
 def upsample_argmax_triton(logits: torch.Tensor, size: tuple[int, int], align_corners: bool,
                            return_confidence: bool, out_dtype: torch.dtype):
     """Launch the kernel; `logits` is a validated [N,C,h,w] float tensor (any strides)."""
@@ -98,15 +121,13 @@ def upsample_argmax_triton(logits: torch.Tensor, size: tuple[int, int], align_co
     H, W = size
     labels = torch.empty((N, H, W), dtype=out_dtype, device=logits.device)
     conf = torch.empty((N, H, W), dtype=torch.float32, device=logits.device) if return_confidence else labels
-    interpreted = logits.device.type != "cuda"
-    block = 1024 if interpreted else 256  # the interpreter pays per program, a GPU per register
-    grid = (N, triton.cdiv(H * W, block))
-    _upsample_argmax_kernel[grid](
+    cfg = tile_config(_launch.tile_target(logits.device))
+    _launch.launch(
+        _upsample_argmax_kernel, grid(N, H, W, cfg["BLOCK"]), logits.device,
         logits, labels, conf,
-        C, h, w, H, W,
+        C, h, w, H, W, triton.cdiv(H * W, cfg["BLOCK"]),
         *logits.stride(),
         _scale(h, H, align_corners), _scale(w, W, align_corners),
-        ALIGN=align_corners, CONF=return_confidence, BLOCK=block,
-        num_warps=4,
+        ALIGN=align_corners, CONF=return_confidence, **cfg,
     )
     return (labels, conf) if return_confidence else labels
