@@ -39,7 +39,8 @@ def add_arguments(parser) -> None:
                         help="image or video files, folders, or glob patterns")
     parser.add_argument("--live", metavar="SOURCE", default=None,
                         help="segment a live source instead: a camera (0, /dev/video0), a stream URL (rtsp://, "
-                             "http://) or a video file played at its own frame rate; always the newest frame")
+                             "http://) or a video file played at its own frame rate; always the newest frame "
+                             "(default: none, the INPUTs)")
     parser.add_argument("--out", "-o", required=True, type=Path, help="output folder")
     parser.add_argument("--recursive", "-r", action="store_true", help="also the images in sub-folders of folders")
     parser.add_argument("--save", default="labels,color,overlay", type=_kinds,
