@@ -67,7 +67,9 @@ def test_memory_goes_back_after_a_large_frame():
           f"on a {side}x{side} frame, +{kept / 2**20:.0f} MiB kept after it")
     assert m["runtime"] == "onnxruntime"  # the default model's CPU runtime, whose arena this is about
     assert grown > 200 * 2**20, "the large frame did not reach the network at full size"
-    assert kept < 0.25 * grown, m
+    # With the arena the whole peak stays (+792 MiB kept of the same frame's growth); without it, what
+    # stays is the C allocator's free lists, up to a quarter of the growth on a busy machine.
+    assert kept < 0.5 * grown, m
 
 
 # ---- the pixel budget --------------------------------------------------------------------------
