@@ -48,8 +48,9 @@ def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, w
     dil = tl.load(dil_ptr + branch)
     pad = dil * (k - 1) // 2                 # 'same' padding: output size = input size
     w_cols = w_cols16 * 16
-    # this branch's packed [k*k*cin_pad, w_cols] block, at this tile's first output channel
-    w_tile = w_ptr + tl.load(woff_ptr + branch) + pid_n * BLOCK_N
+    # this branch's packed [k*k*cin_pad, w_cols] block, at this tile's first output channel; its
+    # offset is stored in units of 16 elements, so the compiler knows B rows stay 16-byte aligned
+    w_tile = w_ptr + tl.load(woff_ptr + branch) * 16 + pid_n * BLOCK_N
     n, oh, ow, mask_m = output_pixels(pid_m, M, H, W, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     co = pid_n * BLOCK_N + offs_n
@@ -62,12 +63,12 @@ def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, w
 
 def pack_branches(params, dtype: torch.dtype, device: torch.device, block_k: int, block_n: int) -> dict:
     """Kernel tables for the spatial branches (packed weights one after the other, fp32 biases, kernel
-    sizes, dilations, offsets), kept on params until a branch tensor changes (atrous_conv/prepared.py)."""
+    sizes, dilations, offsets of the packed blocks in units of 16 elements), kept on params until a branch tensor changes (atrous_conv/prepared.py)."""
     sources = [*params.branch_weights, *params.branch_biases]
 
     def make() -> dict:
         blocks = [pack_weight(w.to(device), dtype, 1, block_k, block_n).reshape(-1) for w in params.branch_weights]
-        offsets = torch.tensor([0] + [b.numel() for b in blocks[:-1]], dtype=torch.int64).cumsum(0)
+        offsets = torch.tensor([0] + [b.numel() // 16 for b in blocks[:-1]], dtype=torch.int64).cumsum(0)
         return dict(
             weight=torch.cat(blocks),
             bias=torch.cat([b.to(device, torch.float32) for b in params.branch_biases]),
