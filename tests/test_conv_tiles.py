@@ -31,6 +31,8 @@ def assert_close(actual, expected, dtype):
 @pytest.mark.parametrize("M, Cout, expected", [
     (1 * 128 * 256, 256, "wide"),        # ResNet stage at 1024x2048 / 8
     (1 * 64 * 128, 512, "wide"),
+    (1 * 64 * 128, 256, "wide"),         # 128 programs: a wave on an H100 (132 SMs)
+    (1 * 48 * 64, 256, "small_map"),     # 48 programs: most SMs would idle
     (1 * 128 * 256, 48, "narrow"),       # DeepLabV3+ low-level projection width
     (2 * 45 * 60, 21, "small_map"),      # 360x480 / 8 at batch 2: 43 pixel tiles
     (4 * 90 * 120, 21, "narrow"),        # 720x960 / 8 at batch 4, a classifier-sized Cout

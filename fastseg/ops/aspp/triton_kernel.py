@@ -63,7 +63,8 @@ def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, w
 
 def pack_branches(params, dtype: torch.dtype, device: torch.device, block_k: int, block_n: int) -> dict:
     """Kernel tables for the spatial branches (packed weights one after the other, fp32 biases, kernel
-    sizes, dilations, offsets of the packed blocks in units of 16 elements), kept on params until a branch tensor changes (atrous_conv/prepared.py)."""
+    sizes, dilations, offsets of the packed blocks in units of 16 elements), kept on params until a
+    branch tensor changes (atrous_conv/prepared.py)."""
     sources = [*params.branch_weights, *params.branch_biases]
 
     def make() -> dict:
