@@ -16,8 +16,8 @@ The GPU configurations (`GPU_TILES`), by name:
              more SMs busy. They cost about twice the instructions per multiply-add (sm_90: the main
              loop issues about 1.3x what the tensor cores take, against 0.6x for wide), so they pay
              only where wide tiles would leave a quarter or more of a large GPU's SMs idle.
-BLOCK_K is 64 for fp16 / bf16 and 32 for fp32 (the same 128 bytes of channels a row either way), or
-less when Cin is smaller; num_stages 3 (two tiles in flight while a third is multiplied: the K loop
+BLOCK_K is 64 for fp16 / bf16 and 32 for fp32 (the same 128 bytes of channels a row either way; 64
+fp32 for small_map), or less when Cin is smaller; num_stages 3 (two tiles in flight while a third is multiplied: the K loop
 runs over taps x channels as one loop, so the pipeline never drains between taps). Shared memory per
 stage is at most 32 KB (wide: A 128x64 + B 64x128 fp16), 96 KB for three stages, within sm_80 /
 sm_87 / sm_90's limits.
@@ -65,8 +65,11 @@ def gpu_tile_name(M: int, Cout: int) -> str:
 
 def gpu_tiles(name: str, dtype: torch.dtype, Cin: int, Cout: int) -> dict:
     """The block sizes and compile options of configuration `name` for these channel counts."""
-    k_bytes = 128  # channels of one row per K step: 64 fp16 / bf16, 32 fp32
-    block_k = pow2_block(Cin, 16, k_bytes // (4 if dtype == torch.float32 else 2))
+    # channels of one row per K step: 128 bytes (64 fp16 / bf16, 32 fp32); small_map's 64 x 64 tiles
+    # take 64 fp32 channels too, so that its fixed per-step work (tap, masks) is spread over more
+    # multiply-adds, in the same 96 KB of shared memory for three stages
+    k_bytes = 256 if name == "small_map" else 128
+    block_k = pow2_block(Cin, 16, min(64, k_bytes // dtype.itemsize))
     if name == "wide":
         return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, num_warps=8, num_stages=3)
     if name == "narrow":
