@@ -17,10 +17,10 @@ The GPU configurations (`GPU_TILES`), by name:
              loop issues about 1.3x what the tensor cores take, against 0.6x for wide), so they pay
              only where wide tiles would leave a quarter or more of a large GPU's SMs idle.
 BLOCK_K is 64 for fp16 / bf16 and 32 for fp32 (the same 128 bytes of channels a row either way; 64
-fp32 for small_map), or less when Cin is smaller; num_stages 3 (two tiles in flight while a third is multiplied: the K loop
-runs over taps x channels as one loop, so the pipeline never drains between taps). Shared memory per
-stage is at most 32 KB (wide: A 128x64 + B 64x128 fp16), 96 KB for three stages, within sm_80 /
-sm_87 / sm_90's limits.
+fp32 for small_map), or less when Cin is smaller; num_stages 3 (two tiles in flight while a third is
+multiplied: the K loop runs over taps x channels as one loop, so the pipeline never drains between
+taps). Shared memory per stage is at most 32 KB (wide: A 128x64 + B 64x128 fp16), 96 KB for three
+stages, within sm_80 / sm_87 / sm_90's limits.
 
 Checking the rule on a GPU: benchmarks/gpu/conv_table.py times every configuration of `GPU_TILES`
 (through `forced`) on each convolution the Segmenter runs and reports where the rule's choice is not
