@@ -9,6 +9,7 @@ two invocations: `pytest tests` (GPU tests) and `TRITON_INTERPRET=1 pytest tests
 """
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,10 @@ def compile_shipped_config(kernel: str, dtype: torch.dtype, arch: int, precision
 
     cfg = gpu_tiles(tiles, dtype, 256, 256) if tiles else launch_config(dtype, 1 << 20, 256, 256, "gpu")
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    args = [f"{k}={v}" for k, v in {"CIN_FULL": 1, **constants, **cfg, "UPCAST": 0, "PRECISION": precision}.items()]
+    module, name = kernel.split(":")
+    takes = getattr(importlib.import_module(module), name).arg_names
+    full = {k: 1 for k in ("CIN_FULL", "TAP_BITS") if k in takes}  # 256 channels, a 3x3 kernel
+    args = [f"{k}={v}" for k, v in {**full, **constants, **cfg, "UPCAST": 0, "PRECISION": precision}.items()]
     script = Path(__file__).with_name("compile_for_gpu.py")
     result = subprocess.run([sys.executable, str(script), kernel, names[dtype], str(arch), *args],
                             capture_output=True, text=True, timeout=300)

@@ -108,6 +108,23 @@ def test_each_gpu_configuration_equals_conv2d(shape, name, monkeypatch):
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("k, taps_as_bits", [(7, True), (9, False)])
+def test_large_kernels_with_and_without_tap_bits(k, taps_as_bits, monkeypatch):
+    """Up to 64 taps the kernel finds each row's in-image taps once per tile (TAP_BITS); a 9x9 kernel
+    (81 taps) checks them at every step instead. Both equal F.conv2d, padding taps included."""
+    gen = torch.Generator().manual_seed(k)
+    x = torch.randn(2, 16, 9, 12, generator=gen)
+    weight = torch.randn(24, 16, k, k, generator=gen) / (16 * k * k) ** 0.5
+    launches = record_launches(monkeypatch)
+    with _launch.gpu_tiles():
+        y = atrous_conv(x, weight, None, padding=(k // 2 + 1, k // 2 - 1), dilation=(2, 1), activation=None,
+                        backend="triton")
+    expected = F.conv2d(x.double(), weight.double(), padding=(k // 2 + 1, k // 2 - 1), dilation=(2, 1))
+    assert_close(y, expected, torch.float32)
+    assert [meta["TAP_BITS"] for _, _, meta in launches] == [taps_as_bits]
+
+
+@pytest.mark.interpreter
 @pytest.mark.parametrize("name", tiles.GPU_TILES)
 def test_each_gpu_configuration_runs_aspp(name):
     gen = torch.Generator().manual_seed(7)

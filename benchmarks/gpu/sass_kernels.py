@@ -216,7 +216,7 @@ def _atrous_triton(dtype: str) -> Callable[[int], tuple[bytes, str]]:
         args = dict(_conv_args(c, cfg, c["Cout"], dtype), OH=c["H"], OW=c["W"],
                     GROUP_BLOCKS=-(-c["Cout"] // cfg["BLOCK_N"]),
                     sbn=0, KH=3, KW=3, stride_h=1, stride_w=1, pad_h=12, pad_w=12, dil_h=12, dil_w=12)
-        constexprs = dict(HAS_BIAS=True, **_conv_constexprs(cfg, "tf32" if dtype == "fp32" else "ieee"))
+        constexprs = dict(HAS_BIAS=True, TAP_BITS=True, **_conv_constexprs(cfg, "tf32" if dtype == "fp32" else "ieee"))
         return triton_cubin(k._atrous_conv_kernel, arch, args, constexprs, cfg["num_warps"], cfg["num_stages"])
     return build
 

@@ -56,7 +56,7 @@ def _aspp_branches_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ksize_ptr, dil_ptr, w
     co = pid_n * BLOCK_N + offs_n
     pix, ih0, iw0 = tap_origin(n, oh, ow, sxn, sxh, sxw, 0, 1, 1, pad, pad)
     acc = conv_tile(x_ptr, w_tile, pix, ih0, iw0, mask_m, offs_n, H, W, Cin, cin_pad, w_cols, sxh, sxw,
-                    k, k, dil, dil, BLOCK_M, BLOCK_N, BLOCK_K, CIN_FULL, UPCAST, PRECISION)
+                    k, k, dil, dil, BLOCK_M, BLOCK_N, BLOCK_K, CIN_FULL, True, UPCAST, PRECISION)
     bias_activation_store(acc, out_ptr, bias_ptr + branch * Cout, n, oh, ow, mask_m, co, co < Cout,
                           0, son, soc, soh, sow, branch * Cout, True, ACT)
 

@@ -13,9 +13,9 @@ The GPU configurations (`GPU_TILES`), by name:
              where a 128-wide N tile would multiply zeros.
   small_map  BLOCK_M 64, BLOCK_N up to 64, 4 warps: when the wide / narrow tiles would give fewer than
              FILL_PROGRAMS programs (a 33x33 ASPP map at batch 1: 9 pixel tiles), smaller tiles keep
-             more SMs busy. They cost about twice the instructions per multiply-add (sm_90: the main
-             loop issues about 1.3x what the tensor cores take, against 0.6x for wide), so they pay
-             only where wide tiles would leave a quarter or more of a large GPU's SMs idle.
+             more SMs busy. They cost about twice the instructions per multiply-add (on sm_90 the fp16
+             main loop takes about as many issue cycles as the tensor cores take, wide about half),
+             so they pay only where wide tiles would leave a quarter or more of a large GPU's SMs idle.
 BLOCK_K is 64 for fp16 / bf16 and 32 for fp32 (the same 128 bytes of channels a row either way; 64
 fp32 for small_map), or less when Cin is smaller; num_stages 3 (two tiles in flight while a third is
 multiplied: the K loop runs over taps x channels as one loop, so the pipeline never drains between

@@ -11,9 +11,10 @@ instead of draining and refilling at each of the nine taps.
 
 The tap of a step is carried from step to step (channel block, then kw, then kh advance like the
 digits of a counter), so a step costs a few scalar adds and selects, no integer division; a tap
-changes the A address by a scalar (dh * row stride + dw * pixel stride) and the pixel mask by two
-range checks per row. Pixel indices are int32 (the launcher checks M < 2^31); addresses are int64
-(inputs may exceed 2^31 elements).
+changes the A address by a scalar (dh * row stride + dw * pixel stride). Which taps of a row read
+inside the image (the rest is padding, loaded as zeros) is found once per tile, one bit per tap
+(TAP_BITS, kernels up to 8x8), so a step's pixel mask is a shift and a test per row. Pixel indices
+are int32 (the launcher checks M < 2^31); addresses are int64 (inputs may exceed 2^31 elements).
 
 Layouts: the input must be channels_last (channel stride 1: the K dimension is contiguous, so each
 thread loads 16 bytes at a time); models run on CUDA are kept channels_last (the Segmenter's torch
@@ -52,13 +53,22 @@ _RELU6 = tl.constexpr(activations.code("relu6"))
 _HARDSWISH = tl.constexpr(activations.code("hardswish"))
 
 MAX_PIXELS = 2**31 - 1024  # output pixels per launch: pixel indices are int32 in the kernels
+MAX_TAP_BITS = 64  # kernels of up to 64 taps (8x8) find each row's in-image taps once, as bits
+
+
+@triton.jit
+def in_image(ih, iw, mask_m, H, W):
+    """Rows whose input pixel (ih, iw) lies inside the H x W image; 0 <= ih < H as one unsigned
+    comparison (a negative ih wraps above H)."""
+    return mask_m & (ih.to(tl.uint32) < H.to(tl.uint32)) & (iw.to(tl.uint32) < W.to(tl.uint32))
 
 
 @triton.jit
 def conv_tile(x_ptr, w_ptr, pix, ih0, iw0, mask_m, offs_n, H, W, Cin, cin_pad, w_cols, sxh, sxw,
               KH, KW, dil_h, dil_w,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-              CIN_FULL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+              CIN_FULL: tl.constexpr, TAP_BITS: tl.constexpr, UPCAST: tl.constexpr,
+              PRECISION: tl.constexpr):
     """fp32 accumulator [BLOCK_M, BLOCK_N] of one output tile.
 
     pix: int64 offset of each output pixel's tap (0, 0) at the group's first channel (channel stride
@@ -69,16 +79,23 @@ def conv_tile(x_ptr, w_ptr, pix, ih0, iw0, mask_m, offs_n, H, W, Cin, cin_pad, w
     b_ptrs = w_ptr + offs_k[:, None] * w_cols + offs_n[None, :]
     step_rows = BLOCK_K * w_cols
     steps = KH * KW * (cin_pad // BLOCK_K)
+    if TAP_BITS:  # bit t of a row: tap t (kh * KW + kw) reads inside the image, found once per tile
+        inside = tl.zeros((BLOCK_M,), dtype=tl.int64)
+        for bit in range(0, KH * KW):
+            th = bit // KW
+            ok = in_image(ih0 + th * dil_h, iw0 + (bit - th * KW) * dil_w, mask_m, H, W)
+            inside = inside | (ok.to(tl.int64) << bit)
+    t = 0       # this step's tap, kh * KW + kw
     c0 = 0      # first channel of this step's block
     kw = 0      # this step's tap column, and its offsets (rows / columns / elements) from tap (0, 0)
     dh = 0
     dw = 0
     tap = tl.zeros((), dtype=tl.int64)
     for _ in range(0, steps):
-        ih = ih0 + dh
-        iw = iw0 + dw
-        # 0 <= ih < H as one unsigned comparison (a negative ih wraps above H)
-        row_ok = mask_m & (ih.to(tl.uint32) < H.to(tl.uint32)) & (iw.to(tl.uint32) < W.to(tl.uint32))
+        if TAP_BITS:
+            row_ok = ((inside >> t) & 1) != 0
+        else:
+            row_ok = in_image(ih0 + dh, iw0 + dw, mask_m, H, W)
         ck = c0 + offs_k
         if CIN_FULL:  # no channel block runs past Cin
             a_ok = row_ok[:, None]
@@ -96,6 +113,7 @@ def conv_tile(x_ptr, w_ptr, pix, ih0, iw0, mask_m, offs_n, H, W, Cin, cin_pad, w
         next_tap = c0 >= cin_pad
         c0 = tl.where(next_tap, 0, c0)
         kw += next_tap.to(tl.int32)
+        t += next_tap.to(tl.int32)
         next_row = kw >= KW
         kw = tl.where(next_row, 0, kw)
         dh += tl.where(next_row, dil_h, 0)
@@ -150,7 +168,7 @@ def _atrous_conv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr,
                         sxn, sxh, sxw, son, soc, soh, sow, sbn,
                         KH, KW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, CIN_FULL: tl.constexpr,
-                        UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                        TAP_BITS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Cin / Cout are per group; grid axis 1 runs over (group, block of that group's Cout). The packed
     weight has w_cols16 * 16 columns (a multiple of 16 the compiler can see, for 16-byte loads)."""
@@ -164,7 +182,7 @@ def _atrous_conv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr,
     pix, ih0, iw0 = tap_origin(n, oh, ow, sxn, sxh, sxw, group * Cin, stride_h, stride_w, pad_h, pad_w)
     w_tile = w_ptr + group.to(tl.int64) * (KH * KW * cin_pad) * w_cols + pid_n * BLOCK_N
     acc = conv_tile(x_ptr, w_tile, pix, ih0, iw0, mask_m, offs_n, H, W, Cin, cin_pad, w_cols, sxh, sxw,
-                    KH, KW, dil_h, dil_w, BLOCK_M, BLOCK_N, BLOCK_K, CIN_FULL, UPCAST, PRECISION)
+                    KH, KW, dil_h, dil_w, BLOCK_M, BLOCK_N, BLOCK_K, CIN_FULL, TAP_BITS, UPCAST, PRECISION)
     bias_activation_store(acc, out_ptr, bias_ptr + group * Cout, n, oh, ow, mask_m, co, co < Cout,
                           sbn, son, soc, soh, sow, group * Cout, HAS_BIAS, ACT)
 
@@ -225,6 +243,6 @@ def atrous_conv(x, weight, bias, out, stride, padding, dilation, activation, gro
         out.stride(0), out.stride(1), out.stride(2), out.stride(3), sbn,
         KH, KW, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         HAS_BIAS=has_bias, ACT=activations.code(activation), CIN_FULL=Cin % cfg["BLOCK_K"] == 0,
-        UPCAST=upcast(x.dtype),
+        TAP_BITS=KH * KW <= MAX_TAP_BITS, UPCAST=upcast(x.dtype),
         PRECISION=precision(x.dtype), **cfg)
     return out
