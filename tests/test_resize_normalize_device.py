@@ -102,6 +102,8 @@ def test_the_op_routes_what_the_native_kernel_refuses_here():
     x = frames("bgr", 1, 20, 30, seed=5).float()
     got = resize_normalize(x, (10, 15), SCALE, SHIFT, pixel_format="bgr")
     torch.testing.assert_close(got, run(x, "bgr", (10, 15)), atol=0, rtol=0)
+    spec = resize_normalize(x, (10, 15), SCALE, SHIFT, pixel_format="bgr", backend="reference")
+    torch.testing.assert_close(spec, reference(x, (10, 15), SCALE, SHIFT, parse("bgr")), atol=0, rtol=0)
 
 
 def test_yuv_to_rgb_as_the_reference():

@@ -159,3 +159,15 @@ def test_preprocess_on_cuda_is_the_frame_paths(monkeypatch):
     got = seg.preprocess(torch.from_numpy(frame_in("yuyv", 30, 40, seed=5))[None], hwc=False, size=(15, 20),
                          pixel_format=parse("yuyv"))
     torch.testing.assert_close(got, expected, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["rgb", "nv12"])
+def test_the_packaged_model_by_default(name):
+    """The packaged model (trained at 360x480) on a 480x640 frame: resized on the frame path, labels
+    at the frame's own size, as the generic path gives them (the same runtime: only the resize differs)."""
+    seg = Segmenter(runtime="torch")
+    f = frame_in(name, 480, 640, seed=12)
+    expected = seg.predict(f, return_confidence=True, pixel_format=name)
+    got = _run(CudaFrames(seg), f, name)
+    assert got.labels.shape == (480, 640)
+    _same(got, expected)

@@ -52,9 +52,10 @@ def resize_normalize(images: torch.Tensor, size: tuple[int, int], scale, shift, 
                                        shift.tolist(), fmt.coefficients(), _native.num_threads(),
                                        _native.use_own_threads())
         return out
-    view = (1, 3, 1, 1)
-    return resize_normalize_into(images, fmt, scale.to(images.device).view(view), -shift.to(images.device).view(view),
-                                 out)
+    scale, shift = scale.to(images.device), shift.to(images.device)
+    if backend == "reference":  # the specification, when asked for by name
+        return out.copy_(reference(images, (h, w), scale, shift, fmt))
+    return resize_normalize_into(images, fmt, scale.view(1, 3, 1, 1), -shift.view(1, 3, 1, 1), out)
 
 
 def _check_shape(images: torch.Tensor, fmt: PixelFormat) -> None:
