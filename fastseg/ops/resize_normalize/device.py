@@ -12,7 +12,8 @@ of a few float additions differs. A frame that keeps its size and needs no conve
 
 torch's CUDA antialiased kernel keeps each block's filter weights in shared memory, so it refuses
 (with its own error) shrinking a side by more than about 90 times in one call; the CPU has no such
-limit. The Segmenter's own scales stay far from it (a 360-pixel short side from a frame's).
+limit. A model's training scale stays far from it; only a tiny `size=` or `scale=` for a huge frame
+reaches it.
 """
 from __future__ import annotations
 
