@@ -160,7 +160,8 @@ def _confusion_triton_work(region: Region) -> float:
 
 
 def _confusion_cuda(arch: int) -> tuple[bytes, str]:
-    return nvcc_cubin("cuda/confusion_matrix.cu", arch), r"count_kernelILb1EE"
+    # uint8 maps, shared table, contiguous (four labels a load)
+    return nvcc_cubin("cuda/confusion_matrix.cu", arch), r"count_kernelIhLb1ELb1EE"
 
 
 # ---- atrous convolution and ASPP --------------------------------------------------------------------
