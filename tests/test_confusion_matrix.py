@@ -199,6 +199,16 @@ def test_triton_one_pass_equals_bincount_over_shapes_and_classes(C, shape):
             assert flags.tolist() == [0, 0]
 
 
+def test_triton_counter_copies_are_few_and_small():
+    from fastseg.ops.confusion_matrix.triton_kernel import COPIES_BYTES, MAX_COPIES, SPARE, copies_for
+
+    assert copies_for(19) == MAX_COPIES and copies_for(10_000) == 1
+    for C in (1, 2, 19, 150, 256, 700, 10_000):
+        k = copies_for(C)
+        assert 1 <= k <= MAX_COPIES and k & (k - 1) == 0
+        assert k == 1 or k * (C * C + 2 + SPARE) * 8 <= COPIES_BYTES
+
+
 @pytest.mark.interpreter
 def test_triton_flags_say_which_input_and_count_nothing_of_a_bad_pixel():
     from fastseg.ops.confusion_matrix import triton_kernel
@@ -311,6 +321,7 @@ from fastseg.ops.confusion_matrix.triton_kernel import _confusion_kernel, BLOCK,
 for arch in (80, 87, 90):
     for ptr, tail in (("*u8", False), ("*i64", True), ("*i16", False)):
         sig = {"pred_ptr": ptr, "target_ptr": ptr, "out_ptr": "*i64", "n": "i64", "C": "i32", "ignore_index": "i64",
+               "plane": "i32", "copies": "i32",
                "HAS_IGNORE": "constexpr", "TAIL": "constexpr", "BLOCK": "constexpr", "SPARE": "constexpr"}
         consts = {"HAS_IGNORE": True, "TAIL": tail, "BLOCK": BLOCK, "SPARE": SPARE}
         kernel = triton.compile(ASTSource(_confusion_kernel, sig, constexprs=consts),

@@ -145,8 +145,9 @@ def _confusion_triton(num_classes: int) -> Callable[[int], tuple[bytes, str]]:
     def build(arch: int) -> tuple[bytes, str]:
         from fastseg.ops.confusion_matrix import triton_kernel as k
 
-        args = dict(pred_ptr="*u8", target_ptr="*u8", out_ptr="*i64",
-                    n=8 * 1024 * 2048, C=num_classes, ignore_index=255)
+        plane = num_classes * num_classes + 2 + k.SPARE
+        args = dict(pred_ptr="*u8", target_ptr="*u8", out_ptr="*i64", n=8 * 1024 * 2048, C=num_classes,
+                    ignore_index=255, plane=plane, copies=k.copies_for(num_classes))
         constexprs = dict(HAS_IGNORE=True, TAIL=False, BLOCK=k.BLOCK, SPARE=k.SPARE)
         return triton_cubin(k._confusion_kernel, arch, args, constexprs, k.NUM_WARPS)
     return build

@@ -3,7 +3,8 @@
 Each program reads BLOCK consecutive pixels of both maps (vector loads), checks them and adds 1 to
 the int64 counter of its (target, pred) pair, cm[t * C + p], with a relaxed atomic (`red`, no
 result, no fence: the counts are only read after the kernel, and no other memory is ordered by
-them). Any number of classes is one pass (the counters live in global memory, i.e. in L2).
+them). Any number of classes is one pass (the counters live in global memory, i.e. in L2, in a few
+copies that spread a dominant class's atomics: `copies_for`).
 
 Why not a per-program histogram in shared memory: Triton reaches shared memory only through
 tl.histogram, whose lowering makes every thread test each element against all the bins it owns
@@ -35,13 +36,16 @@ from .. import _launch
 
 BLOCK = 4096     # pixels per program: 32 per thread at 4 warps, two 16-byte loads per map for uint8
 NUM_WARPS = 4
-SPARE = 32       # counters that take the skipped pixels (ignored, or past the end), spread over lanes
+SPARE = 32       # counters that take the skipped pixels (ignored, or past the end), one per program mod 32
+MAX_COPIES = 32  # copies of the counters, program p adding into copy p mod copies ...
+COPIES_BYTES = 1 << 22  # ... as many as fit in 4 MB together
 
 
 @triton.jit
-def _confusion_kernel(pred_ptr, target_ptr, out_ptr, n, C, ignore_index,
+def _confusion_kernel(pred_ptr, target_ptr, out_ptr, n, C, ignore_index, plane, copies,
                       HAS_IGNORE: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, SPARE: tl.constexpr):
     start = tl.program_id(0).to(tl.int64) * BLOCK  # int64 once per program
+    out_ptr += (tl.program_id(0) % copies).to(tl.int64) * plane  # this program's copy of the counters
     idx = tl.arange(0, BLOCK)                      # int32 inside the block
     if TAIL:  # the one launch of the last, partial block
         inside = idx < n
@@ -67,14 +71,25 @@ def _confusion_kernel(pred_ptr, target_ptr, out_ptr, n, C, ignore_index,
 
 
 def grid(n: int) -> tuple[int]:
-    """The whole blocks of BLOCK pixels on axis 0 (up to 2^31 - 1 of them)."""
+    """The whole blocks of BLOCK pixels on axis 0 (up to 2^31 - 1 of them; none when n < BLOCK)."""
     return (n // BLOCK,)
+
+
+def copies_for(num_classes: int) -> int:
+    """How many copies of the counters: a power of two up to MAX_COPIES whose tables fit COPIES_BYTES.
+
+    A class covering much of an image (road, sky) sends most pixels to one counter; programs on
+    different SMs add into different copies of it, so its atomics spread over several L2 addresses
+    instead of queueing at one. The copies are summed once after the kernel."""
+    plane = num_classes * num_classes + 2 + SPARE
+    fit = max(1, min(MAX_COPIES, COPIES_BYTES // (8 * plane)))
+    return 1 << (fit.bit_length() - 1)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cm int64 [C, C], flags int32 [2] on the device: pred / target held an out-of-range value)
-    for validated, same-shape, same-device inputs. Queued; nothing is read back."""
+    """(cm int64 [C, C], flags int64 [2] on the device, non-zero where pred / target held an
+    out-of-range value) for validated, same-shape, same-device inputs. Queued; nothing is read back."""
     # The kernel walks flat memory: strided views are compacted (reshape copies only when it must).
     p = pred.reshape(-1)
     t = target.reshape(-1)
@@ -90,18 +105,22 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         t = t.to(torch.int64)
     C = num_classes
     n = p.numel()
-    table = torch.zeros(C * C + 2 + SPARE, dtype=torch.int64, device=p.device)
+    plane = C * C + 2 + SPARE  # the pairs, bad pred, bad target, the spare counters
+    whole = n // BLOCK
+    copies = min(copies_for(C), max(whole, 1))
+    table = torch.zeros(copies * plane, dtype=torch.int64, device=p.device)
     has_ignore = ignore_index is not None
     ignore = int(ignore_index) if has_ignore else 0
     meta = dict(HAS_IGNORE=has_ignore, BLOCK=BLOCK, SPARE=SPARE, num_warps=NUM_WARPS)
-    whole = n // BLOCK
     if whole:
-        _launch.launch(_confusion_kernel, grid(n), p.device, p, t, table, n, C, ignore, TAIL=False, **meta)
+        _launch.launch(_confusion_kernel, grid(n), p.device, p, t, table, n, C, ignore, plane, copies,
+                       TAIL=False, **meta)
     if n % BLOCK:  # the partial last block: one program with bound checks, on the maps' tails
         rest = whole * BLOCK
-        _launch.launch(_confusion_kernel, (1,), p.device, p[rest:], t[rest:], table, n - rest, C, ignore,
-                       TAIL=True, **meta)
-    return table[:C * C].view(C, C), table[C * C:C * C + 2]
+        _launch.launch(_confusion_kernel, (1,), p.device, p[rest:], t[rest:], table, n - rest, C, ignore, plane,
+                       copies, TAIL=True, **meta)
+    counts = table if copies == 1 else table.view(copies, plane).sum(0)
+    return counts[:C * C].view(C, C), counts[C * C:C * C + 2]
 
 
 _WIDEN = {getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name)}
