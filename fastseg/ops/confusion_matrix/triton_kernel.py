@@ -9,8 +9,10 @@ copies that spread a dominant class's atomics: `copies_for`).
 Why not a per-program histogram in shared memory: Triton reaches shared memory only through
 tl.histogram, whose lowering makes every thread test each element against all the bins it owns
 (bins / 32 per thread), about 55 instructions per pixel at 19 classes and one pass per 4096-bin
-tile beyond 64 classes. An atomic per pixel is about 10. The CUDA C++ kernel (csrc/cuda), which
-does own its shared memory, keeps a per-block table there instead.
+tile beyond 64 classes. An atomic per pixel is about 15 instructions in all, but one 8-byte L2
+atomic per pixel: on a GPU, L2's atomic throughput may bound this kernel before its instructions or
+its reads do (`make gpu-check` measures it against the reference). The CUDA C++ kernel (csrc/cuda),
+which does own its shared memory, keeps a per-block table there instead.
 
 Integer widths: a label is compared with the class range in its own dtype (int64 labels in int64,
 so a wide invalid value cannot wrap into the range), then narrowed; the pair index t * C + p is
