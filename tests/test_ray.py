@@ -110,9 +110,7 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_does_nothing(ray_instance, in
             os.kill(killed[0], signal.SIGKILL)
 
     assert ray_predict.run(args, on_result=kill_the_first_worker) == 0
-    assert killed and len(workers - set(killed)) >= 1
-    with pytest.raises(ProcessLookupError):
-        os.kill(killed[0], 0)
+    assert killed and len(workers - set(killed)) >= 1, "the images came back from more than the killed worker"
     labels = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert labels == sorted(f"labels/{p.stem}.png" for p in (inputs / "frames").glob("*.png")), \
         "every output complete, no temporary file left"

@@ -54,7 +54,7 @@ def test_every_figures_block_is_generated_from_the_file_its_marker_names():
     tool = _tool()
     readme = (REPO / "README.md").read_text()
     named = tool.blocks(readme)
-    assert named[0] == tool.RESULTS and Path("benchmarks/results/ray.json") in named
+    assert tool.RESULTS in named and Path("benchmarks/results/ray.json") in named
     for path in named:
         assert (REPO / path).is_file(), path
         assert tool.replace(readme, path, named=path) == readme, f"README.md's figures differ from {path}"
