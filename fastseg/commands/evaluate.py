@@ -10,7 +10,9 @@ classes and ignore values are scored as ignore, with a warning that counts them.
 With --crf the network runs once per image and its output is scored twice, as the Segmenter gives it
 and refined by the dense CRF, so the printed comparison is per class on identical logits.
 Under torchrun every process takes every world_size-th image, the confusion matrices are summed
-(all-reduce: gloo on the CPU, NCCL on GPUs) and rank 0 prints and writes.
+(all-reduce: gloo on the CPU, NCCL on GPUs) and rank 0 prints and writes. With --ray [ADDRESS] a
+pool of Ray actors evaluates batches of images and their matrices are summed
+(fastseg/distributed/ray_eval.py).
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ Resumable: an image whose requested outputs all exist is skipped, so an interrup
 where it stopped when the same command is run again; every file is written atomically (a temporary
 file in the same folder, then os.replace), so an output that exists is complete. An image that
 cannot be read or segmented is reported and skipped; the exit status is 1 when anything failed
-(130 when interrupted), 0 otherwise.
+(130 when interrupted), 0 otherwise. With --ray [ADDRESS] a pool of Ray actors does the same work
+(fastseg/distributed/ray_predict.py).
 """
 from __future__ import annotations
 

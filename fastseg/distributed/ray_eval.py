@@ -68,7 +68,8 @@ def run(args: Namespace, crf_params: dict | None) -> int:
         resolved = single.resolve(args.model, args.num_classes)
         out = args.out or single.Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-    except (single.UsageError, OSError, KeyError, ValueError) as exc:
+        single.make_segmenter(args, resolved, args.device)  # options checked once here, not in every actor
+    except (single.UsageError, OSError, KeyError, ValueError, TypeError) as exc:
         return single._fail(exc)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     C = dataset.num_classes
