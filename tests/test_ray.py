@@ -186,3 +186,10 @@ def test_urls_are_read_and_written_through_pyarrow(ray_instance, inputs, single_
                                       read_png(single_process / "labels" / "frames" / name))
     assert fastseg_cli(*command) == 1  # the corrupt file again; the others skipped
     assert "3 already done, skipped" in capsys.readouterr().out
+
+
+def test_worker_options_without_ray_are_refused(inputs, tmp_path, capsys):
+    assert fastseg_cli("predict", inputs / "frames", "--out", tmp_path, "--workers", 4) == 2
+    assert "need --ray" in capsys.readouterr().err
+    assert fastseg_cli("eval", "--dataset", "camvid", "--root", tmp_path, "--cpus-per-worker", 2) == 2
+    assert "need --ray" in capsys.readouterr().err

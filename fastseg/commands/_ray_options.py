@@ -22,6 +22,15 @@ def add_ray_arguments(parser) -> None:
                        help="GPUs Ray reserves for each worker (with --device cuda)")
 
 
+def ray_misuse(args) -> str | None:
+    """Why the Ray options cannot be taken as given (None when they can): without --ray they would
+    be ignored, and a user asking for 4 workers must not get one process silently."""
+    given = (getattr(args, "workers", 1), getattr(args, "cpus_per_worker", 1), getattr(args, "gpus_per_worker", 0))
+    if getattr(args, "ray", None) is None and given != (1, 1, 0):
+        return "--workers, --cpus-per-worker and --gpus-per-worker need --ray"
+    return None
+
+
 def ray_address(value: str) -> str | None:
     """ray.init's address for --ray's value: None starts a local instance."""
     return None if value == LOCAL else value

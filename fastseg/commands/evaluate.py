@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..models import pretrained
 from ._model import UsageError, add_model_source_arguments, resolve
-from ._ray_options import add_ray_arguments
+from ._ray_options import add_ray_arguments, ray_misuse
 from ._scale import add_scale_arguments, scale_options
 
 # The CRF's defaults for `--crf`: those chosen for the packaged default model (a local,
@@ -82,6 +82,8 @@ def _check(args) -> None:
         raise UsageError(f"--threads: must be >= 1, got {args.threads}")
     if args.crf_param and not args.crf:
         raise UsageError("--crf-param needs --crf")
+    if ray_misuse(args):
+        raise UsageError(ray_misuse(args))
 
 
 def run(args) -> int:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_write, remove_stale_temporaries
 from . import _inputs, _predict_video
 from ._model import add_model_arguments, choose_model
-from ._ray_options import add_ray_arguments
+from ._ray_options import add_ray_arguments, ray_misuse
 from ._scale import add_scale_arguments, scale_options
 
 KINDS = ("labels", "color", "overlay")
@@ -143,6 +143,9 @@ def run(args) -> int:
         return 2
     if (args.live is None) == (not args.inputs):
         print("fastseg predict: give INPUT files or --live SOURCE (one of the two)", file=sys.stderr)
+        return 2
+    if ray_misuse(args):
+        print(f"fastseg predict: {ray_misuse(args)}", file=sys.stderr)
         return 2
     if args.live is not None and getattr(args, "ray", None) is not None:
         print("fastseg predict: --live runs in this process, not with --ray", file=sys.stderr)
