@@ -31,7 +31,8 @@ def _ray():
         import ray.data  # noqa: F401
 
         return ray
-    return pytest.importorskip("ray.data") and pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    return pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
