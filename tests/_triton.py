@@ -9,6 +9,7 @@ two invocations: `pytest tests` (GPU tests) and `TRITON_INTERPRET=1 pytest tests
 """
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -37,16 +38,21 @@ def gpu_skip_reason() -> str | None:
 requires_gpu = pytest.mark.skipif(gpu_skip_reason() is not None, reason=gpu_skip_reason() or "")
 
 
-def compile_shipped_config(kernel: str, dtype: torch.dtype, arch: int, precision: str, **constants) -> str:
+def compile_shipped_config(kernel: str, dtype: torch.dtype, arch: int, precision: str, tiles: str | None = None,
+                           **constants) -> str:
     """Lower the conv `kernel` ("module:function") for sm_<arch> with the GPU tile configuration that
-    ships (launch_config's "gpu" for a large map with 256 channels in and out) through
+    ships (launch_config's "gpu" for a large map with 256 channels in and out, or the named
+    configuration of fastseg/ops/atrous_conv/tiles.py for those channels) through
     tests/compile_for_gpu.py, in a process of its own with the interpreter off; returns the dot
     instruction it printed ("mma" for tensor cores, "fma" otherwise)."""
-    from fastseg.ops.atrous_conv.triton_kernel import launch_config
+    from fastseg.ops.atrous_conv.tiles import gpu_tiles, launch_config
 
-    cfg = launch_config(dtype, 1 << 20, 256, 256, "gpu")
+    cfg = gpu_tiles(tiles, dtype, 256, 256) if tiles else launch_config(dtype, 1 << 20, 256, 256, "gpu")
     names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-    args = [f"{k}={v}" for k, v in {**constants, **cfg, "UPCAST": 0, "PRECISION": precision}.items()]
+    module, name = kernel.split(":")
+    takes = getattr(importlib.import_module(module), name).arg_names
+    full = {k: 1 for k in ("CIN_FULL", "TAP_BITS") if k in takes}  # 256 channels, a 3x3 kernel
+    args = [f"{k}={v}" for k, v in {**full, **constants, **cfg, "UPCAST": 0, "PRECISION": precision}.items()]
     script = Path(__file__).with_name("compile_for_gpu.py")
     result = subprocess.run([sys.executable, str(script), kernel, names[dtype], str(arch), *args],
                             capture_output=True, text=True, timeout=300)

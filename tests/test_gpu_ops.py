@@ -236,6 +236,25 @@ def test_auto_convolutions_follow_the_table(tmp_path, monkeypatch):
         _conv_table.reload()
 
 
+def test_cuda_runtime_keeps_weights_and_activations_channels_last():
+    """On CUDA the torch runtime holds its convolution weights channels_last even for NCHW input, so
+    every activation after the first convolution is channels_last and no Triton convolution copies."""
+    from fastseg.segmenter.runtimes import TorchRuntime
+
+    model = fastseg.models.create("deeplabv3_resnet50", num_classes=21)
+    runtime = TorchRuntime(fastseg.models.fuse(model), torch.device(DEVICE), torch.float16, channels_last=False)
+    convs = [m.weight for m in runtime.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: seen.append(args[0].stride(1) == 1))
+             for m in runtime.model.modules() if type(m).__name__ in ("AtrousConv", "FusedASPP")]
+    with torch.no_grad():
+        runtime(torch.randn(1, 3, 96, 128, device=DEVICE, dtype=torch.float16))
+    for hook in hooks:
+        hook.remove()
+    assert seen and all(seen)
+
+
 # ---- CuPy in and out, without copies ---------------------------------------------------------------
 
 @pytest.fixture

@@ -9,7 +9,8 @@ sass_count.py for the method). Adding a kernel is adding an entry to KERNELS, th
 
 Representative shapes: upsample + argmax 1x19x128x256 fp16 logits to 1024x2048 uint8 labels; the
 confusion matrix 8x1024x2048 uint8 labels with ignore_index 255, 19 and 150 classes (Cityscapes,
-ADE20K); atrous conv / ASPP fp16, 256 channels in and out, a 64x128 map.
+ADE20K); atrous conv / ASPP fp16 (and the atrous conv in fp32 on TF32 tensor cores), 256 channels in
+and out, a 64x128 map at dilation 12 (the "wide" tiles of fastseg/ops/atrous_conv/tiles.py).
 """
 from __future__ import annotations
 
@@ -170,13 +171,14 @@ def _confusion_cuda(arch: int) -> tuple[bytes, str]:
 _CONV_MAP = dict(N=1, H=64, W=128, Cin=256, Cout=256)
 
 
-def _conv_cfg():
+def _conv_cfg(dtype: str = "fp16"):
     import torch
 
     from fastseg.ops.atrous_conv.triton_kernel import launch_config
 
     c = _CONV_MAP
-    return launch_config(torch.float16, c["N"] * c["H"] * c["W"], c["Cin"], c["Cout"], "gpu")
+    torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
+    return launch_config(torch_dtype, c["N"] * c["H"] * c["W"], c["Cin"], c["Cout"], "gpu")
 
 
 def _conv_strides(c: dict, channels: int) -> dict:
@@ -184,34 +186,45 @@ def _conv_strides(c: dict, channels: int) -> dict:
     return dict(n=c["H"] * c["W"] * channels, c=1, h=c["W"] * channels, w=channels)
 
 
-def _atrous_triton(arch: int) -> tuple[bytes, str]:
-    from fastseg.ops.atrous_conv import triton_kernel as k
+def _conv_args(c: dict, cfg: dict, out_channels: int, dtype: str = "fp16") -> dict:
+    """The arguments the convolution launchers pass for the map `c` (channels_last in and out)."""
+    xs, os_ = _conv_strides(c, c["Cin"]), _conv_strides(c, out_channels)
+    cin_pad = -(-c["Cin"] // cfg["BLOCK_K"]) * cfg["BLOCK_K"]
+    cols = -(-c["Cout"] // cfg["BLOCK_N"]) * cfg["BLOCK_N"]
+    return dict(x_ptr="*" + dtype, w_ptr="*" + dtype, bias_ptr="*fp32", out_ptr="*" + dtype,
+                M=c["N"] * c["H"] * c["W"], H=c["H"], W=c["W"], Cin=c["Cin"], cin_pad=cin_pad, w_cols16=cols // 16,
+                Cout=c["Cout"], sxn=xs["n"], sxh=xs["h"], sxw=xs["w"], son=os_["n"], soc=os_["c"], soh=os_["h"],
+                sow=os_["w"])
 
-    c, cfg = _CONV_MAP, _conv_cfg()
-    xs, os_ = _conv_strides(c, c["Cin"]), _conv_strides(c, c["Cout"])
-    args = dict(x_ptr="*fp16", w_ptr="*fp16", bias_ptr="*fp32", out_ptr="*fp16",
-                M=c["N"] * c["H"] * c["W"], H=c["H"], W=c["W"], Cin=c["Cin"], Cout=c["Cout"], OH=c["H"], OW=c["W"],
-                GROUP_BLOCKS=-(-c["Cout"] // cfg["BLOCK_N"]),
-                sxn=xs["n"], sxc=xs["c"], sxh=xs["h"], sxw=xs["w"], son=os_["n"], soc=os_["c"], soh=os_["h"],
-                sow=os_["w"], sbn=0, KH=3, KW=3, stride_h=1, stride_w=1, pad_h=12, pad_w=12, dil_h=12, dil_w=12)
+
+def _conv_constexprs(cfg: dict, precision: str = "ieee") -> dict:
+    from fastseg.ops import activation as activations
+
     tiles = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
-    return triton_cubin(k._atrous_conv_kernel, arch, args,
-                        dict(HAS_BIAS=True, ACT=k.activations.code("relu"), UPCAST=False, PRECISION="ieee", **tiles),
-                        cfg["num_warps"], cfg["num_stages"])
+    return dict(ACT=activations.code("relu"), CIN_FULL=_CONV_MAP["Cin"] % cfg["BLOCK_K"] == 0, UPCAST=False,
+                PRECISION=precision, **tiles)
+
+
+def _atrous_triton(dtype: str) -> Callable[[int], tuple[bytes, str]]:
+    """fp16, or fp32 on TF32 tensor cores (torch.backends.cudnn.allow_tf32, torch's default)."""
+    def build(arch: int) -> tuple[bytes, str]:
+        from fastseg.ops.atrous_conv import triton_kernel as k
+
+        c, cfg = _CONV_MAP, _conv_cfg(dtype)
+        args = dict(_conv_args(c, cfg, c["Cout"], dtype), OH=c["H"], OW=c["W"],
+                    GROUP_BLOCKS=-(-c["Cout"] // cfg["BLOCK_N"]),
+                    sbn=0, KH=3, KW=3, stride_h=1, stride_w=1, pad_h=12, pad_w=12, dil_h=12, dil_w=12)
+        constexprs = dict(HAS_BIAS=True, TAP_BITS=True, **_conv_constexprs(cfg, "tf32" if dtype == "fp32" else "ieee"))
+        return triton_cubin(k._atrous_conv_kernel, arch, args, constexprs, cfg["num_warps"], cfg["num_stages"])
+    return build
 
 
 def _aspp_triton(arch: int) -> tuple[bytes, str]:
     from fastseg.ops.aspp import triton_kernel as k
 
     c, cfg = _CONV_MAP, _conv_cfg()
-    xs, os_ = _conv_strides(c, c["Cin"]), _conv_strides(c, 4 * c["Cout"])
-    args = dict(x_ptr="*fp16", w_ptr="*fp16", bias_ptr="*fp32", out_ptr="*fp16", ksize_ptr="*i32",
-                dil_ptr="*i32", woff_ptr="*i64", M=c["N"] * c["H"] * c["W"], H=c["H"], W=c["W"], Cin=c["Cin"],
-                Cout=c["Cout"], sxn=xs["n"], sxc=xs["c"], sxh=xs["h"], sxw=xs["w"], son=os_["n"], soc=os_["c"],
-                soh=os_["h"], sow=os_["w"])
-    tiles = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
-    return triton_cubin(k._aspp_branches_kernel, arch, args,
-                        dict(ACT=k.activations.code("relu"), UPCAST=False, PRECISION="ieee", **tiles),
+    args = dict(_conv_args(c, cfg, 4 * c["Cout"]), ksize_ptr="*i32", dil_ptr="*i32", woff_ptr="*i64")
+    return triton_cubin(k._aspp_branches_kernel, arch, args, _conv_constexprs(cfg),
                         cfg["num_warps"], cfg["num_stages"])
 
 
@@ -229,6 +242,7 @@ KERNELS: list[Kernel] = [
     Kernel("confusion_matrix.cuda", PER_PIXEL, _confusion_cuda, r"ATOMS\..*", per_anchor(r"ATOMS\..*", 1)),
 
     # atrous convolution and ASPP: the K loop's tensor-core instructions
-    Kernel("atrous_conv.triton.fp16", PER_MAC, _atrous_triton, _MMA, mma_macs),
+    Kernel("atrous_conv.triton.fp16", PER_MAC, _atrous_triton("fp16"), _MMA, mma_macs),
+    Kernel("atrous_conv.triton.tf32", PER_MAC, _atrous_triton("fp32"), _MMA, mma_macs),
     Kernel("aspp.triton.fp16", PER_MAC, _aspp_triton, _MMA, mma_macs),
 ]

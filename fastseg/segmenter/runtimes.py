@@ -61,7 +61,11 @@ class TorchRuntime(Runtime):
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool):
         self.device, self.dtype, self.channels_last = device, dtype, bool(channels_last)
         model = model.to(device=device, dtype=dtype)
-        if self.channels_last:
+        if self.channels_last or device.type == "cuda":
+            # On CUDA the weights are channels_last whatever the input layout: cuDNN's tensor-core
+            # kernels and fastseg's Triton convolutions read NHWC, and channels_last weights make
+            # every convolution return channels_last activations, so no layer converts its input
+            # again on each frame (the Triton kernels would otherwise copy NCHW input per call).
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self._forward = self._build(model)

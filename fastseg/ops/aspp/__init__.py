@@ -46,7 +46,7 @@ class AsppParams:
     proj_weight: torch.Tensor       # [Cout, B*Cout, 1, 1], the spatial branches' columns
     proj_pool_weight: torch.Tensor  # [Cout, Cout], the pooling branch's columns
     proj_bias: torch.Tensor         # [Cout]
-    _triton_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _fastseg_prepared: dict = field(default_factory=dict, repr=False, compare=False)  # kernel forms (triton_kernel.py)
 
     @property
     def in_channels(self) -> int:
