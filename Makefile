@@ -8,7 +8,7 @@ PYTHON  := $(VENV)/bin/python
 PIP     := $(PYTHON) -m pip
 STAMP   := $(VENV)/.fastseg-deps
 
-.PHONY: setup build demo test bench bench-quick cuda-check gpu-check arm-check clean
+.PHONY: setup build demo test bench bench-quick cuda-check sass-report gpu-check arm-check clean
 
 setup: build
 
@@ -64,6 +64,12 @@ cuda-check:
 	@tmp=$$(mktemp -d); for f in csrc/cuda/*.cu; do for a in $(CUDA_ARCHS); do \
 	  nvcc -std=c++17 -O3 --expt-relaxed-constexpr -arch=sm_$$a -Icsrc -c $$f -o $$tmp/out.o \
 	  && echo "nvcc sm_$$a $$f: ok" || { rm -rf $$tmp; exit 1; }; done; done; rm -rf $$tmp
+
+# SASS instructions per pixel (and channel) of every GPU kernel for sm_90 and sm_87, no GPU needed
+# (benchmarks/gpu/sass_report.py); fails when a kernel got worse than its figure in sass_figures.json.
+sass-report: $(STAMP)
+	@command -v nvcc >/dev/null || { echo "sass-report: no nvcc on this machine (the CUDA C++ kernels need it)" >&2; exit 1; }
+	$(PYTHON) benchmarks/gpu/sass_report.py
 
 # On a machine with a CUDA GPU: the GPU tests, the conv table and the GPU benchmark in under 8 minutes,
 # with what that machine has (its torch, Triton, CUDA; no venv, nothing installed); writes gpu-report.md.

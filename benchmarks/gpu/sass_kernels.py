@@ -1,0 +1,236 @@
+"""The kernels `make sass-report` counts: one entry each, built as its launcher would build it on a GPU.
+
+An entry names the kernel, the unit of work its figure is per, how to build its cubin for an
+architecture (a Triton kernel through `triton_cubin` with the launcher's own GPU tile configuration
+for a representative shape; a CUDA C++ kernel through `nvcc_cubin`), the anchor opcode that marks
+its hot loop, and how much work one pass over the counted region does for one thread (see
+sass_count.py for the method). Adding a kernel is adding an entry to KERNELS, then
+`python benchmarks/gpu/sass_report.py --update` to record its figure.
+
+Representative shapes: upsample + argmax 1x19x128x256 fp16 logits to 1024x2048 uint8 labels; the
+confusion matrix 8x1024x2048 uint8 labels with ignore_index 255, 19 and 150 classes (Cityscapes,
+ADE20K); atrous conv / ASPP fp16, 256 channels in and out, a 64x128 map.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sass_count import Region
+
+ROOT = Path(__file__).resolve().parents[2]
+# The options of `make cuda-check` and of the CMake CUDA build.
+NVCC_FLAGS = ("-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-I{ROOT / 'csrc'}")
+
+PER_PIXEL_CHANNEL = "per output pixel per channel"
+PER_PIXEL = "per pixel"
+PER_MAC = "per output pixel per output channel per input channel and tap"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    unit: str
+    build: Callable[[int], tuple[bytes, str]]  # arch -> (cubin, regex naming the function in it)
+    anchor: str | None                         # opcode regex of the per-unit work (None: whole function)
+    work: Callable[[Region], float]            # units one thread handles in one pass over the region
+
+
+# ---- how much work a region does ---------------------------------------------------------------
+
+def per_anchor(pattern: str, per_unit: float) -> Callable[[Region], float]:
+    """Units = anchors in the region / anchors per unit (e.g. 4 gathers per pixel and channel)."""
+    return lambda region: region.anchors(pattern) / per_unit
+
+
+def fixed(units: float) -> Callable[[Region], float]:
+    return lambda region: units
+
+
+_HMMA = re.compile(r"HMMA\.(\d\d)(\d)(\d+)\..*")       # HMMA.16816.F32: m16 n8 k16, one warp
+_HGMMA = re.compile(r"HGMMA\.(\d+)x(\d+)x(\d+)\..*")  # HGMMA.64x128x16.F32: one warpgroup
+
+
+def mma_macs(region: Region) -> float:
+    """Multiply-accumulates one thread's share of the tensor-core instructions in the region do."""
+    macs = 0.0
+    for i in region.instrs:
+        if m := _HMMA.fullmatch(i.opcode):
+            macs += int(m[1]) * int(m[2]) * int(m[3]) / 32
+        elif m := _HGMMA.fullmatch(i.opcode):
+            macs += int(m[1]) * int(m[2]) * int(m[3]) / 128
+    return macs
+
+
+# ---- building cubins ----------------------------------------------------------------------------
+
+def _specialize(value) -> tuple[str, bool]:
+    """(type, divisible by 16) as Triton's launcher specialises an argument value."""
+    if isinstance(value, str):  # a pointer's type; torch's allocations are 256-byte aligned
+        return value, True
+    if isinstance(value, float):
+        return "fp32", False
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    kind, key = native_specialize_impl(BaseBackend, value, False, True, True)
+    return kind, key == "D"
+
+
+def triton_cubin(fn, arch: int, args: dict, constexprs: dict, num_warps: int, num_stages: int = 3
+                 ) -> tuple[bytes, str]:
+    """Compile the @triton.jit `fn` for sm_<arch> as a launch with these argument values would
+    (ints of 1 become constants, multiples of 16 and pointers are marked divisible by 16)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constants, attrs = {}, dict(constexprs), {}
+    for k, name in enumerate(fn.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+            continue
+        kind, aligned = _specialize(args[name])
+        if kind == "constexpr":
+            constants[name] = args[name]
+        elif aligned:
+            attrs[(k,)] = [["tt.divisibility", 16]]
+        signature[name] = kind
+    source = ASTSource(fn, signature, constants, attrs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": num_warps, "num_stages": num_stages})
+    return kernel.asm["cubin"], "^" + re.escape(fn.__name__) + "$"
+
+
+def nvcc_cubin(source: str, arch: int) -> bytes:
+    """csrc/<source> compiled by nvcc to a cubin for sm_<arch>, with the build's options."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise FileNotFoundError("nvcc")
+    with tempfile.TemporaryDirectory(prefix="fastseg-sass-") as tmp:
+        out = Path(tmp) / "k.cubin"
+        run = subprocess.run([nvcc, *NVCC_FLAGS, f"-arch=sm_{arch}", "-cubin", str(ROOT / "csrc" / source),
+                              "-o", str(out)], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"nvcc -cubin {source} for sm_{arch} failed:\n{run.stderr[-3000:]}")
+        return out.read_bytes()
+
+
+# ---- upsample + argmax ----------------------------------------------------------------------------
+
+def _upsample_triton(arch: int) -> tuple[bytes, str]:
+    from fastseg.ops.upsample_argmax import triton_kernel as k
+
+    cfg = k.tile_config("gpu")
+    C, h, w, H, W = 19, 128, 256, 1024, 2048
+    args = dict(x_ptr="*fp16", labels_ptr="*u8", conf_ptr="*u8", C=C, h=h, w=w, H=H, W=W,
+                blocks_per_image=-(-H * W // cfg["BLOCK"]), sN=C * h * w, sC=h * w, sH=w, sW=1,
+                scale_h=k._scale(h, H, False), scale_w=k._scale(w, W, False))
+    return triton_cubin(k._upsample_argmax_kernel, arch, args,
+                        dict(ALIGN=False, CONF=False, BLOCK=cfg["BLOCK"]), cfg["num_warps"])
+
+
+def _upsample_cuda(arch: int) -> tuple[bytes, str]:
+    return nvcc_cubin("cuda/upsample_argmax.cu", arch), r"upsample_argmax_kernelINS_8HalfBitsEhEE"
+
+
+# ---- confusion matrix ---------------------------------------------------------------------------
+
+def _confusion_triton(num_classes: int) -> Callable[[int], tuple[bytes, str]]:
+    def build(arch: int) -> tuple[bytes, str]:
+        from fastseg.ops.confusion_matrix import triton_kernel as k
+
+        bins, _ = k.bin_tiles(num_classes)
+        args = dict(pred_ptr="*u8", target_ptr="*u8", out_ptr="*i64", flags_ptr="*i32",
+                    n=8 * 1024 * 2048, C=num_classes, ignore_index=255)
+        return triton_cubin(k._confusion_kernel, arch, args,
+                            dict(HAS_IGNORE=True, BLOCK=k.BLOCK, BINS=bins), num_warps=4)
+    return build
+
+
+def _confusion_triton_work(num_classes: int) -> Callable[[Region], float]:
+    # straight-line: one program-thread counts BLOCK / 128 pixels, once per bin tile
+    def work(region: Region) -> float:
+        from fastseg.ops.confusion_matrix import triton_kernel as k
+
+        _, tiles = k.bin_tiles(num_classes)
+        return k.BLOCK / (4 * 32) / tiles
+    return work
+
+
+def _confusion_cuda(arch: int) -> tuple[bytes, str]:
+    return nvcc_cubin("cuda/confusion_matrix.cu", arch), r"count_kernelILb1EE"
+
+
+# ---- atrous convolution and ASPP --------------------------------------------------------------------
+
+_CONV_MAP = dict(N=1, H=64, W=128, Cin=256, Cout=256)
+
+
+def _conv_cfg():
+    import torch
+
+    from fastseg.ops.atrous_conv.triton_kernel import launch_config
+
+    c = _CONV_MAP
+    return launch_config(torch.float16, c["N"] * c["H"] * c["W"], c["Cin"], c["Cout"], "gpu")
+
+
+def _conv_strides(c: dict, channels: int) -> dict:
+    """channels_last strides of an [N, channels, H, W] tensor as (n, c, h, w)."""
+    return dict(n=c["H"] * c["W"] * channels, c=1, h=c["W"] * channels, w=channels)
+
+
+def _atrous_triton(arch: int) -> tuple[bytes, str]:
+    from fastseg.ops.atrous_conv import triton_kernel as k
+
+    c, cfg = _CONV_MAP, _conv_cfg()
+    xs, os_ = _conv_strides(c, c["Cin"]), _conv_strides(c, c["Cout"])
+    args = dict(x_ptr="*fp16", w_ptr="*fp16", bias_ptr="*fp32", out_ptr="*fp16",
+                M=c["N"] * c["H"] * c["W"], H=c["H"], W=c["W"], Cin=c["Cin"], Cout=c["Cout"], OH=c["H"], OW=c["W"],
+                GROUP_BLOCKS=-(-c["Cout"] // cfg["BLOCK_N"]),
+                sxn=xs["n"], sxc=xs["c"], sxh=xs["h"], sxw=xs["w"], son=os_["n"], soc=os_["c"], soh=os_["h"],
+                sow=os_["w"], sbn=0, KH=3, KW=3, stride_h=1, stride_w=1, pad_h=12, pad_w=12, dil_h=12, dil_w=12)
+    tiles = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    return triton_cubin(k._atrous_conv_kernel, arch, args,
+                        dict(HAS_BIAS=True, ACT=k.activations.code("relu"), UPCAST=False, PRECISION="ieee", **tiles),
+                        cfg["num_warps"], cfg["num_stages"])
+
+
+def _aspp_triton(arch: int) -> tuple[bytes, str]:
+    from fastseg.ops.aspp import triton_kernel as k
+
+    c, cfg = _CONV_MAP, _conv_cfg()
+    xs, os_ = _conv_strides(c, c["Cin"]), _conv_strides(c, 4 * c["Cout"])
+    args = dict(x_ptr="*fp16", w_ptr="*fp16", bias_ptr="*fp32", out_ptr="*fp16", ksize_ptr="*i32",
+                dil_ptr="*i32", woff_ptr="*i64", M=c["N"] * c["H"] * c["W"], H=c["H"], W=c["W"], Cin=c["Cin"],
+                Cout=c["Cout"], sxn=xs["n"], sxc=xs["c"], sxh=xs["h"], sxw=xs["w"], son=os_["n"], soc=os_["c"],
+                soh=os_["h"], sow=os_["w"])
+    tiles = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    return triton_cubin(k._aspp_branches_kernel, arch, args,
+                        dict(ACT=k.activations.code("relu"), UPCAST=False, PRECISION="ieee", **tiles),
+                        cfg["num_warps"], cfg["num_stages"])
+
+
+_MMA = r"H(G)?MMA\..*"
+_GATHER = r"LDG\..*"
+
+KERNELS: list[Kernel] = [
+    # upsample + argmax: 4 gathers (the bilinear taps) per output pixel and channel
+    Kernel("upsample_argmax.triton", PER_PIXEL_CHANNEL, _upsample_triton, _GATHER, per_anchor(_GATHER, 4)),
+    Kernel("upsample_argmax.cuda", PER_PIXEL_CHANNEL, _upsample_cuda, _GATHER, per_anchor(_GATHER, 4)),
+
+    # confusion matrix
+    Kernel("confusion_matrix.triton.c19", PER_PIXEL, _confusion_triton(19), None, _confusion_triton_work(19)),
+    Kernel("confusion_matrix.triton.c150", PER_PIXEL, _confusion_triton(150), None, _confusion_triton_work(150)),
+    Kernel("confusion_matrix.cuda", PER_PIXEL, _confusion_cuda, r"ATOMS\..*", per_anchor(r"ATOMS\..*", 1)),
+
+    # atrous convolution and ASPP: the K loop's tensor-core instructions
+    Kernel("atrous_conv.triton.fp16", PER_MAC, _atrous_triton, _MMA, mma_macs),
+    Kernel("aspp.triton.fp16", PER_MAC, _aspp_triton, _MMA, mma_macs),
+]
