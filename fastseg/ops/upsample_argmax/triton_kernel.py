@@ -3,16 +3,19 @@
 Tap sharing (cells.py): each lane of a program owns one *run*, an MY x MX patch of outputs that lie
 between the same two source rows and the same two source columns. Per channel it loads the four taps
 once, interpolates each of the two source rows along x once per output column, then spends one
-vertical lerp and the running argmax per output pixel: about 6 SASS instructions per output pixel per
-channel at 4 x 8 outputs a lane, where one thread per pixel paid about 30 (four scalar gathers, three
-lerps and the address arithmetic, per pixel per channel).
+vertical lerp (FMUL + FFMA) and the running argmax (two FSETP, FSEL, SEL) per output pixel: about 7
+SASS instructions per output pixel per channel at 8 x 4 outputs a lane (`make sass-report`), where
+one thread per pixel paid about 30 (four scalar gathers, three lerps and the address arithmetic).
 
 The arithmetic is torch's, in torch's order (csrc/common/bilinear.h): the float32 source coordinate,
 index and weight formulas per output, `row = fma(a0, wx0, a1 * wx1)` per source row and
 `value = fma(row0, hy0, row1 * hy1)`. Sharing a row lerp among the outputs of a column changes no
 rounding, so the values equal the per-pixel computation's bit for bit; only the order of the loads
-changed. Ties go to the first channel and a NaN counts as the maximum (`take` below: greater, or NaN
-while the maximum so far is not). With confidence, a running softmax denominator is rescaled online,
+changed. (The interpreter multiplies and adds tl.fma's operands in two numpy roundings: there the
+values can differ from torch's in the last bit, which is why the interpreter tests allow labels to
+differ at near-ties, the rule they use for torch's own channels_last kernel.) Ties go to the first
+channel and a NaN counts as the maximum (`take` below: greater, or NaN while the maximum so far is
+not). With confidence, a running softmax denominator is rescaled online,
 with infinite values as the package docstring defines. The [N,C,H,W] interpolated logits never exist.
 
 Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (how it is tested here).
