@@ -31,6 +31,7 @@ SHAPES = [
     (1, 3, 6, 20, 30, 9),     # up in y, down in x
     (1, 2, 1, 1, 9, 7),       # one source pixel
     (1, 3, 5, 4, 5, 4),       # identity
+    (1, 2, 3, 2, 90, 70),     # 30x, 35x: cells of many runs
 ]
 
 
@@ -89,3 +90,27 @@ def test_cuda_runs_equal_the_cpu_kernel_bit_for_bit(shape, align_corners, dtype)
                                                   out_dtype=torch.int16, backend="native")
     assert torch.equal(labels, want)
     torch.testing.assert_close(conf, want_conf, atol=2e-6, rtol=2e-6)
+
+
+@pytest.mark.skipif(not _native.available(), reason="fastseg._C is not built")
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("shape", [(1, 2, 7, 5, 1000, 999), (2, 3, 64, 128, 512, 1024), (1, 2, 1, 300, 77, 2401)],
+                         ids=str)
+def test_cuda_runs_of_large_outputs(shape, align_corners):
+    """Large ratios and large outputs: the kernel's cell boundaries (estimate + correction) hold."""
+    x = make_logits(shape[:4], torch.float32, "nchw", seed=5)
+    size = shape[4:]
+    _, _, maxv = cuda_kernel.threadwise(x, size, align_corners)
+    torch.testing.assert_close(maxv, native_max_logit(x, size, align_corners), atol=0, rtol=0)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("shape, align_corners", [((1, 2, 7, 5, 1000, 999), False), ((1, 2, 1, 300, 77, 2401), True)],
+                         ids=str)
+def test_triton_runs_of_large_outputs(shape, align_corners):
+    x = make_logits(shape[:4], torch.float32, "nchw", seed=5)
+    size = shape[4:]
+    labels = torch.full((1, *size), 200, dtype=torch.uint8)
+    upsample_argmax_triton(x, size, align_corners, False, torch.uint8, labels=labels)
+    assert (labels != 200).all(), "pixels no run wrote"
+    assert_labels(labels, x, size, align_corners, exact=False)
