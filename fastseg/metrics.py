@@ -13,7 +13,9 @@ Conventions (the ones Cityscapes, ADE20K and mmsegmentation report):
   would weigh a 10-pixel image like a 2-megapixel one and make absent classes ill-defined).
 - Rows are ground truth, columns prediction: matrix[t, p] counts pixels of class t predicted as p.
 - Pixels whose target is ignore_index are skipped entirely (neither the target nor the prediction
-  counts). Any other label outside [0, num_classes) raises ValueError.
+  counts). Any other label outside [0, num_classes) raises ValueError: from update() on the CPU;
+  on a GPU, when the meter's matrix is next read (matrix, compute, merge, all_reduce), since update
+  never waits for the GPU (the kernel's two out-of-range flags stay on the device until then).
 - A class absent from both ground truth and prediction has no defined score: its IoU and Dice are
   nan and it is left out of the means (miou, mean_dice are nan-means). A class predicted but absent
   from the ground truth scores IoU 0 and Dice 0 (its false positives count against it); its
@@ -27,8 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _arrays
-from .ops.confusion_matrix import confusion_matrix
+from .ops.confusion_matrix import _arguments, confusion_matrix, count
 
 __all__ = ["confusion_matrix", "ConfusionMatrix", "Scores", "scores_from_matrix"]
 
@@ -127,19 +128,46 @@ class ConfusionMatrix:
         self.num_classes = C
         self.ignore_index = None if ignore_index is None else operator.index(ignore_index)
         self.backend = backend
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self._matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self._flags: torch.Tensor | None = None  # out-of-range flags of updates not yet checked
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The accumulated [C, C] int64 counts; raises ValueError if an update held an out-of-range label."""
+        self._check()
+        return self._matrix
+
+    @matrix.setter
+    def matrix(self, value: torch.Tensor) -> None:
+        self._matrix = value
+
+    def _check(self) -> None:
+        """Read the device flags of the updates since the last check (the meter's one wait)."""
+        if self._flags is None:
+            return
+        bad_pred, bad_target = (bool(v) for v in self._flags.tolist())
+        if bad_pred or bad_target:
+            which = "target" if bad_target else "pred"
+            raise ValueError(
+                f"confusion_matrix: an update's {which} held a value outside [0, num_classes={self.num_classes}) "
+                f"at a counted pixel (ignore_index={self.ignore_index}); those pixels are not in the matrix "
+                "(reset() to start again)")
+        self._flags = None
 
     def update(self, pred, target) -> torch.Tensor:
-        """Add one batch; returns that batch's own [C, C] matrix (a torch tensor)."""
-        pred, _ = _arrays.to_torch(pred, "pred")  # torch views in, so a torch matrix comes out
-        target, _ = _arrays.to_torch(target, "target")
-        batch = confusion_matrix(pred, target, self.num_classes, self.ignore_index, backend=self.backend)
-        if batch.device != self.matrix.device:
-            if not bool(self.matrix.any()):  # still empty: follow the data's device
-                self.matrix = self.matrix.to(batch.device)
+        """Add one batch; returns that batch's own [C, C] matrix (a torch tensor). On a GPU nothing
+        waits: an out-of-range label is reported when the matrix is next read."""
+        p, t, _, C, ignore = _arguments(pred, target, self.num_classes, self.ignore_index)
+        batch, flags = count(p, t, C, ignore, self.backend)  # raises here where it already knows (CPU)
+        if batch.device != self._matrix.device:
+            if self._flags is None and not bool(self._matrix.any()):  # still empty: follow the data's device
+                self._matrix = self._matrix.to(batch.device)
             else:
-                batch = batch.to(self.matrix.device)
-        self.matrix += batch
+                batch = batch.to(self._matrix.device)
+        self._matrix += batch
+        if flags is not None:
+            flags = flags.to(self._matrix.device, torch.int64) != 0
+            self._flags = flags if self._flags is None else self._flags | flags
         return batch
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -150,11 +178,12 @@ class ConfusionMatrix:
             raise ValueError(
                 f"merge: meters differ (num_classes {self.num_classes} vs {other.num_classes}, "
                 f"ignore_index {self.ignore_index} vs {other.ignore_index})")
-        self.matrix += other.matrix.to(self.matrix.device)
+        self.matrix += other.matrix.to(self._matrix.device)
         return self
 
     def reset(self) -> None:
-        self.matrix = torch.zeros_like(self.matrix)
+        self._matrix = torch.zeros_like(self._matrix)
+        self._flags = None
 
     def all_reduce(self, group=None) -> ConfusionMatrix:
         """Sum the counts of every rank (torch.distributed all_reduce, SUM); a no-op when
@@ -168,7 +197,7 @@ class ConfusionMatrix:
         if dist.get_backend(group) == "nccl" and m.device.type != "cuda":
             m = m.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(m, op=dist.ReduceOp.SUM, group=group)
-        self.matrix = m.to(self.matrix.device)
+        self._matrix = m.to(self._matrix.device)
         return self
 
     def compute(self) -> Scores:
@@ -176,4 +205,4 @@ class ConfusionMatrix:
 
     def __repr__(self) -> str:
         return (f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
-                f"pixels={int(self.matrix.sum())})")
+                f"pixels={int(self._matrix.sum())})")

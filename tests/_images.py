@@ -17,6 +17,23 @@ def image(h, w, seed=0, n=None):
     return out if n else out[0]
 
 
+def frame_in(name: str, h: int, w: int, seed: int, n: int | None = None) -> np.ndarray:
+    """A smooth frame in pixel format `name` (YUV planes taken from a smooth image's channels)."""
+    img = image(h, w, seed=seed, n=n)
+    batch = img if n else img[None]
+    if name == "bgr":
+        out = np.ascontiguousarray(batch[..., ::-1])
+    elif name.startswith("nv12"):
+        uv = batch[:, ::2, ::2, 1:].reshape(batch.shape[0], h // 2, w)  # one (U, V) per 2x2 pixels
+        out = np.concatenate([batch[..., 0], uv], 1)
+    elif name.startswith("yuyv"):
+        chroma = np.where(np.arange(w) % 2 == 0, batch[..., 1], batch[..., 2])  # U at even x, V at odd
+        out = np.stack([batch[..., 0], chroma], -1)
+    else:
+        out = batch
+    return out if n else out[0]
+
+
 def normalise(img_nhwc: np.ndarray, model) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(img_nhwc)).permute(0, 3, 1, 2).double() / 255
     mean = torch.tensor(model.mean, dtype=torch.float64).view(1, 3, 1, 1)

@@ -56,8 +56,9 @@ def test_auto_without_triton_runs_the_cuda_kernels(monkeypatch):
     assert torch.equal(got.cpu(), fastseg.ops.upsample_argmax(x.cpu(), (40, 30), backend="native"))
 
 
-@pytest.mark.parametrize("C", [1, 19, 150, 300])  # 150 and 300: tables beyond shared memory
-@pytest.mark.parametrize("dtypes", [(torch.uint8, torch.uint8), (torch.int64, torch.int16), (torch.int32, torch.int8)])
+@pytest.mark.parametrize("C", [1, 19, 150, 300])  # 150: shared memory above 48 KB; 300: beyond shared memory
+@pytest.mark.parametrize("dtypes", [(torch.uint8, torch.uint8), (torch.int8, torch.int8), (torch.int64, torch.int64),
+                                    (torch.int64, torch.int16), (torch.int32, torch.int8)])
 def test_confusion_matrix_on_cuda_equals_the_reference(C, dtypes):
     g = torch.Generator().manual_seed(C)
     hi = min(C, 127)
@@ -70,6 +71,10 @@ def test_confusion_matrix_on_cuda_equals_the_reference(C, dtypes):
     want = fastseg.metrics.confusion_matrix(pred[:, :, ::2], target[:, :, ::2], C, ignore_index=ignore,
                                             backend="reference")
     assert got.is_cuda and torch.equal(got.cpu(), want)
+    for n in (pred.numel(), pred.numel() - 3):  # contiguous byte maps: four labels a load, then a tail
+        p, t = pred.reshape(-1)[:n], target.reshape(-1)[:n]
+        got = fastseg.metrics.confusion_matrix(p.cuda(), t.cuda(), C, ignore_index=ignore, backend="native")
+        assert torch.equal(got.cpu(), fastseg.metrics.confusion_matrix(p, t, C, ignore, backend="reference"))
 
 
 def test_confusion_matrix_on_cuda_raises_on_out_of_range_labels():

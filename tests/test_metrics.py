@@ -215,3 +215,24 @@ def test_all_reduce_across_two_gloo_processes(tmp_path):
     for r in results:
         assert torch.equal(r["reduced"], single.matrix)
         assert r["miou"] == single.compute().miou
+
+
+@pytest.mark.interpreter  # the Triton kernel on CPU tensors: its flags stay "on the device" as on a GPU
+def test_meter_on_a_device_kernel_reports_bad_labels_when_the_matrix_is_read():
+    good_p, good_t = torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 255])
+    meter = ConfusionMatrix(3, backend="triton")
+    meter.update(good_p, good_t)
+    meter.update(torch.tensor([0, 3]), torch.tensor([0, 1]))  # no wait, so no error yet
+    with pytest.raises(ValueError, match=r"an update's pred held a value outside \[0, num_classes=3\)"):
+        meter.compute()
+    with pytest.raises(ValueError, match="pred held"):
+        _ = meter.matrix  # still, until reset
+    meter.reset()
+    meter.update(good_p, good_t)
+    meter.update(torch.tensor([1]), torch.tensor([7]))
+    with pytest.raises(ValueError, match="target held"):
+        meter.merge(ConfusionMatrix(3))
+    meter.reset()
+    meter.update(good_p, good_t)
+    assert meter.matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    assert "pixels=3" in repr(meter)

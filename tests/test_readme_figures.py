@@ -48,3 +48,14 @@ def test_a_hand_edited_figure_is_found(tmp_path):
     assert tool.main(["--check", "--readme", str(copy)]) == 0
     with pytest.raises(ValueError, match="markers"):
         tool.replace("no markers here", tool.RESULTS)
+
+
+def test_every_figures_block_is_generated_from_the_file_its_marker_names():
+    tool = _tool()
+    readme = (REPO / "README.md").read_text()
+    named = tool.blocks(readme)
+    assert tool.RESULTS in named and Path("benchmarks/results/ray.json") in named
+    for path in named:
+        assert (REPO / path).is_file(), path
+        assert tool.replace(readme, path, named=path) == readme, f"README.md's figures differ from {path}"
+    assert tool.replace_all(readme) == readme

@@ -157,7 +157,7 @@ def test_known_colours():
     assert got[0, :, 0, 2].tolist() == pytest.approx([255, 0, 0], abs=1.5)
 
 
-def test_float_frames_run_the_reference():
+def test_float_frames_equal_the_reference():
     x = frames(1, 20, 30, "nchw").float() / 255
     got = resize_normalize(x, (10, 15), SCALE * 255, SHIFT)
     torch.testing.assert_close(got, reference(x, (10, 15), SCALE * 255, SHIFT, parse("rgb")))

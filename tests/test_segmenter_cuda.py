@@ -1,6 +1,8 @@
 """The Segmenter on a real CUDA device: its answer against the CPU's in fp32 / fp16 / bf16, a frame
 captured whole as a CUDA graph (a capture fails on any synchronisation), a frame loop under
-torch.cuda.set_sync_debug_mode, cuda_graph=True loops, the caller's stream, the CRF with host frames.
+torch.cuda.set_sync_debug_mode, cuda_graph=True loops, the caller's stream, the CRF with host frames;
+the same for frames resized towards the model's scale and in BGR / NV12 / YUYV, and the device's
+resize_normalize against the CPU's.
 
 Skipped where torch sees no GPU; `make gpu-check` runs them (marker `gpu`) where one exists. The
 CPU-side logic of the same path is tested everywhere in test_segmenter_frames.py.
@@ -16,9 +18,11 @@ import torch
 
 import fastseg
 from fastseg import _native
+from fastseg.ops.resize_normalize import device as device_resize
+from fastseg.ops.resize_normalize import parse, resize_normalize
 from fastseg.segmenter import Segmenter
 
-from _images import agreement, image
+from _images import agreement, frame_in, image
 
 NO_GPU = "needs a CUDA GPU: torch sees none on this machine (make gpu-check runs these where one exists)"
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)]
@@ -130,18 +134,24 @@ def test_crf_with_host_frames(frame):
     assert agreement(on_device.labels[0].cpu().numpy(), expected) >= 0.99
 
 
+def _captured(run):
+    """run() once on a side stream (first-call costs), then captured whole: (the graph, its result)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run()
+    return graph, captured
+
+
 def test_a_frame_captures_whole_as_a_cuda_graph(fp16, frame):
     """Capture fails on anything that waits for the device (a sync, a blocking copy, .item(), a
     stream synchronisation inside an extension): a steady-state frame must capture whole."""
     x = _device_frame(frame)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fp16.predict(x, return_confidence=True)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = fp16.predict(x, return_confidence=True)
+    graph, captured = _captured(lambda: fp16.predict(x, return_confidence=True))
     assert captured.ready is None and captured.timings["total"] == 0.0  # no events inside a capture
     other = image(H, W, seed=9)
     x.copy_(_device_frame(other))
@@ -242,3 +252,106 @@ def test_second_device(frame, cpu_answer):
     assert agreement(result.labels, cpu_answer.labels) >= AGREE["fp16"]
     on_device = seg.predict(_device_frame(frame).to("cuda:1"))
     assert on_device.labels.device == torch.device("cuda:1")
+
+
+# ----------------------------------------------------------------------------- scaled frames, pixel formats
+FORMATS = ["rgb", "bgr", "nv12", "yuyv"]
+BIG = (720, 960)  # the packaged model runs it at 360x480: resized on the device, labels at 720x960
+
+
+def _device_frames(name: str, h: int, w: int, seed: int) -> torch.Tensor:
+    """A batch of one frame in pixel format `name` on the GPU ([1,3,H,W] for RGB / BGR)."""
+    f = torch.from_numpy(frame_in(name, h, w, seed=seed))[None]
+    return (f.permute(0, 3, 1, 2) if name in ("rgb", "bgr") else f).contiguous().cuda()
+
+
+@pytest.mark.parametrize("case", [((1, 720, 960), (360, 480)), ((2, 38, 54), (11, 29)), ((1, 100, 76), (240, 180)),
+                                  ((1, 2880, 3840), (360, 480)), ((1, 10, 4), (3, 1)), ((2, 124, 78), (2, 1)),
+                                  ((1, 64, 64), (64, 21)), ((3, 18, 32), (18, 32))], ids=str)
+@pytest.mark.parametrize("name", FORMATS + ["nv12:bt709:full"])
+def test_device_resize_normalize_equals_the_cpus(case, name):
+    """The frame path's preprocessing on CUDA tensors (torch's CUDA antialiased kernel) against the
+    CPU's native kernel, within that kernel's own tolerance against its reference."""
+    (N, H, W), size = case
+    host = torch.from_numpy(frame_in(name, H, W, seed=H + W, n=N))
+    if name in ("rgb", "bgr"):
+        host = host.permute(0, 3, 1, 2)
+    scale, shift = torch.rand(3) * 0.02 + 0.01, torch.rand(3) * 2
+    want = resize_normalize(host, size, scale, shift, pixel_format=name)
+    out = torch.empty((N, 3, *size), device="cuda").contiguous(memory_format=torch.channels_last)
+    got = device_resize.resize_normalize_into(host.cuda(), parse(name), scale.cuda().view(1, 3, 1, 1),
+                                              -shift.cuda().view(1, 3, 1, 1), out)
+    torch.testing.assert_close(got.cpu(), want, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_scaled_frames_match_the_cpu(name, precision, ieee_fp32):
+    """The packaged model's default on a GPU: frames resized towards its training size on the frame
+    path, labels at the frame's own size, as on the CPU."""
+    seg = Segmenter(device="cuda", precision=precision)
+    cpu = Segmenter()
+    for h, w in (BIG, (500, 614)):  # even sizes: NV12 and YUYV need them
+        f = frame_in(name, h, w, seed=h)
+        expected = cpu.predict(f, return_confidence=True, pixel_format=name)
+        result = seg.predict(f, return_confidence=True, pixel_format=name)
+        assert result.labels.shape == (h, w) and result.labels.dtype == np.uint8
+        assert agreement(result.labels, expected.labels) >= AGREE[precision]
+        np.testing.assert_allclose(result.confidence, expected.confidence, rtol=0, atol=CONFIDENCE_ATOL[precision])
+        on_device = seg.predict(_device_frames(name, h, w, seed=h), pixel_format=name)
+        on_device.ready.synchronize()
+        assert agreement(on_device.labels[0].cpu().numpy(), result.labels) >= 0.9999
+
+
+@pytest.mark.parametrize("name", ["nv12", "bgr"])
+def test_a_scaled_frame_captures_whole_as_a_cuda_graph(fp16, name):
+    """Conversion, antialiased resize, network and tail to the frame's own size: no synchronisation."""
+    x = _device_frames(name, *BIG, seed=1)
+    graph, captured = _captured(lambda: fp16.predict(x, pixel_format=name))
+    assert tuple(captured.labels.shape) == (1, *BIG)
+    x.copy_(_device_frames(name, *BIG, seed=2))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured.labels, fp16.predict(x, pixel_format=name).labels)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_a_scaled_frame_loop_does_not_synchronise(fp16, name):
+    frames = [_device_frames(name, *BIG, seed=s) for s in range(4)]
+    for _ in fp16.stream(iter(frames[:1]), pixel_format=name):  # first-call costs of this size
+        pass
+    torch.cuda.synchronize()
+    results = []
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for result in fp16.stream(iter(frames), pixel_format=name):
+            results.append(result.labels.clone())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    for x, labels in zip(frames, results):
+        assert torch.equal(labels, fp16.predict(x, pixel_format=name).labels)
+
+    host = [frame_in(name, *BIG, seed=s) for s in range(4)]
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in fp16.stream(iter(host), pixel_format=name):
+                pass
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= len(host), [str(w.message) for w in syncs]
+
+
+@pytest.mark.parametrize("name", ["rgb", "yuyv"])
+def test_cuda_graph_loop_of_scaled_frames_equals_the_eager_one(name):
+    eager = Segmenter(device="cuda", precision="fp16")
+    graphed = Segmenter(device="cuda", precision="fp16", cuda_graph=True)
+    frames = [frame_in(name, *BIG, seed=s) for s in range(4)] + [frame_in(name, 240, 320, seed=5)]
+    for f, result in zip(frames, graphed.stream(iter(frames), return_confidence=True, pixel_format=name)):
+        expected = eager.predict(f, return_confidence=True, pixel_format=name)
+        assert result.labels.shape == f.shape[:2]
+        assert agreement(result.labels, expected.labels) >= 0.9999  # the same kernels, replayed
+        np.testing.assert_allclose(result.confidence, expected.confidence, rtol=0, atol=1e-3)

@@ -249,8 +249,8 @@ def test_warmup_runs_both_tails_from_device_and_host(seg, monkeypatch):
     s._frames = CudaFrames(s)
     calls = []
     run = s._frames.run
-    monkeypatch.setattr(s._frames, "run", lambda batch, confidence, loop, stream: calls.append(
-        (tuple(batch.shape), confidence)) or run(batch, confidence, loop, stream))
+    monkeypatch.setattr(s._frames, "run", lambda batch, confidence, loop, stream, fmt: calls.append(
+        (tuple(batch.shape), confidence)) or run(batch, confidence, loop, stream, fmt))
     assert len(s.warmup([(30, 40)], batch=2)) == 1
     assert calls == [((2, 3, 30, 40), False), ((2, 3, 30, 40), True), ((2, 3, 30, 40), False)]
 

@@ -1,13 +1,16 @@
 """Writes README.md's figures (the machine line and the table between the `figures` marker comments)
-from a committed results file, so that the figures are never edited by hand.
+from committed results files, so that the figures are never edited by hand. Each block's opening
+marker names its results file: the main table comes from benchmarks/results/latest.json (`make
+bench`), a section's own measurement from its own file (the Ray section: benchmarks/results/ray.json).
 
-    python tools/readme_figures.py                      # from benchmarks/results/latest.json
-    python tools/readme_figures.py --results FILE       # from another run (`pytest benchmarks --results FILE`)
-    python tools/readme_figures.py --check              # exit 1 if README.md differs from what the file gives
+    python tools/readme_figures.py                      # every block, each from the file its marker names
+    python tools/readme_figures.py --results FILE       # the main block from another run (pytest --results FILE)
+    python tools/readme_figures.py --check              # exit 1 if README.md differs from what the files give
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -27,14 +30,30 @@ def block(results_path: Path) -> str:
     return f"Measured: {results.header(content)}.{caution}\n\n{results.markdown(rows, figures)}"
 
 
-def replace(readme: str, results_path: Path) -> str:
-    """readme with the text between the markers replaced by block(results_path)."""
+def blocks(readme: str) -> list[Path]:
+    """The results file of every figures block, in the README's order."""
+    pattern = re.escape(BEGIN).replace(re.escape("{path}"), r"(\S+)")
+    return [Path(m) for m in re.findall(pattern, readme)]
+
+
+def replace(readme: str, results_path: Path, named: Path | None = None) -> str:
+    """readme with the text between the markers of the block whose marker names `named` (default:
+    results_path; the first block when no marker names it) replaced by block(results_path)."""
     begin_line = BEGIN.format(path=results_path.as_posix())
-    start = readme.find("<!-- figures: generated")
-    stop = readme.find(END)
+    start = readme.find(BEGIN.format(path=(named or results_path).as_posix()))
+    if start < 0 and named is None:
+        start = readme.find("<!-- figures: generated")
+    stop = readme.find(END, max(start, 0))
     if start < 0 or stop < start:
         raise ValueError(f"README.md has no figures markers ('{begin_line}' ... '{END}')")
     return f"{readme[:start]}{begin_line}\n{block(results_path)}\n{readme[stop:]}"
+
+
+def replace_all(readme: str, main_results: Path = RESULTS) -> str:
+    """Every block rewritten from the file its marker names; the main block (latest.json's) from main_results."""
+    for path in blocks(readme):
+        readme = replace(readme, main_results if path == RESULTS else path, named=path)
+    return readme
 
 
 def main(argv=None) -> int:
@@ -45,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if README.md is not up to date")
     args = ap.parse_args(argv)
     old = args.readme.read_text()
-    new = replace(old, args.results)
+    new = replace_all(old, args.results)
     if args.check:
         if new != old:
             print(f"{args.readme}: its figures differ from {args.results}; run python tools/readme_figures.py",
@@ -54,7 +73,7 @@ def main(argv=None) -> int:
         return 0
     if new != old:
         args.readme.write_text(new)
-        print(f"{args.readme}: figures written from {args.results}")
+        print(f"{args.readme}: figures written from {', '.join(str(b) for b in blocks(new))}")
     return 0
 
 

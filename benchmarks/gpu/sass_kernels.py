@@ -168,26 +168,24 @@ def _confusion_triton(num_classes: int) -> Callable[[int], tuple[bytes, str]]:
     def build(arch: int) -> tuple[bytes, str]:
         from fastseg.ops.confusion_matrix import triton_kernel as k
 
-        bins, _ = k.bin_tiles(num_classes)
-        args = dict(pred_ptr="*u8", target_ptr="*u8", out_ptr="*i64", flags_ptr="*i32",
-                    n=8 * 1024 * 2048, C=num_classes, ignore_index=255)
-        return triton_cubin(k._confusion_kernel, arch, args,
-                            dict(HAS_IGNORE=True, BLOCK=k.BLOCK, BINS=bins), num_warps=4)
+        plane = num_classes * num_classes + 2 + k.SPARE
+        args = dict(pred_ptr="*u8", target_ptr="*u8", out_ptr="*i64", n=8 * 1024 * 2048, C=num_classes,
+                    ignore_index=255, plane=plane, copies=k.copies_for(num_classes))
+        constexprs = dict(HAS_IGNORE=True, TAIL=False, BLOCK=k.BLOCK, SPARE=k.SPARE)
+        return triton_cubin(k._confusion_kernel, arch, args, constexprs, k.NUM_WARPS)
     return build
 
 
-def _confusion_triton_work(num_classes: int) -> Callable[[Region], float]:
-    # straight-line: one program-thread counts BLOCK / 128 pixels, once per bin tile
-    def work(region: Region) -> float:
-        from fastseg.ops.confusion_matrix import triton_kernel as k
+def _confusion_triton_work(region: Region) -> float:
+    # straight-line: one program-thread counts BLOCK / (NUM_WARPS * 32) pixels
+    from fastseg.ops.confusion_matrix import triton_kernel as k
 
-        _, tiles = k.bin_tiles(num_classes)
-        return k.BLOCK / (4 * 32) / tiles
-    return work
+    return k.BLOCK / (k.NUM_WARPS * 32)
 
 
 def _confusion_cuda(arch: int) -> tuple[bytes, str]:
-    return nvcc_cubin("cuda/confusion_matrix.cu", arch), r"count_kernelILb1EE"
+    # uint8 maps, shared table, contiguous (four labels a load)
+    return nvcc_cubin("cuda/confusion_matrix.cu", arch), r"count_kernelIhLb1ELb1EE"
 
 
 # ---- atrous convolution and ASPP --------------------------------------------------------------------
@@ -249,8 +247,8 @@ KERNELS: list[Kernel] = [
     Kernel("upsample_argmax.cuda", PER_PIXEL_CHANNEL, _upsample_cuda, _GATHER, per_anchor(_GATHER, 4 / (8 * 4))),
 
     # confusion matrix
-    Kernel("confusion_matrix.triton.c19", PER_PIXEL, _confusion_triton(19), None, _confusion_triton_work(19)),
-    Kernel("confusion_matrix.triton.c150", PER_PIXEL, _confusion_triton(150), None, _confusion_triton_work(150)),
+    Kernel("confusion_matrix.triton.c19", PER_PIXEL, _confusion_triton(19), None, _confusion_triton_work),
+    Kernel("confusion_matrix.triton.c150", PER_PIXEL, _confusion_triton(150), None, _confusion_triton_work),
     Kernel("confusion_matrix.cuda", PER_PIXEL, _confusion_cuda, r"ATOMS\..*", per_anchor(r"ATOMS\..*", 1)),
 
     # atrous convolution and ASPP: the K loop's tensor-core instructions

@@ -10,6 +10,17 @@ namespace fastseg::cuda {
 // Integer storage of a label map, by size and signedness (uint8, int8, int16, int32, int64).
 enum class LabelType : int { kUInt8, kInt8, kInt16, kInt32, kInt64 };
 
+// Bytes of one label of each type.
+inline int label_bytes(LabelType t) {
+  switch (t) {
+    case LabelType::kUInt8:
+    case LabelType::kInt8: return 1;
+    case LabelType::kInt16: return 2;
+    case LabelType::kInt32: return 4;
+    default: return 8;
+  }
+}
+
 struct LabelMap {
   const void* ptr = nullptr;
   LabelType type = LabelType::kUInt8;

@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import arena, cpu_engines, crf, int8, memory, models, ops, resize, scale_camvid, stream
+from . import arena, cpu_engines, crf, int8, memory, models, ops, ray_overhead, resize, scale_camvid, stream
 from .measure import Agreement, Figure, Reference, Row, measure
 
 __all__ = ["CASES", "Case", "run_case", "Agreement", "Figure", "Reference", "Row", "measure"]
@@ -62,6 +62,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("cpu_engines_lraspp", cpu_engines.lraspp),
     Case("int8_camvid", int8.int8_camvid),
     Case("stream", stream.stream),
+    Case("ray_predict", ray_overhead.ray_predict),
 )}
 
 

@@ -10,7 +10,9 @@ classes and ignore values are scored as ignore, with a warning that counts them.
 With --crf the network runs once per image and its output is scored twice, as the Segmenter gives it
 and refined by the dense CRF, so the printed comparison is per class on identical logits.
 Under torchrun every process takes every world_size-th image, the confusion matrices are summed
-(all-reduce: gloo on the CPU, NCCL on GPUs) and rank 0 prints and writes.
+(all-reduce: gloo on the CPU, NCCL on GPUs) and rank 0 prints and writes. With --ray [ADDRESS] a
+pool of Ray actors evaluates batches of images and their matrices are summed
+(fastseg/distributed/ray_eval.py).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from ..models import pretrained
 from ._model import UsageError, add_model_source_arguments, resolve
+from ._ray_options import add_ray_arguments, ray_misuse
 from ._scale import add_scale_arguments, scale_options
 
 # The CRF's defaults for `--crf`: those chosen for the packaged default model (a local,
@@ -54,6 +57,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (default: torch's; under torchrun cores / local ranks)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arguments(parser)
 
 
 def crf_parameters(pairs) -> dict:
@@ -78,6 +82,8 @@ def _check(args) -> None:
         raise UsageError(f"--threads: must be >= 1, got {args.threads}")
     if args.crf_param and not args.crf:
         raise UsageError("--crf-param needs --crf")
+    if ray_misuse(args):
+        raise UsageError(ray_misuse(args))
 
 
 def run(args) -> int:
@@ -86,6 +92,10 @@ def run(args) -> int:
     try:
         _check(args)
         crf_params = crf_parameters(args.crf_param) if args.crf else None
+        if getattr(args, "ray", None) is not None:
+            from ..distributed.ray_eval import run as run_on_ray
+
+            return run_on_ray(args, crf_params)
         workers = Workers.from_env(args.device, args.threads)
     except (UsageError, ValueError) as exc:
         return _fail(exc)
@@ -106,11 +116,9 @@ def _fail(exc: Exception) -> int:
 def _evaluate(args, workers, crf_params) -> int:
     import torch
 
-    from .._atomic import write_text
     from ..crf import DenseCRF
     from ..data import get_dataset
     from ..evaluation import STAGES, evaluate
-    from ..segmenter import Segmenter
 
     started = time.perf_counter()
     with workers.together("setup"):  # an error on one rank stops all of them
@@ -119,9 +127,7 @@ def _evaluate(args, workers, crf_params) -> int:
         out = args.out or Path("runs") / "eval" / f"{dataset.name}_{args.split}"
         if workers.is_main:
             out.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
-        # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
-        seg = Segmenter(args.model if args.precision == "int8" else resolved.model, device=workers.device,
-                        runtime=args.runtime, precision=args.precision, **scale_options(args))
+        seg = make_segmenter(args, resolved, workers.device)
         crf = None if crf_params is None else DenseCRF(**crf_params)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     where = f" (rank 0 of {workers.world_size})" if workers.world_size > 1 else ""
@@ -136,19 +142,39 @@ def _evaluate(args, workers, crf_params) -> int:
     outside = workers.sum(torch.tensor([result.outside_classes.get(v, 0) for v in range(256)], dtype=torch.int64))
     if not workers.is_main:
         return 0
+    how = {"processes": workers.world_size, "threads_per_process": torch.get_num_threads(),
+           "device": str(workers.device), "runtime": seg.runtime.name, "precision": seg.precision}
+    return write_report(args, dataset, resolved.source, out, result, totals, outside, how, started)
+
+
+def make_segmenter(args, resolved, device):
+    """The Segmenter of --model, --runtime, --precision, --scale / --size on `device`."""
+    from ..segmenter import Segmenter
+
+    # int8 runs a quantized graph: the packaged model's, found by its name, or an int8 file
+    return Segmenter(args.model if args.precision == "int8" else resolved.model, device=device,
+                     runtime=args.runtime, precision=args.precision, **scale_options(args))
+
+
+def write_report(args, dataset, model: str, out: Path, result, totals, outside, how: dict, started: float) -> int:
+    """Print the scores and write results.json, table.txt and the pictures, from the whole split's
+    Evaluation (its matrices summed over every process), totals (frames, then seconds per stage,
+    summed), outside (pixels per raw annotation value outside the classes) and how it ran
+    (processes, threads_per_process, device, runtime, precision)."""
+    from .._atomic import write_text
+    from ..evaluation import STAGES
+
     outside_classes = {v: int(n) for v, n in enumerate(outside.tolist()) if n}
     if outside_classes:
         print(f"fastseg eval: warning: {_outside_text(outside_classes, dataset)}", file=sys.stderr)
     frames = int(totals[0])
     per_frame = {s: float(t) / max(frames, 1) for s, t in zip(STAGES, totals[1:])}
     report = {
-        "dataset": dataset.name, "split": args.split, "root": os.fspath(args.root), "model": resolved.source,
-        "frames": frames, "classes": list(dataset.classes), "ignore_index": dataset.ignore_index,
-        "processes": workers.world_size, "threads_per_process": torch.get_num_threads(),
-        "device": str(workers.device), "runtime": seg.runtime.name, "precision": seg.precision,
+        "dataset": dataset.name, "split": args.split, "root": os.fspath(args.root), "model": model,
+        "frames": frames, "classes": list(dataset.classes), "ignore_index": dataset.ignore_index, **how,
         "batch_size": args.batch_size,
         "seconds_per_frame": per_frame,  # summed over processes / frames; "model" includes preprocessing
-        "wall_seconds": time.perf_counter() - started, "crf": crf_params,
+        "wall_seconds": time.perf_counter() - started, "crf": crf_parameters(args.crf_param) if args.crf else None,
         "labels_outside_classes": {str(v): n for v, n in outside_classes.items()},  # raw value: pixels
         "results": {"plain": _scores_json(result.plain.compute(), dataset.classes)},
     }

@@ -12,7 +12,8 @@ Resumable: an image whose requested outputs all exist is skipped, so an interrup
 where it stopped when the same command is run again; every file is written atomically (a temporary
 file in the same folder, then os.replace), so an output that exists is complete. An image that
 cannot be read or segmented is reported and skipped; the exit status is 1 when anything failed
-(130 when interrupted), 0 otherwise.
+(130 when interrupted), 0 otherwise. With --ray [ADDRESS] a pool of Ray actors does the same work
+(fastseg/distributed/ray_predict.py).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_write, remove_stale_temporaries
 from . import _inputs, _predict_video
 from ._model import add_model_arguments, choose_model
+from ._ray_options import add_ray_arguments, ray_misuse
 from ._scale import add_scale_arguments, scale_options
 
 KINDS = ("labels", "color", "overlay")
@@ -41,7 +43,8 @@ def add_arguments(parser) -> None:
                         help="segment a live source instead: a camera (0, /dev/video0), a stream URL (rtsp://, "
                              "http://) or a video file played at its own frame rate; always the newest frame "
                              "(default: none, the INPUTs)")
-    parser.add_argument("--out", "-o", required=True, type=Path, help="output folder")
+    parser.add_argument("--out", "-o", required=True, type=_output,
+                        help="output folder (with --ray also a URL pyarrow writes: s3://, gs://, ...)")
     parser.add_argument("--recursive", "-r", action="store_true", help="also the images in sub-folders of folders")
     parser.add_argument("--save", default="labels,color,overlay", type=_kinds,
                         help="which outputs, comma-separated, of: labels, color, overlay (default: all three)")
@@ -62,6 +65,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF (fastseg.crf.DenseCRF)")
     parser.add_argument("--tta-flip", action="store_true", help="average with the mirrored image's prediction")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_ray_arguments(parser)
+
+
+def _output(text: str) -> Path | str:
+    """A folder, or a URL kept as written (a Path would fold its '//')."""
+    return text if "://" in text else Path(text)
 
 
 def _positive(text: str) -> int:
@@ -108,14 +117,20 @@ def labels_picture(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
 
 def write_outputs(paths: dict[str, Path], image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
                   alpha: float) -> None:
-    from ..viz import colorize, overlay
-
-    pictures = {"labels": lambda: labels_picture(labels, palette),
-                "color": lambda: Image.fromarray(colorize(labels, palette)),
-                "overlay": lambda: Image.fromarray(overlay(image, labels, palette, alpha))}
     for kind, path in paths.items():
         with atomic_write(path) as f:
-            pictures[kind]().save(f, format="PNG")
+            picture(kind, image, labels, palette, alpha).save(f, format="PNG")
+
+
+def picture(kind: str, image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float) -> Image.Image:
+    """The output `kind` (labels, color or overlay) of one image, as a picture to save as PNG."""
+    from ..viz import colorize, overlay
+
+    if kind == "labels":
+        return labels_picture(labels, palette)
+    if kind == "color":
+        return Image.fromarray(colorize(labels, palette))
+    return Image.fromarray(overlay(image, labels, palette, alpha))
 
 
 def run(args) -> int:
@@ -129,37 +144,28 @@ def run(args) -> int:
     if (args.live is None) == (not args.inputs):
         print("fastseg predict: give INPUT files or --live SOURCE (one of the two)", file=sys.stderr)
         return 2
+    if ray_misuse(args):
+        print(f"fastseg predict: {ray_misuse(args)}", file=sys.stderr)
+        return 2
+    if args.live is not None and getattr(args, "ray", None) is not None:
+        print("fastseg predict: --live runs in this process, not with --ray", file=sys.stderr)
+        return 2
     if args.live is not None:
         from ._predict_live import run_live
 
         made = _segmenter(args)
         return 2 if made is None else run_live(args, made[1], made[0].palette)
-    try:
-        found = _inputs.find_inputs(args.inputs, args.recursive, exclude=args.out)
-    except ValueError as exc:
-        print(f"fastseg predict: {exc}", file=sys.stderr)
-        return 2
-    for arg in found.missing:
-        print(f"fastseg predict: {arg}: no such file, folder, or matching image", file=sys.stderr)
-    if not found.sources:
-        print("fastseg predict: no images to segment", file=sys.stderr)
-        return 1
+    if getattr(args, "ray", None) is not None:
+        from ..distributed.ray_predict import run as run_on_ray
 
-    todo = [s for s in found.sources
-            if args.overwrite or not all(p.exists() for p in output_paths(args.out, s.key, args.save, s.path).values())]
-    done_before = len(found.sources) - len(todo)
-    print(f"fastseg predict: {_count(len(found.sources), 'image')} -> {args.out}/{{{','.join(args.save)}}}/"
-          + (f"; {done_before} already done, skipped" if done_before else "")
-          + (f"; {_count(found.ignored, 'non-image file')} ignored" if found.ignored else ""))
-    if not todo:
-        return 1 if found.missing else 0
-    problem = _check_writable(args.out, args.save)
-    if problem:  # before the model loads and the first image is segmented, not after
-        print(f"fastseg predict: --out: {problem}", file=sys.stderr)
+        return run_on_ray(args)
+    if any("://" in str(a) for a in (args.out, *args.inputs)):
+        print("fastseg predict: URLs (s3://, gs://, ...) as INPUT or --out need --ray", file=sys.stderr)
         return 2
-    stale = remove_stale_temporaries(args.out)
-    if stale:
-        print(f"fastseg predict: removed {_count(stale, 'temporary file')} that an interrupted run left behind")
+    planned = plan(args)
+    if isinstance(planned, int):
+        return planned
+    found, todo, done_before = planned
 
     made = _segmenter(args)
     if made is None:
@@ -187,6 +193,43 @@ def run(args) -> int:
         print("interrupted: run the same command again to finish (finished images are skipped)", file=sys.stderr)
         return 130
     return 1 if failed or found.missing else 0
+
+
+def plan(args, find=None, finished=None):
+    """The inputs, the images still to do and how many were done before, after saying so; or the
+    exit status when there is nothing to do or the outputs cannot be written. find() lists the inputs
+    and finished(sources) says whether each has all its outputs (default: local files; `--ray` passes
+    its own for URLs)."""
+    try:
+        found = find() if find else _inputs.find_inputs(args.inputs, args.recursive, exclude=args.out)
+    except (OSError, ValueError) as exc:
+        print(f"fastseg predict: {exc}", file=sys.stderr)
+        return 2
+    for arg in found.missing:
+        print(f"fastseg predict: {arg}: no such file, folder, or matching image", file=sys.stderr)
+    if not found.sources:
+        print("fastseg predict: no images to segment", file=sys.stderr)
+        return 1
+
+    done = finished(found.sources) if finished else \
+        [all(p.exists() for p in output_paths(args.out, s.key, args.save, s.path).values()) for s in found.sources]
+    todo = [s for s, d in zip(found.sources, done) if args.overwrite or not d]
+    done_before = len(found.sources) - len(todo)
+    print(f"fastseg predict: {_count(len(found.sources), 'image')} -> {args.out}/{{{','.join(args.save)}}}/"
+          + (f"; {done_before} already done, skipped" if done_before else "")
+          + (f"; {_count(found.ignored, 'non-image file')} ignored" if found.ignored else ""))
+    if not todo:
+        return 1 if found.missing else 0
+    if not isinstance(args.out, Path):  # a URL: an object store has no folders to check, no temporaries
+        return found, todo, done_before
+    problem = _check_writable(args.out, args.save)
+    if problem:  # before the model loads and the first image is segmented, not after
+        print(f"fastseg predict: --out: {problem}", file=sys.stderr)
+        return 2
+    stale = remove_stale_temporaries(args.out)
+    if stale:
+        print(f"fastseg predict: removed {_count(stale, 'temporary file')} that an interrupted run left behind")
+    return found, todo, done_before
 
 
 def _segmenter(args):

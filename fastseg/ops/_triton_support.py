@@ -1,8 +1,8 @@
 """Whether this process can run fastseg's Triton kernels, and the one warning when CUDA work falls
 back to the PyTorch reference because it cannot.
 
-The floor is Triton 3.4: the confusion-matrix kernel histograms with `tl.histogram(..., mask=)`,
-which older releases lack, and no older release is tested. torch >= 2.4 is allowed and its wheels
+The floor is Triton 3.4, the oldest release tested (the kernels use nothing newer than its
+language: relaxed atomics with `sem=`, `input_precision=` dots). torch >= 2.4 is allowed and its wheels
 bring older Triton (torch 2.4 pins 3.0), so the floor is checked here at run time (the package's
 `gpu` extra declares it too). A CUDA tensor whose op cannot use Triton runs the op's native CUDA
 kernel in fastseg._C where the op has one, else the reference, with a warning once per op: that is
@@ -37,7 +37,7 @@ def triton_problem() -> str | None:
     version = getattr(triton, "__version__", "0")
     if version_tuple(version) < TRITON_MIN:
         floor = ".".join(map(str, TRITON_MIN))
-        return f"needs triton >= {floor} (tl.histogram with a mask), found {version}"
+        return f"needs triton >= {floor} (the oldest release tested with fastseg), found {version}"
     return None
 
 

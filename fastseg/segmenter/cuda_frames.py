@@ -6,9 +6,14 @@ else is queued on the caller's stream (`stream=`, else the current stream of the
 
 - upload: a host frame is copied once into page-locked staging memory and sent with
   `non_blocking=True` as it is (uint8: one byte per pixel and channel over PCIe);
-- preprocessing on the device: one pointwise kernel reads the uint8 frame through its HWC view
-  and writes the normalised input in the runtime's dtype and layout (`normalise`), one rounding;
-- the network and the fused tail, then the readback into page-locked memory;
+- preprocessing on the device: an RGB frame that runs at its own size is normalised by one
+  pointwise kernel that reads the uint8 frame through its HWC view and writes the runtime's dtype
+  and layout (`normalise`), one rounding; a frame resized towards the model's scale
+  (`fastseg.segmenter.scale`) or in another pixel format (BGR, NV12, YUYV) is converted, resized
+  (antialiased, as the CPU's `resize_normalize`) and normalised into the same buffer by torch
+  kernels that never wait (`fastseg.ops.resize_normalize.device`);
+- the network and the fused tail, which upsamples the logits straight to the frame's own size, then
+  the readback into page-locked memory;
 - timings from CUDA events recorded between the stages, read after the frame's one wait (or when
   `result.timings` is first read, for labels left on the device).
 
@@ -32,15 +37,13 @@ from typing import Any
 
 import torch
 
+from ..ops.resize_normalize import RGB, PixelFormat
+from ..ops.resize_normalize.device import normalise, resize_normalize_into
 from . import inputs
+from .mru_cache import MruCache
+from .scale import tail_size
 
 __all__ = ["CudaFrames", "FrameLoop", "normalise"]
-
-
-def normalise(images: torch.Tensor, scale: torch.Tensor, neg_shift: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """images [N,3,H,W] (uint8 or float, any strides, on out's device) * scale - shift -> out, in
-    one kernel: computed in float32 and rounded once to out's dtype, written in out's layout."""
-    return torch.addcmul(neg_shift, images, scale, out=out)
 
 
 class CudaFrames:
@@ -63,22 +66,24 @@ class CudaFrames:
             torch.backends.cudnn.benchmark = True
 
     # ----------------------------------------------------------------------------- public
-    def normalise(self, images: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """images [N,3,H,W] (uint8 in [0, 255] or float in [0, 1]) normalised into `out`."""
+    def normalise(self, images: torch.Tensor, out: torch.Tensor, pixel_format: PixelFormat = RGB) -> torch.Tensor:
+        """images (uint8 in [0, 255], or RGB / BGR float in [0, 1]; RGB / BGR [N,3,H,W], NV12, YUYV)
+        converted, resized to out's size and normalised into `out`."""
         if images.device != out.device:
             images = images.to(out.device)
         scale = self.scale if images.dtype == torch.uint8 else self.unit_scale
-        return normalise(images, scale, self.neg_shift, out)
+        return resize_normalize_into(images, pixel_format, scale, self.neg_shift, out)
 
     def warm(self, frame: torch.Tensor) -> None:
         """Pay a frame size's first-call costs: a uint8 frame on the device through both tails (the
         Triton kernels compile per variant and size, cuDNN times its algorithms per shape), then from
         the host (page-locked buffers, which torch's host allocator keeps for later requests)."""
         for confidence in (False, True):
-            self.seg.predict(frame, return_confidence=confidence)
-        self.seg.predict(torch.zeros(frame.shape, dtype=frame.dtype))
+            self.seg.predict(frame, return_confidence=confidence, pixel_format=RGB)
+        self.seg.predict(torch.zeros(frame.shape, dtype=frame.dtype), pixel_format=RGB)
 
-    def run(self, batch, return_confidence: bool, loop: FrameLoop | None, stream=None):
+    def run(self, batch, return_confidence: bool, loop: FrameLoop | None, stream=None,
+            pixel_format: PixelFormat = RGB):
         """One call of predict (loop None) or one frame of a stream loop: a SegmentationResult."""
         from .pipeline import SegmentationResult
 
@@ -86,7 +91,7 @@ class CudaFrames:
         stages = ("preprocess", "model", "tail") + (("crf",) if self.seg.crf is not None else ())
         with self._device_stream(stream) as s:
             clock = Clock(s, stages)
-            parts = inputs.split(batch)
+            parts = inputs.split(batch, pixel_format)
             outputs = [self._group(group, return_confidence, loop, clock) for group in parts.groups]
             labels = inputs.restore(parts, [o[0] for o in outputs])
             confidence = inputs.restore(parts, [o[1] for o in outputs]) if return_confidence else None
@@ -98,44 +103,50 @@ class CudaFrames:
     # ----------------------------------------------------------------------------- stages
     def _group(self, group: inputs.Group, return_confidence: bool, loop: FrameLoop, clock: Clock):
         seg = self.seg
-        n, size = len(group.indices), group.size
+        n, size, fmt = len(group.indices), group.size, group.pixel_format
         host = group.images.device.type == "cpu"
         # the input's device too: groups of one call never share a slot (nor its readback buffers)
-        key = (n, *size, group.hwc, group.images.dtype, str(group.images.device), return_confidence)
-        slot = loop.slot(key, lambda: self._new_slot(group.images, n, size, host, loop.graphs))
+        key = (tuple(group.images.shape), group.hwc, fmt, group.images.dtype, str(group.images.device),
+               return_confidence)
+        slot = loop.slot(key, lambda: self._new_slot(group.images, n, seg.scaling.network_size(*size), host,
+                                                     loop.graphs))
         src = self._upload(group.images, slot, host, static=loop.graphs)
         if loop.graphs:
             if slot.graph is None:
-                slot.graph = capture(lambda: self._stages(slot.device_input, group.hwc, slot.x, size,
-                                                          return_confidence, _no_mark), self.on_cuda)
+                slot.graph = capture(lambda: self._stages(slot.device_input, group, slot.x, return_confidence,
+                                                          _no_mark), self.on_cuda)
             clock.mark("preprocess")  # the upload
             slot.graph.replay()
             outs = slot.graph.outputs
             clock.mark("model")       # normalise, network and tail, replayed as one graph
         else:
-            outs = self._stages(src, group.hwc, slot.x, size, return_confidence, clock.mark)
+            outs = self._stages(src, group, slot.x, return_confidence, clock.mark)
         if seg.crf is not None:
             clock.mark("tail")
-            images = inputs.Group(group.indices, src, group.hwc).as_uint8_hwc()  # already on the device
+            images = inputs.Group(group.indices, src, group.hwc, fmt).as_uint8_hwc()  # already on the device
             outs = seg._refine(images, outs[0], return_confidence)
         if host:
             outs = self._read_back(outs, slot)
         clock.mark("crf" if seg.crf is not None else "tail")
         return outs
 
-    def _stages(self, src: torch.Tensor, hwc: bool, x: torch.Tensor, size: tuple[int, int],
-                return_confidence: bool, mark: Callable[[str], None]) -> tuple:
-        """Normalise, network, tail: (labels, confidence or None), or (upsampled logits,) for a CRF."""
+    def _stages(self, src: torch.Tensor, group: inputs.Group, x: torch.Tensor, return_confidence: bool,
+                mark: Callable[[str], None]) -> tuple:
+        """Preprocess (into x, at the network's size), network, tail to the frame's own size: (labels,
+        confidence or None), or (upsampled logits,) for a CRF."""
         seg = self.seg
-        x = self.normalise(src.permute(0, 3, 1, 2) if hwc else src, x)
+        x = self.normalise(src.permute(0, 3, 1, 2) if group.hwc else src, x, group.pixel_format)
         mark("preprocess")
         logits, padded = seg.logits(x)
         mark("model")
+        size = group.size
+        full = tail_size(size, tuple(x.shape[2:]), padded)  # the logits straight to the frame's own size
         if seg.crf is not None:
-            return (seg._crf_input(logits, padded, size),)
-        return seg._labels(logits, padded, size, return_confidence)
+            return (seg._crf_input(logits, full, size),)
+        return seg._labels(logits, full, size, return_confidence)
 
     def _new_slot(self, images: torch.Tensor, n: int, size: tuple[int, int], host: bool, graphs: bool) -> Slot:
+        """Buffers for frames like `images`, normalised into an input of the network's `size`."""
         staging = torch.empty(images.shape, dtype=images.dtype, pin_memory=self.on_cuda) if host else None
         # an eager frame already on this device is read where it is
         copied = host or graphs or images.device != self.device
@@ -196,16 +207,10 @@ class FrameLoop:
 
     def __init__(self, graphs: bool):
         self.graphs = bool(graphs)
-        self._slots: dict = {}
+        self._slots: MruCache[Slot] = MruCache(self.KEEP)
 
     def slot(self, key, make: Callable[[], Slot]) -> Slot:
-        s = self._slots.pop(key, None)
-        if s is None:
-            s = make()
-            if len(self._slots) >= self.KEEP:
-                self._slots.pop(next(iter(self._slots)))
-        self._slots[key] = s  # most recently used last
-        return s
+        return self._slots.get(key, make)
 
 
 # ----------------------------------------------------------------------------- graphs

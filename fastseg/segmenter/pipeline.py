@@ -31,6 +31,7 @@ from .choice import PRECISIONS, choose_runtime
 from .cuda_frames import CudaFrames, FrameLoop
 from .input_checks import check_device
 from .model_spec import resolve_model
+from .mru_cache import MruCache
 from .options import TTA, Tiling
 from .precision import choose_precision
 from .scale import Scaling, tail_size
@@ -170,8 +171,8 @@ class Segmenter:
         """Labels for `batch` (see `fastseg.segmenter.inputs` for the accepted forms)."""
         fmt = self.pixel_format if pixel_format is None else parse(pixel_format)
         with torch.inference_mode(), self.runtime.kernel_threads():
-            if self._frames is not None and self._on_device(fmt):
-                return self._frames.run(batch, return_confidence, None, stream)
+            if self._frames is not None:
+                return self._frames.run(batch, return_confidence, None, stream, fmt)
             with _generic_stream(stream, self.device):
                 return self._run(batch, return_confidence, None, fmt)
 
@@ -195,12 +196,12 @@ class Segmenter:
         result's arrays are overwritten by the next frame (copy them to keep them). Several loops
         may run on one Segmenter at once, from any threads (`fastseg.segmenter.stream`)."""
         fmt = self.pixel_format if pixel_format is None else parse(pixel_format)
-        if self._frames is not None and self._on_device(fmt):  # on CUDA the loop's buffers are a FrameLoop
+        if self._frames is not None:  # on CUDA the loop's buffers are a FrameLoop
             loop = FrameLoop(graphs=self._frames.cuda_graph)
 
             def run_on_device(frame) -> SegmentationResult:
                 with torch.inference_mode(), self.runtime.kernel_threads():
-                    return self._frames.run(frame, return_confidence, loop, stream)
+                    return self._frames.run(frame, return_confidence, loop, stream, fmt)
 
             return FrameStream(run_on_device, frames, live=live, clock=clock, prefetch=prefetch)
         queue = _generic_stream(stream, self.device)
@@ -226,17 +227,12 @@ class Segmenter:
         for h, w in sizes:
             frame = torch.zeros((batch, 3, int(h), int(w)), dtype=torch.uint8, device=self.device)
             start = time.perf_counter()
-            if self._frames is not None and self._on_device(RGB):
+            if self._frames is not None:
                 self._frames.warm(frame)
             else:
                 self.predict(frame, pixel_format=RGB)
             seconds.append(self.runtime.sync() - start)
         return seconds
-
-    def _on_device(self, fmt: PixelFormat) -> bool:
-        """Whether frames go through the CUDA frame path (`cuda_frames`): RGB frames run at their own
-        size. Frames to resize or convert take the generic path (torch's kernels on the device)."""
-        return fmt.name == "rgb" and self.scaling.keeps_size
 
     def preprocess(self, images: torch.Tensor, hwc: bool, out: torch.Tensor | None = None,
                    size: tuple[int, int] | None = None, pixel_format: PixelFormat = RGB) -> torch.Tensor:
@@ -244,19 +240,20 @@ class Segmenter:
         [N,3,h,w] in the runtime's dtype and layout, on the device, at `size` (default: the images'
         own), written into `out` when given (from `input_buffer`): on the CPU in float32, one pass of
         a native kernel (`normalize_image`, or `resize_normalize` to resize or convert); otherwise one
-        converting copy plus one in-place multiply-subtract (on CUDA one kernel, `cuda_frames.normalise`)."""
+        converting copy plus one in-place multiply-subtract (on CUDA torch kernels writing `out` once,
+        `cuda_frames`)."""
         if hwc:
             images = images.permute(0, 3, 1, 2)  # a view with channels_last strides
         own = pixel_format.image_size(tuple(images.shape))
         size = own if size is None else tuple(size)
         if out is None:
             out = self.input_buffer(images.shape[0], *size)
+        if self._frames is not None:
+            return self._frames.normalise(images, out, pixel_format)
         if size != own or pixel_format.name != "rgb":
             return self._resize_normalize(images, size, pixel_format, out)
         if images.dtype == torch.uint8 and out.dtype == torch.float32 and out.device.type == "cpu":
             return ops.normalize_image(images, self._scale, self._shift, out=out)
-        if self._frames is not None:
-            return self._frames.normalise(images, out)
         out.copy_(images)
         dtype = out.dtype
         scale = self._scale if images.dtype == torch.uint8 else self._scale * 255.0  # float input is in [0, 1]
@@ -360,35 +357,24 @@ class _InputBuffers:
     KEEP = 8  # a list input of several sizes needs one of each per size
 
     def __init__(self):
-        self._buffers: dict = {}
+        self._buffers: MruCache[torch.Tensor] = MruCache(self.KEEP)
 
     def get(self, seg: Segmenter, n: int, h: int, w: int) -> torch.Tensor:
-        return self._kept((n, h, w), lambda: seg.input_buffer(n, h, w))
+        return self._buffers.get((n, h, w), lambda: seg.input_buffer(n, h, w))
 
     def labels(self, logits: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
         """The labels [n,h,w] of the fused tail, in its default dtype, on the logits' device."""
         dtype = torch.uint8 if logits.shape[1] <= 256 else torch.int64
-        return self._kept(("labels", n, h, w, dtype, logits.device),
-                          lambda: torch.empty((n, h, w), dtype=dtype, device=logits.device))
-
-    def _kept(self, key, make) -> torch.Tensor:
-        x = self._buffers.pop(key, None)
-        if x is None:
-            x = make()
-            if len(self._buffers) >= self.KEEP:
-                self._buffers.pop(next(iter(self._buffers)))
-        self._buffers[key] = x  # most recently used last
-        return x
+        return self._buffers.get(("labels", n, h, w, dtype, logits.device),
+                                 lambda: torch.empty((n, h, w), dtype=dtype, device=logits.device))
 
 
 def _generic_stream(stream, device: torch.device):
-    """The context the generic path runs a call in: the caller's CUDA stream on CUDA (frames resized
-    or converted on the device), nothing on the CPU, where a CUDA stream is a mistake."""
-    if stream is None:
-        return contextlib.nullcontext()
-    if device.type != "cuda":
-        raise ValueError("stream: CUDA streams are for a CUDA Segmenter; this one runs on the CPU")
-    return torch.cuda.stream(stream)
+    """The context the generic path runs a call in: nothing (it runs on the CPU; on CUDA every frame
+    takes the frame path, `cuda_frames`), where a CUDA stream is a mistake."""
+    if stream is not None:
+        raise ValueError(f"stream: CUDA streams are for a CUDA Segmenter; this one runs on {device}")
+    return contextlib.nullcontext()
 
 
 def _reject(unexpected: dict) -> None:

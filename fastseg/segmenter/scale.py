@@ -41,13 +41,6 @@ class Scaling:
             size = _check_size(size)
         return cls(trained, scale, size)
 
-    @property
-    def keeps_size(self) -> bool:
-        """Every image runs through the network at its own size."""
-        if self.size is not None:
-            return False
-        return self.scale == 1.0 if self.scale is not None else self.trained is None
-
     def network_size(self, H: int, W: int) -> tuple[int, int]:
         """(h, w) the network runs an H x W image at."""
         if isinstance(self.size, tuple):

@@ -79,9 +79,8 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
     return out
 
 
-# The Triton kernel's tiles of 4096 (target, pred) bins run on grid axis 1, which CUDA caps at 65535:
-# ceil(C * C / 4096) <= 65535.
-TRITON_MAX_CLASSES = 16383
+# The Triton kernel's pair index t * C + p is int32: C * C < 2^31.
+TRITON_MAX_CLASSES = 46340
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255,
@@ -89,30 +88,45 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
     """[C, C] int64 confusion matrix, rows = ground truth (target), columns = prediction.
 
     See the module docstring for the full contract. The triton backend counts at most
-    TRITON_MAX_CLASSES classes ("auto" takes another backend beyond).
+    TRITON_MAX_CLASSES classes ("auto" takes another backend beyond). An out-of-range label raises
+    from this call: on CUDA that is one read of two flags after the kernel (ConfusionMatrix.update,
+    which accumulates, defers it to when its matrix is read and so never waits).
     """
+    p, t, kind, num_classes, ignore_index = _arguments(pred, target, num_classes, ignore_index)
+    out, flags = count(p, t, num_classes, ignore_index, backend)
+    if flags is not None and bool(flags.any()):
+        raise_out_of_range(p, t, num_classes, ignore_index)
+    return _arrays.from_torch(out, kind)
+
+
+def _arguments(pred, target, num_classes, ignore_index):
     num_classes = _as_int(num_classes, "num_classes")
     ignore_index = _as_int(ignore_index, "ignore_index", allow_none=True)
     p, kind = _arrays.to_torch(pred, "pred")
     t, _ = _arrays.to_torch(target, "target")
     _check(p, t, num_classes, ignore_index)
+    return p, t, kind, num_classes, ignore_index
+
+
+def count(p: torch.Tensor, t: torch.Tensor, num_classes: int, ignore_index: int | None,
+          backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(counts int64 [C, C], flags) of validated torch label maps, without waiting for a GPU.
+
+    flags is None when the counting already raised for an out-of-range label (the CPU backends);
+    otherwise a 2-element integer tensor on the maps' device, non-zero at [0] when pred and at [1]
+    when target held a value outside [0, C) at a counted pixel, to be read when convenient (the
+    counts then leave those pixels out)."""
     too_many = (f"the Triton kernel counts at most {TRITON_MAX_CLASSES} classes, got {num_classes}"
                 if num_classes > TRITON_MAX_CLASSES else None)
     which = resolve(OP, backend, p.device, triton_refuses=too_many)
     if which == "native" and p.device.type == "cuda":
         from .cuda_kernel import confusion_matrix_cuda
 
-        out, bad_pred, bad_target = confusion_matrix_cuda(p, t, num_classes, ignore_index)
-        if bad_pred or bad_target:
-            raise_out_of_range(p, t, num_classes, ignore_index)
-    elif which == "native":
-        out = _native_run(p, t, num_classes, ignore_index)
-    elif which == "triton":
+        return confusion_matrix_cuda(p, t, num_classes, ignore_index)
+    if which == "native":
+        return _native_run(p, t, num_classes, ignore_index), None
+    if which == "triton":
         from .triton_kernel import confusion_matrix as triton_confusion_matrix
 
-        out, bad_pred, bad_target = triton_confusion_matrix(p, t, num_classes, ignore_index)
-        if bad_pred or bad_target:
-            raise_out_of_range(p, t, num_classes, ignore_index)
-    else:
-        out = reference(p, t, num_classes, ignore_index)
-    return _arrays.from_torch(out, kind)
+        return triton_confusion_matrix(p, t, num_classes, ignore_index)
+    return reference(p, t, num_classes, ignore_index), None

@@ -1,16 +1,32 @@
-"""Triton confusion matrix: each program histograms one block of pixels locally and flushes every
-non-empty bin once, with one atomic add per bin per block (never one atomic per pixel).
+"""Triton confusion matrix: one pass over the pixels, one relaxed atomic add per counted pixel.
 
-The bins are the C*C (target, pred) pairs, flattened t*C + p. When C*C exceeds what one block's
-histogram should hold (MAX_BINS), the bins are split into tiles along the grid's second axis and
-each program counts only the pairs that fall in its tile. Pixel blocks run on axis 0 (up to 2^31 - 1
-of them); CUDA caps axis 1 at 65535 tiles, hence the op's TRITON_MAX_CLASSES.
+Each program reads BLOCK consecutive pixels of both maps (vector loads), checks them and adds 1 to
+the int64 counter of its (target, pred) pair, cm[t * C + p], with a relaxed atomic (`red`, no
+result, no fence: the counts are only read after the kernel, and no other memory is ordered by
+them). Any number of classes is one pass (the counters live in global memory, i.e. in L2, in a few
+copies that spread a dominant class's atomics: `copies_for`).
 
-One configuration serves the GPU and the interpreter alike (BLOCK, MAX_BINS), so the tests run the
-block sizes that ship.
+Why not a per-program histogram in shared memory: Triton reaches shared memory only through
+tl.histogram, whose lowering makes every thread test each element against all the bins it owns
+(bins / 32 per thread), about 55 instructions per pixel at 19 classes and one pass per 4096-bin
+tile beyond 64 classes. An atomic per pixel is about 15 instructions in all, but one 8-byte L2
+atomic per pixel: on a GPU, L2's atomic throughput may bound this kernel before its instructions or
+its reads do (`make gpu-check` measures it against the reference). The CUDA C++ kernel (csrc/cuda),
+which does own its shared memory, keeps a per-block table there instead.
+
+Integer widths: a label is compared with the class range in its own dtype (int64 labels in int64,
+so a wide invalid value cannot wrap into the range), then narrowed; the pair index t * C + p is
+int32 (C <= TRITON_MAX_CLASSES keeps C * C < 2^31). Offsets: the program's first pixel,
+pid * BLOCK, is int64 (a map may hold more than 2^31 pixels) and computed once per program; the
+per-pixel offsets inside the block and the count of pixels left are int32 (< BLOCK).
 
 Out-of-range values (target outside [0, C) and not ignore_index, or pred outside [0, C) at a
-counted pixel) set a flag with one atomic per block; the Python side then raises.
+counted pixel) set flags[0] (pred) / flags[1] (target) on the device with one atomic per program
+that saw one; the caller reads them when it needs them (see ops/confusion_matrix/__init__.py), so
+the launch itself never waits for the GPU.
+
+One configuration serves the GPU and the interpreter alike (BLOCK, NUM_WARPS), so the tests run
+the block size that ships.
 """
 from __future__ import annotations
 
@@ -20,61 +36,62 @@ import triton.language as tl
 
 from .. import _launch
 
-BLOCK = 4096      # pixels per program
-MAX_BINS = 4096   # bins per program (a power of two)
+BLOCK = 4096     # pixels per program: 32 per thread at 4 warps, two 16-byte loads per map for uint8
+NUM_WARPS = 4
+SPARE = 32       # counters that take the skipped pixels (ignored, or past the end), one per program mod 32
+MAX_COPIES = 32  # copies of the counters, program p adding into copy p mod copies ...
+COPIES_BYTES = 1 << 22  # ... as many as fit in 4 MB together
 
 
 @triton.jit
-def _confusion_kernel(pred_ptr, target_ptr, out_ptr, flags_ptr, n, C, ignore_index,
-                      HAS_IGNORE: tl.constexpr, BLOCK: tl.constexpr, BINS: tl.constexpr):
-    pid = tl.program_id(0)
-    tile = tl.program_id(1)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < n
-    # int64 compares: narrowing a wide label first could wrap an invalid value into the range.
-    t = tl.load(target_ptr + offs, mask=inside, other=0).to(tl.int64)
-    p = tl.load(pred_ptr + offs, mask=inside, other=0).to(tl.int64)
-    counted = inside
+def _confusion_kernel(pred_ptr, target_ptr, out_ptr, n, C, ignore_index, plane, copies,
+                      HAS_IGNORE: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, SPARE: tl.constexpr):
+    start = tl.program_id(0).to(tl.int64) * BLOCK  # int64 once per program
+    out_ptr += (tl.program_id(0) % copies).to(tl.int64) * plane  # this program's copy of the counters
+    idx = tl.arange(0, BLOCK)                      # int32 inside the block
+    if TAIL:  # the one launch of the last, partial block
+        inside = idx < n
+        t = tl.load(target_ptr + start + idx, mask=inside, other=0)
+        p = tl.load(pred_ptr + start + idx, mask=inside, other=0)
+        skipped = ~inside
+    else:     # whole blocks: no per-pixel bound check
+        t = tl.load(target_ptr + start + idx)
+        p = tl.load(pred_ptr + start + idx)
+        skipped = tl.zeros([BLOCK], tl.int1)
     if HAS_IGNORE:
-        counted = counted & (t != ignore_index)
-    bad_t = counted & ((t < 0) | (t >= C))
-    bad_p = counted & ((p < 0) | (p >= C))
-    good = counted & ~bad_t & ~bad_p
-
-    # This tile's share of the pairs, histogrammed in the block.
-    local = t * C + p - tile.to(tl.int64) * BINS
-    mine = good & (local >= 0) & (local < BINS)
-    local = tl.where(mine, local, 0).to(tl.int32)
-    hist = tl.histogram(local, BINS, mask=mine)
-
-    # One flush per non-empty bin.
-    bins = tl.arange(0, BINS)
-    tl.atomic_add(out_ptr + tile.to(tl.int64) * BINS + bins, hist.to(tl.int64), mask=hist > 0)
-
-    if tile == 0:  # one flag update per block, from the first tile only
-        any_t = tl.max(bad_t.to(tl.int32), axis=0)
-        any_p = tl.max(bad_p.to(tl.int32), axis=0)
-        if any_p > 0:
-            tl.atomic_max(flags_ptr + 0, any_p)
-        if any_t > 0:
-            tl.atomic_max(flags_ptr + 1, any_t)
+        skipped = skipped | (t == ignore_index)  # neither counted nor checked
+    # in the labels' own dtype (int64 stays int64): a wide invalid value cannot wrap into [0, C)
+    bad_t = (t < 0) | (t >= C)
+    bad_p = (p < 0) | (p >= C)
+    cc = C * C
+    pair = t.to(tl.int32) * C + p.to(tl.int32)  # < C * C < 2^31
+    pair = tl.where(bad_p, cc, pair)            # the bad-pred counter
+    pair = tl.where(bad_t, cc + 1, pair)        # the bad-target counter (a bad target wins)
+    # skipped pixels land in one of SPARE spare counters, one per program (modulo SPARE)
+    pair = tl.where(skipped, cc + 2 + (tl.program_id(0) & (SPARE - 1)), pair)
+    tl.atomic_add(out_ptr + pair.to(tl.uint32), 1, sem="relaxed")  # unsigned: one wide multiply-add
 
 
-def bin_tiles(num_classes: int) -> tuple[int, int]:
-    """(bins per program, number of bin tiles) covering the num_classes^2 (target, pred) pairs."""
-    pairs = num_classes * num_classes
-    bins = min(triton.next_power_of_2(pairs), MAX_BINS)
-    return bins, triton.cdiv(pairs, bins)
+def grid(n: int) -> tuple[int]:
+    """The whole blocks of BLOCK pixels on axis 0 (up to 2^31 - 1 of them; none when n < BLOCK)."""
+    return (n // BLOCK,)
 
 
-def grid(n: int, tiles: int) -> tuple[int, int]:
-    """Blocks of BLOCK pixels on axis 0, bin tiles on axis 1."""
-    return (triton.cdiv(n, BLOCK), tiles)
+def copies_for(num_classes: int) -> int:
+    """How many copies of the counters: a power of two up to MAX_COPIES whose tables fit COPIES_BYTES.
+
+    A class covering much of an image (road, sky) sends most pixels to one counter; programs on
+    different SMs add into different copies of it, so its atomics spread over several L2 addresses
+    instead of queueing at one. The copies are summed once after the kernel."""
+    plane = num_classes * num_classes + 2 + SPARE
+    fit = max(1, min(MAX_COPIES, COPIES_BYTES // (8 * plane)))
+    return 1 << (fit.bit_length() - 1)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int | None) -> tuple[torch.Tensor, bool, bool]:
-    """(cm int64 [C, C], bad_pred, bad_target) for validated, same-shape, same-device inputs."""
+                     ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cm int64 [C, C], flags int64 [2] on the device, non-zero where pred / target held an
+    out-of-range value) for validated, same-shape, same-device inputs. Queued; nothing is read back."""
     # The kernel walks flat memory: strided views are compacted (reshape copies only when it must).
     p = pred.reshape(-1)
     t = target.reshape(-1)
@@ -90,18 +107,22 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         t = t.to(torch.int64)
     C = num_classes
     n = p.numel()
-    pairs = C * C
-    bins, tiles = bin_tiles(C)
-    # The tiles together cover tiles * bins >= C*C counters; the spare tail is never written
-    # (only good pairs land in bins), so the matrix is its first C*C entries.
-    out = torch.zeros(tiles * bins, dtype=torch.int64, device=p.device)
-    flags = torch.zeros(2, dtype=torch.int32, device=p.device)
+    plane = C * C + 2 + SPARE  # the pairs, bad pred, bad target, the spare counters
+    whole = n // BLOCK
+    copies = min(copies_for(C), max(whole, 1))
+    table = torch.zeros(copies * plane, dtype=torch.int64, device=p.device)
     has_ignore = ignore_index is not None
     ignore = int(ignore_index) if has_ignore else 0
-    _launch.launch(_confusion_kernel, grid(n, tiles), p.device, p, t, out, flags, n, C, ignore,
-                   HAS_IGNORE=has_ignore, BLOCK=BLOCK, BINS=bins)
-    bad_pred, bad_target = (bool(v) for v in flags.tolist())
-    return out[:pairs].view(C, C), bad_pred, bad_target
+    meta = dict(HAS_IGNORE=has_ignore, BLOCK=BLOCK, SPARE=SPARE, num_warps=NUM_WARPS)
+    if whole:
+        _launch.launch(_confusion_kernel, grid(n), p.device, p, t, table, n, C, ignore, plane, copies,
+                       TAIL=False, **meta)
+    if n % BLOCK:  # the partial last block: one program with bound checks, on the maps' tails
+        rest = whole * BLOCK
+        _launch.launch(_confusion_kernel, (1,), p.device, p[rest:], t[rest:], table, n - rest, C, ignore, plane,
+                       copies, TAIL=True, **meta)
+    counts = table if copies == 1 else table.view(copies, plane).sum(0)
+    return counts[:C * C].view(C, C), counts[C * C:C * C + 2]
 
 
 _WIDEN = {getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name)}

@@ -5,8 +5,9 @@ The native kernel does the pixel-format conversion, the antialiased bilinear res
 `F.interpolate(mode="bilinear", antialias=True)`: every source pixel counts when shrinking, plain
 bilinear when enlarging) and the normalisation in one pass over the frame, reading an HWC frame in
 place; the torch route converts, resizes and normalises in separate passes over float images, and
-torch cannot resize uint8 into float at all. Elsewhere (CUDA tensors, float frames) the reference
-runs: `naive.reference`, which the native kernel equals up to float rounding.
+torch cannot resize uint8 into float at all. Elsewhere (CUDA tensors, float frames) the same steps
+run as torch operations (`device.resize_normalize_into`: no host waits, capturable in a CUDA graph);
+both equal `naive.reference` up to float rounding.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from ... import _native
 from .._dispatch import Op, resolve
+from .device import resize_normalize_into
 from .naive import reference, to_rgb
 from .pixel_formats import RGB, PixelFormat, parse
 
@@ -50,7 +52,10 @@ def resize_normalize(images: torch.Tensor, size: tuple[int, int], scale, shift, 
                                        shift.tolist(), fmt.coefficients(), _native.num_threads(),
                                        _native.use_own_threads())
         return out
-    return out.copy_(reference(images, (h, w), scale.to(images.device), shift.to(images.device), fmt))
+    scale, shift = scale.to(images.device), shift.to(images.device)
+    if backend == "reference":  # the specification, when asked for by name
+        return out.copy_(reference(images, (h, w), scale, shift, fmt))
+    return resize_normalize_into(images, fmt, scale.view(1, 3, 1, 1), -shift.view(1, 3, 1, 1), out)
 
 
 def _check_shape(images: torch.Tensor, fmt: PixelFormat) -> None:
