@@ -44,11 +44,13 @@ def test_cuda_and_cpu_kernels_share_their_math(cuda_source, cpu_source, shared):
     assert shared in _cpu_includes(cpu_source)
 
 
-def test_upsample_kernel_is_the_shared_per_pixel_code():
-    # every instantiation (3 logit types x 4 label types) calls the shared per-pixel function, which
-    # is also what fastseg._C.upsample_argmax_pixelwise runs on the CPU for the tests
-    assert "common/upsample_argmax_pixel.h" in included_headers("cuda/upsample_argmax.cu")
+def test_upsample_kernel_is_the_shared_per_thread_code():
+    # every instantiation (3 logit types x 4 run shapes x with / without confidence) calls the shared
+    # per-run function, which is also what fastseg._C.upsample_argmax_threadwise runs on the CPU
+    assert "common/upsample_argmax_run.h" in included_headers("cuda/upsample_argmax.cu")
     ptx = compile_ptx("cuda/upsample_argmax.cu", 80)
-    assert len(re.findall(r"\.entry\s+\S*upsample_argmax_kernel", ptx)) == 12
-    body = kernel_body(ptx, "upsample_argmax_kernelIfhE")  # float logits, uint8 labels
+    assert len(re.findall(r"\.entry\s+\S*upsample_argmax_kernel", ptx)) == 24
+    half = kernel_body(ptx, "upsample_argmax_kernelINS_8HalfBitsELi8ELi4ELb0E")  # 8 x 4 runs, labels only
+    assert "cvt.f32.f16" in half  # the hardware conversion, not the CPU's bit manipulation
+    body = kernel_body(ptx, "upsample_argmax_kernelIfLi8ELi4ELb0E")  # float logits
     assert "fma.rn.f32" in body  # torch's lerp order: fma(x0, w0, x1 * w1)

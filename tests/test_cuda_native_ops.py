@@ -17,6 +17,7 @@ from fastseg._device_memory import TorchDeviceMemory
 from fastseg.crf import DenseCRF
 
 pytestmark = [
+    pytest.mark.gpu,  # make gpu-check runs these: the CUDA C++ kernels on a real GPU
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine"),
     pytest.mark.skipif(not _native.has_cuda(), reason="fastseg._C was built without its CUDA kernels (no nvcc)"),
 ]

@@ -73,6 +73,7 @@ def test_budget_caps_each_stage_and_keeps_time_for_the_next():
 def test_gpu_tests_are_found_by_their_marker():
     files = _check_module().gpu_test_files()
     assert "tests/test_segmenter_cuda.py" in files and "tests/test_segmenter_frames.py" not in files
+    assert "tests/test_cuda_native_ops.py" in files  # the CUDA C++ kernels, upsample + argmax among them
 
 
 def test_report_says_what_ran_and_what_did_not():

@@ -22,6 +22,7 @@ from fastseg.ops.atrous_conv import triton_kernel as conv_kernel
 from fastseg.ops.confusion_matrix import TRITON_MAX_CLASSES
 from fastseg.ops.confusion_matrix import triton_kernel as cm_kernel
 from fastseg.ops.upsample_argmax import triton_kernel as ua_kernel
+from fastseg.ops.upsample_argmax.cells import axis_plan
 
 from _triton import record_launches
 
@@ -46,15 +47,24 @@ def test_20_megapixel_upsample_argmax_launches_within_limits(monkeypatch):
     with _launch.gpu_tiles():
         fastseg.ops.upsample_argmax(logits, (4000, 5000), backend="triton")
     [(name, grid, meta)] = launches
-    assert meta["BLOCK"] == 256 and grid == (2 * triton.cdiv(4000 * 5000, 256),)
+    units = runs(50, 40, 4000, 5000, "gpu")
+    assert meta["BLOCK"] == 128 and grid == (2 * triton.cdiv(units, 128),)
     with pytest.raises(ValueError, match="axis 1"):
         _launch.check_grid((2, triton.cdiv(4000 * 5000, 256)))
 
 
+def runs(h, w, H, W, target):
+    """upsample_argmax's runs of output pixels (one per GPU thread) for these sizes."""
+    cfg = ua_kernel.tile_config(target)
+    return (axis_plan(h, H, False, cfg["MAX_MY"]).units * axis_plan(w, W, False, cfg["MAX_MX"]).units)
+
+
 @pytest.mark.parametrize("N, H, W", [(1, 4000, 5000), (8, 7680, 4320), (64, 8192, 8192)])
-def test_upsample_argmax_grid_fits_large_frames(N, H, W):
+@pytest.mark.parametrize("h, w", [(1, 1), (64, 64), (8192, 8192)])  # one cell, 8x-ish, identity (a run a pixel)
+def test_upsample_argmax_grid_fits_large_frames(N, H, W, h, w):
     for target in ("gpu", "interpreter"):
-        _launch.check_grid(ua_kernel.grid(N, H, W, ua_kernel.tile_config(target)["BLOCK"]))
+        block = ua_kernel.tile_config(target)["BLOCK"]
+        _launch.check_grid(ua_kernel.grid(N, runs(h, w, H, W, target), block))
 
 
 @pytest.mark.parametrize("n", [8 * 1024 * 2048, 2**40])

@@ -64,9 +64,10 @@ def interpolated(x, size, align_corners):
     return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=align_corners)
 
 
-def assert_labels(labels, x, size, align_corners, exact):
+def assert_labels(labels, x, size, align_corners, exact, near_ties=1e-3):
     """Labels equal the reference's, except (when not `exact`) at genuine near-ties: where the
-    reference's interpolated value of our label is within float rounding of the maximum."""
+    reference's interpolated value of our label is within float rounding of the maximum, on at most
+    a fraction `near_ties` of the pixels."""
     labels = torch.as_tensor(labels).long()
     z = interpolated(x, size, align_corners)
     ref = z.argmax(1)
@@ -81,7 +82,7 @@ def assert_labels(labels, x, size, align_corners, exact):
     tol = 1e-5 * (1 + top[wrong].abs())
     assert (labels >= 0).all() and (labels < z.shape[1]).all()
     assert (gap <= tol).all(), f"{int((gap > tol).sum())} labels differ beyond a near-tie"
-    assert wrong.float().mean() < 1e-3
+    assert wrong.float().mean() < near_ties
 
 
 def torch_uses_generic_kernel(x, size):
@@ -323,7 +324,9 @@ def test_triton_gpu_tile_configuration(dtype, layout, monkeypatch):
 def test_triton_kernel_compiles_for_a_real_gpu(arch):
     """The shipped block size lowered through ptxas for sm_80 / sm_90 (no GPU needed)."""
     script = Path(__file__).with_name("compile_for_gpu.py")
-    consts = {"ALIGN": 0, "CONF": 1, **tile_config("gpu")}
+    cfg = tile_config("gpu")  # runs of 8 x 4 outputs: the shape of an 8x upsampling
+    consts = {"ALIGN": 0, "CONF": 1, "CELL_Y": 1, "CELL_X": 1, "MY": cfg["MAX_MY"], "MX": cfg["MAX_MX"],
+              "BLOCK": cfg["BLOCK"], "num_warps": cfg["num_warps"]}
     kernel = "fastseg.ops.upsample_argmax.triton_kernel:_upsample_argmax_kernel"
     result = subprocess.run([sys.executable, str(script), kernel, "fp16", str(arch),
                              *(f"{k}={v}" for k, v in consts.items())],

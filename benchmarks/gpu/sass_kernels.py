@@ -124,20 +124,43 @@ def nvcc_cubin(source: str, arch: int) -> bytes:
 
 # ---- upsample + argmax ----------------------------------------------------------------------------
 
+_UPSAMPLE = dict(C=19, h=128, w=256, H=1024, W=2048)
+
+
+def _upsample_plans():
+    """The Triton launcher's runs for the representative shape: (plan along y, plan along x, tile config)."""
+    from fastseg.ops.upsample_argmax import triton_kernel as k
+    from fastseg.ops.upsample_argmax.cells import axis_plan
+
+    u, cfg = _UPSAMPLE, k.tile_config("gpu")
+    return axis_plan(u["h"], u["H"], False, cfg["MAX_MY"]), axis_plan(u["w"], u["W"], False, cfg["MAX_MX"]), cfg
+
+
 def _upsample_triton(arch: int) -> tuple[bytes, str]:
     from fastseg.ops.upsample_argmax import triton_kernel as k
+    from fastseg.ops.upsample_argmax.cells import bilinear_scale
 
-    cfg = k.tile_config("gpu")
-    C, h, w, H, W = 19, 128, 256, 1024, 2048
-    args = dict(x_ptr="*fp16", labels_ptr="*u8", conf_ptr="*u8", C=C, h=h, w=w, H=H, W=W,
-                blocks_per_image=-(-H * W // cfg["BLOCK"]), sN=C * h * w, sC=h * w, sH=w, sW=1,
-                scale_h=k._scale(h, H, False), scale_w=k._scale(w, W, False))
+    u = _UPSAMPLE
+    py, px, cfg = _upsample_plans()
+    args = dict(x_ptr="*fp16", labels_ptr="*u8", conf_ptr="*u8", C=u["C"], h=u["h"], w=u["w"], H=u["H"], W=u["W"],
+                units_x=px.units, blocks_per_image=-(-py.units * px.units // cfg["BLOCK"]),
+                sN=u["C"] * u["h"] * u["w"], sC=u["h"] * u["w"], sH=u["w"], sW=1,
+                scale_h=bilinear_scale(u["h"], u["H"], False), scale_w=bilinear_scale(u["w"], u["W"], False),
+                parts_y=py.parts, parts_x=px.parts)
     return triton_cubin(k._upsample_argmax_kernel, arch, args,
-                        dict(ALIGN=False, CONF=False, BLOCK=cfg["BLOCK"]), cfg["num_warps"])
+                        dict(ALIGN=False, CONF=False, CELL_Y=py.cell, CELL_X=px.cell, MY=py.m, MX=px.m,
+                             BLOCK=cfg["BLOCK"]), cfg["num_warps"])
+
+
+def _upsample_triton_work(region: Region) -> float:
+    # 4 gathers (the taps) per channel serve a run of MY x MX output pixels
+    py, px, _ = _upsample_plans()
+    return region.anchors(_GATHER) / 4 * py.m * px.m
 
 
 def _upsample_cuda(arch: int) -> tuple[bytes, str]:
-    return nvcc_cubin("cuda/upsample_argmax.cu", arch), r"upsample_argmax_kernelINS_8HalfBitsEhEE"
+    # fp16 logits, runs of 8 x 4 outputs (an 8x upsampling), labels only
+    return nvcc_cubin("cuda/upsample_argmax.cu", arch), r"upsample_argmax_kernelINS_8HalfBitsELi8ELi4ELb0EEE"
 
 
 # ---- confusion matrix ---------------------------------------------------------------------------
@@ -232,9 +255,9 @@ _MMA = r"H(G)?MMA\..*"
 _GATHER = r"LDG\..*"
 
 KERNELS: list[Kernel] = [
-    # upsample + argmax: 4 gathers (the bilinear taps) per output pixel and channel
-    Kernel("upsample_argmax.triton", PER_PIXEL_CHANNEL, _upsample_triton, _GATHER, per_anchor(_GATHER, 4)),
-    Kernel("upsample_argmax.cuda", PER_PIXEL_CHANNEL, _upsample_cuda, _GATHER, per_anchor(_GATHER, 4)),
+    # upsample + argmax: 4 gathers (the bilinear taps) per channel and run of output pixels
+    Kernel("upsample_argmax.triton", PER_PIXEL_CHANNEL, _upsample_triton, _GATHER, _upsample_triton_work),
+    Kernel("upsample_argmax.cuda", PER_PIXEL_CHANNEL, _upsample_cuda, _GATHER, per_anchor(_GATHER, 4 / (8 * 4))),
 
     # confusion matrix
     Kernel("confusion_matrix.triton.c19", PER_PIXEL, _confusion_triton(19), None, _confusion_triton_work),

@@ -1,11 +1,11 @@
 // Binding of the fused upsample + argmax: the CPU kernel (cpu/upsample_argmax.cpp), the CUDA kernel
-// (cuda/upsample_argmax.cu) and, for the tests, the CUDA kernel's per-pixel code run on the CPU.
+// (cuda/upsample_argmax.cu) and, for the tests, the CUDA kernel's per-thread code run on the CPU.
 #include <optional>
 #include <stdexcept>
 
 #include "bindings/registry.h"
 #include "common/buffer.h"
-#include "common/upsample_argmax_pixel.h"
+#include "common/upsample_argmax_run.h"
 #include "cpu/upsample_argmax.h"
 #ifdef FASTSEG_WITH_CUDA
 #include "cuda/upsample_argmax.h"
@@ -25,8 +25,8 @@ void upsample_argmax(const Buffer& logits, const Buffer& labels, const std::opti
                                 max_value ? &*max_value : nullptr, align_corners, num_threads, own_threads);
 }
 
-// The per-pixel kernel's arguments, checked: every buffer's rank, dtype and shape.
-fastseg::UpsampleArgmaxArgs pixel_args(const Buffer& logits, const Buffer& labels,
+// The CUDA kernel's arguments, checked: every buffer's rank, dtype and shape.
+fastseg::UpsampleArgmaxArgs kernel_args(const Buffer& logits, const Buffer& labels,
                                        const std::optional<Buffer>& confidence,
                                        const std::optional<Buffer>& max_value, bool align_corners) {
   logits.check_rank(4, "logits");
@@ -71,18 +71,20 @@ fastseg::UpsampleArgmaxArgs pixel_args(const Buffer& logits, const Buffer& label
   return a;
 }
 
-void upsample_argmax_pixelwise(const Buffer& logits, const Buffer& labels, const std::optional<Buffer>& confidence,
-                               const std::optional<Buffer>& max_value, bool align_corners) {
-  const auto a = pixel_args(logits, labels, confidence, max_value, align_corners);
-  fastseg::visit_upsample_argmax_types(a, [&](auto t, auto l) {
-    for (int64_t i = 0; i < a.N * a.H * a.W; ++i) fastseg::upsample_argmax_pixel<decltype(t), decltype(l)>(a, i);
+void upsample_argmax_threadwise(const Buffer& logits, const Buffer& labels, const std::optional<Buffer>& confidence,
+                                const std::optional<Buffer>& max_value, bool align_corners) {
+  auto a = kernel_args(logits, labels, confidence, max_value, align_corners);
+  fastseg::visit_upsample_argmax_kernels(a, [&](auto t, auto shape) {
+    constexpr int MY = decltype(shape)::kY, MX = decltype(shape)::kX;
+    for (int64_t i = 0; i < a.N * a.ry.units * a.rx.units; ++i)
+      fastseg::upsample_argmax_run<decltype(t), MY, MX, decltype(shape)::kConf>(a, i);
   });
 }
 
 void upsample_argmax_cuda(const Buffer& logits, const Buffer& labels, const std::optional<Buffer>& confidence,
                           const std::optional<Buffer>& max_value, bool align_corners, std::uintptr_t cuda_stream) {
 #ifdef FASTSEG_WITH_CUDA
-  fastseg::cuda::upsample_argmax(pixel_args(logits, labels, confidence, max_value, align_corners), cuda_stream);
+  fastseg::cuda::upsample_argmax(kernel_args(logits, labels, confidence, max_value, align_corners), cuda_stream);
 #else
   throw std::invalid_argument("upsample_argmax_cuda: fastseg._C was built without CUDA");
 #endif
@@ -101,10 +103,10 @@ fastseg::Registrar reg([](py::module_& m) {
         py::arg("confidence"), py::arg("max_value"), py::arg("align_corners"), py::arg("cuda_stream"),
         py::call_guard<py::gil_scoped_release>(),
         "upsample_argmax of device buffers, queued on a CUDA stream (a cudaStream_t as an integer).");
-  m.def("upsample_argmax_pixelwise", &upsample_argmax_pixelwise, py::arg("logits"), py::arg("labels"),
+  m.def("upsample_argmax_threadwise", &upsample_argmax_threadwise, py::arg("logits"), py::arg("labels"),
         py::arg("confidence"), py::arg("max_value"), py::arg("align_corners"),
         py::call_guard<py::gil_scoped_release>(),
-        "The CUDA kernel's per-pixel code run on the CPU, one pixel after another (for the tests).");
+        "The CUDA kernel's per-thread code run on the CPU, one run of pixels after another (tests).");
 });
 
 }  // namespace

@@ -2,11 +2,11 @@
 #pragma once
 #include <cstdint>
 
-#include "common/upsample_argmax_pixel.h"
+#include "common/upsample_argmax_run.h"
 
 namespace fastseg::cuda {
 
 // Work queued on `stream` (a cudaStream_t as an integer); no host synchronisation.
-void upsample_argmax(const UpsampleArgmaxArgs& args, std::uintptr_t stream);
+void upsample_argmax(UpsampleArgmaxArgs args, std::uintptr_t stream);
 
 }  // namespace fastseg::cuda

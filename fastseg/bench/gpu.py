@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _native
 from .cuda_timing import event_medians, frame_latencies, percentile
 from .measure import Agreement, Figure, Reference, Row, dims, generator, measure, smooth_image
 from .ops import LABELS_EQUAL, random_batchnorm
@@ -47,16 +48,21 @@ def _upsample_argmax(dtype: torch.dtype, reference: str) -> list[Row]:
 
     logits = torch.randn(1, 19, 128, 256, generator=generator(0)).to(CUDA, dtype)
     size = (1024, 2048)
-    ours = op(logits, size)
+    candidates = {"fastseg": lambda: op(logits, size)}  # Triton
+    if _native.has_cuda():  # the CUDA C++ kernel (where Triton is missing), timed in the same run
+        candidates["fastseg CUDA C++"] = lambda: op(logits, size, backend="native")
+    labels = {name: fn().cpu() for name, fn in candidates.items()}
 
     def eager():
         return F.interpolate(logits, size, mode="bilinear", align_corners=False).argmax(1)
 
     # torch interpolates fp16 in fp16 (rounding each value), fastseg in fp32: near-ties may differ
     equal = LABELS_EQUAL if dtype == torch.float32 else HALF_LABELS_EQUAL
-    refs = _refs("F.interpolate + argmax", eager, lambda r: Agreement.labels(ours.cpu(), r.cpu(), equal), reference)
+    refs = _refs("F.interpolate + argmax", eager,
+                 lambda r: {name: Agreement.labels(ours, r.cpu(), equal) for name, ours in labels.items()}, reference)
     what = str(dtype).removeprefix("torch.")
-    return _rows("upsample + argmax", f"{dims(logits.shape)} {what} -> {dims(size)}", lambda: op(logits, size), refs)
+    return measure("upsample + argmax", f"{dims(logits.shape)} {what} -> {dims(size)}", candidates, refs,
+                   rounds=ROUNDS, warmup=2, timer=event_medians)
 
 
 def upsample_argmax_confidence(reference: str) -> list[Row]:

@@ -87,7 +87,7 @@ def upsample_argmax(logits, size, align_corners: bool = False, return_confidence
     else:
         from .triton_kernel import upsample_argmax_triton
 
-        res = upsample_argmax_triton(x, (H, W), bool(align_corners), bool(return_confidence), dtype)
+        res = upsample_argmax_triton(x, (H, W), bool(align_corners), bool(return_confidence), dtype, labels=out)
     if out is not None:
         labels = res[0] if return_confidence else res
         if labels is not out:

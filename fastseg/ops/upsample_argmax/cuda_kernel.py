@@ -1,9 +1,11 @@
 """backend="native" on CUDA tensors: the CUDA C++ kernel compiled ahead of time into fastseg._C
 (csrc/cuda/upsample_argmax.cu), for CUDA machines without Triton (Jetson's PyTorch builds often
-have none). One thread per output pixel runs csrc/common/upsample_argmax_pixel.h, whose taps and
-lerps are bilinear.h's, the CPU kernel's: the interpolated values are the CPU kernel's bit for bit.
+have none). One thread per run of output pixels sharing their four taps (an MY x MX strip of a
+source cell, see cells.py) runs csrc/common/upsample_argmax_run.h, whose taps and lerps are
+bilinear.h's, the CPU kernel's, in the same order: the interpolated values are the CPU kernel's bit
+for bit.
 
-`pixelwise` runs that same per-pixel code on CPU tensors, one pixel after another: how the tests
+`threadwise` runs that same per-thread code on CPU tensors, one run after another: how the tests
 check the CUDA kernel's arithmetic on machines without a GPU.
 """
 from __future__ import annotations
@@ -35,9 +37,9 @@ def upsample_argmax_cuda(x: torch.Tensor, size: tuple[int, int], align_corners: 
     return (labels, conf) if return_confidence else labels
 
 
-def pixelwise(x: torch.Tensor, size: tuple[int, int], align_corners: bool = False, return_confidence: bool = False,
+def threadwise(x: torch.Tensor, size: tuple[int, int], align_corners: bool = False, return_confidence: bool = False,
               dtype: torch.dtype = torch.int64):
-    """The CUDA kernel's per-pixel code on CPU tensors: (labels, confidence or None, maximum logit)."""
+    """The CUDA kernel's per-thread code on CPU tensors: (labels, confidence or None, maximum logit)."""
     labels, conf, maxv = _outputs(x, size, return_confidence, dtype, True)
-    _native.ext().upsample_argmax_pixelwise(*_bufs(x, labels, conf, maxv), align_corners)
+    _native.ext().upsample_argmax_threadwise(*_bufs(x, labels, conf, maxv), align_corners)
     return labels, conf, maxv
