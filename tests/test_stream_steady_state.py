@@ -86,7 +86,7 @@ def test_winograd_and_confusion_matrix_use_the_same_workers(two_threads):
     w = torch.randn(24, 16, 3, 3)
     pred = torch.randint(0, 19, (2, 720, 960), dtype=torch.uint8)
     with _native.own_threads():
-        upsample_argmax(torch.randn(1, 5, 240, 320), (960, 1280))  # the pool's workers started
+        upsample_argmax(torch.randn(1, 5, 240, 320), (960, 1280), return_confidence=True)  # workers started
         before = _native.ext().threads_started()
         assert before >= 1
         for _ in range(3):

@@ -636,9 +636,14 @@ void upsample_argmax(const Buffer& logits, const Buffer& labels, const Buffer* c
       throw std::invalid_argument("max_value: shape differs from labels");
   }
   if (N == 0) return;
-  // Below ~2^18 channel-pixel updates per thread, forking costs more than it saves.
-  const int64_t work = N * C * H * W;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> 18)));
+  // Below ~2^18 channel-pixel updates per thread, forking OpenMP's (spinning) pool costs more than it
+  // saves; a worker of fastseg's own pool must be woken, and on a busy machine may wait for a core,
+  // so there ~2^20. Labels-only upsampling (the cell shortcut) costs about C updates per input pixel
+  // and one label per output pixel, not C per output pixel.
+  const bool cells = !confidence && !max_value && H * W >= 2 * h * w;
+  const int64_t work = cells ? N * (C * h * w + H * W) : N * C * H * W;
+  const int threads =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> (own_threads ? 20 : 18))));
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
   switch (logits.dtype) {
     case DType::kFloat32:
