@@ -637,13 +637,15 @@ void upsample_argmax(const Buffer& logits, const Buffer& labels, const Buffer* c
   }
   if (N == 0) return;
   // Below ~2^18 channel-pixel updates per thread, forking OpenMP's (spinning) pool costs more than it
-  // saves; a worker of fastseg's own pool must be woken, and on a busy machine may wait for a core,
-  // so there ~2^20. Labels-only upsampling (the cell shortcut) costs about C updates per input pixel
-  // and one label per output pixel, not C per output pixel.
+  // saves; a worker of fastseg's own pool must be woken, so there ~2^20 for the full computation.
+  // Labels-only upsampling (the cell shortcut) costs about C updates per input pixel and one label
+  // per output pixel, not C per output pixel; there ~2^18 on either pool: it runs right after the
+  // network, whose threads have just left the cores awake, and a late worker's share is the
+  // caller's (common/threads.h), so the second thread costs little and pays from video-sized frames.
   const bool cells = !confidence && !max_value && H * W >= 2 * h * w;
   const int64_t work = cells ? N * (C * h * w + H * W) : N * C * H * W;
   const int threads =
-      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> (own_threads ? 20 : 18))));
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> (own_threads && !cells ? 20 : 18))));
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
   switch (logits.dtype) {
     case DType::kFloat32:
