@@ -103,7 +103,7 @@ def quantize(model: nn.Module, frames: Iterable[np.ndarray], output: str | os.Pa
         quantize_static(fp32, int8, Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-        return _write_with_metadata(int8, output, _metadata(model, source))
+        return _write_with_metadata(int8, output, _metadata(model, source, reduce_range))
 
 
 def _require_quantizable(path: str, name: str) -> None:
@@ -120,7 +120,7 @@ def source_digest(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _metadata(model: nn.Module, source: str | os.PathLike) -> dict:
+def _metadata(model: nn.Module, source: str | os.PathLike, reduce_range: bool = False) -> dict:
     net: Any = model  # a fastseg model: forward_logits, mean, std (not typed on nn.Module)
     with torch.no_grad():
         classes = int(net.forward_logits(torch.zeros((1, 3, 64, 64))).shape[1])
@@ -129,7 +129,7 @@ def _metadata(model: nn.Module, source: str | os.PathLike) -> dict:
             "source_sha256": source_digest(source) if is_file else None, "mean": [float(v) for v in net.mean],
             "std": [float(v) for v in net.std], "output_stride": int(getattr(net, "output_stride", 1)),
             "align_corners": bool(getattr(net, "align_corners", False)), "num_classes": classes,
-            "config": getattr(net, "config", None)}
+            "config": getattr(net, "config", None), "reduce_range": bool(reduce_range)}
 
 
 def _write_with_metadata(graph: str, output: str | os.PathLike, metadata: dict) -> Path:

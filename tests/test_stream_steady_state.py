@@ -73,3 +73,23 @@ def test_native_workers_are_started_once(two_threads):
         for _ in range(5):
             upsample_argmax(x, (96, 128))
     assert _native.ext().threads_started() == before
+
+
+def test_winograd_and_confusion_matrix_use_the_same_workers(two_threads):
+    """Around another runtime, every native kernel runs on fastseg's one pool: the Winograd transforms
+    (a dilated ResNet's convolutions) and the confusion matrix (an evaluation's metric) start no
+    thread once the pool is up, and OpenMP's pool is not asked for."""
+    from fastseg.metrics import confusion_matrix
+    from fastseg.ops import upsample_argmax, winograd
+
+    x = torch.randn(1, 16, 40, 48)
+    w = torch.randn(24, 16, 3, 3)
+    pred = torch.randint(0, 19, (2, 720, 960), dtype=torch.uint8)
+    with _native.own_threads():
+        upsample_argmax(torch.randn(1, 5, 240, 320), (960, 1280), return_confidence=True)  # workers started
+        before = _native.ext().threads_started()
+        assert before >= 1
+        for _ in range(3):
+            winograd.conv2d(x, w, dilation=2)
+            confusion_matrix(pred, pred, 19)
+    assert _native.ext().threads_started() == before

@@ -4,6 +4,8 @@ full one runs when the interpolated maximum is asked for too), on smooth maps wh
 decided at their corners, on near-ties, exact ties and large magnitudes."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,3 +71,27 @@ def test_non_finite_logits_take_the_full_path():
     x[0, 1, 8, 8] = float("inf")
     got = upsample_argmax(x, (96, 96), out_dtype=torch.int64)
     assert torch.equal(got, full_labels(x, (96, 96), False))
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["openmp", "own_pool"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "bfloat16", "strided"])
+def test_shortcut_shared_out_among_threads(own, layout):
+    """Two threads share the certain labels' rows and then the tiles (on OpenMP's pool and on
+    fastseg's own), from contiguous float rows and from rows converted first."""
+    x = smooth_logits(2, 13, 90, 120, seed=7)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "bfloat16":
+        x = x.bfloat16()
+    elif layout == "strided":
+        x = smooth_logits(2, 13, 90, 240, seed=7)[:, :, :, ::2]
+    size = (1080, 1440)
+    want = full_labels(x, size, False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _native.own_threads() if own else contextlib.nullcontext():
+            got = upsample_argmax(x, size, out_dtype=torch.int64)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, want)

@@ -14,9 +14,10 @@ namespace {
 // out: a zero-initialised contiguous int64 [C, C] buffer that receives the counts.
 // Returns (bad_pred, bad_target): which input held a value outside [0, C) at a counted pixel.
 // fold_every (tests only): fold the per-thread 32-bit counters after this many pixels.
+// own_threads: run on fastseg's sleeping pool instead of OpenMP's (common/threads.h).
 py::tuple confusion_matrix(const fastseg::Buffer& pred, const fastseg::Buffer& target, int64_t num_classes,
                            bool has_ignore, int64_t ignore_index, const fastseg::Buffer& out,
-                           int num_threads, uint64_t fold_every) {
+                           int num_threads, uint64_t fold_every, bool own_threads) {
   out.check_rank(2, "out");
   out.check_dtype(fastseg::DType::kInt64, "out");
   if (out.shape[0] != num_classes || out.shape[1] != num_classes || out.strides[0] != num_classes ||
@@ -26,7 +27,7 @@ py::tuple confusion_matrix(const fastseg::Buffer& pred, const fastseg::Buffer& t
   {
     py::gil_scoped_release release;
     flags = fastseg::cpu::confusion_matrix(pred, target, num_classes, has_ignore, ignore_index,
-                                           out.data<int64_t>(), num_threads, fold_every);
+                                           out.data<int64_t>(), num_threads, own_threads, fold_every);
   }
   return py::make_tuple(flags.bad_pred, flags.bad_target);
 }
@@ -70,7 +71,7 @@ void confusion_matrix_cuda(const fastseg::Buffer& pred, const fastseg::Buffer& t
 fastseg::Registrar reg([](py::module_& m) {
   m.def("confusion_matrix", &confusion_matrix, py::arg("pred"), py::arg("target"), py::arg("num_classes"),
         py::arg("has_ignore"), py::arg("ignore_index"), py::arg("out"), py::arg("num_threads"),
-        py::arg("fold_every") = 0,
+        py::arg("fold_every") = 0, py::arg("own_threads") = false,
         "Adds the (target, pred) pair counts of two integer label maps into out (int64 [C, C]); "
         "returns (bad_pred, bad_target).");
   m.def("confusion_matrix_cuda", &confusion_matrix_cuda, py::arg("pred"), py::arg("target"),

@@ -9,6 +9,12 @@
 // and they are started once (on first use, as many as a region has asked for), not per call: a
 // video loop's steady state starts no thread (`threads_started()` counts them for the tests).
 //
+// A worker's share is claimed before it runs, by the worker when it wakes or by the caller once
+// its own share is done: on a busy machine a woken worker may wait a scheduler time slice for a
+// core, and then the caller runs that share itself (for a region whose threads take tasks from a
+// shared counter, it finds none left) instead of waiting for the worker to arrive. So the caller
+// waits only for shares that are running.
+//
 // One region runs on the pool at a time; a region that finds the pool busy (another Python thread
 // inside a kernel with the GIL released) runs on threads that live for that call only. A child
 // process after fork() has none of its parent's workers, so it starts its own.
@@ -58,10 +64,22 @@ class SleepingPool {
     state->task = &task;
     state->active = threads - 1;
     state->remaining = threads - 1;
+    state->claimed.assign(threads, false);
     ++state->generation;
     lock.unlock();
     state->wake.notify_all();
     task(0);
+    // the shares no worker has claimed yet are the caller's
+    std::vector<int> late;
+    lock.lock();
+    for (int i = 1; i < threads; ++i) {
+      if (state->claimed[i]) continue;
+      state->claimed[i] = true;
+      --state->remaining;
+      late.push_back(i);
+    }
+    lock.unlock();
+    for (int i : late) task(i);
     lock.lock();
     state->done.wait(lock, [&] { return state->remaining == 0; });
     state->task = nullptr;
@@ -73,7 +91,8 @@ class SleepingPool {
     std::condition_variable wake, done;
     const std::function<void(int)>* task = nullptr;
     uint64_t generation = 0;
-    int active = 0, remaining = 0;
+    int active = 0, remaining = 0;  // shares claimed by workers and not yet finished, + unclaimed ones
+    std::vector<bool> claimed;      // per share of the current region
   };
 
   void start_worker(std::shared_ptr<State> state, int index) {
@@ -84,7 +103,8 @@ class SleepingPool {
       for (;;) {
         state->wake.wait(lock, [&] { return state->generation != seen; });
         seen = state->generation;
-        if (index > state->active) continue;
+        if (index > state->active || state->claimed[index]) continue;  // not in it, or run by the caller
+        state->claimed[index] = true;
         const auto* task = state->task;
         lock.unlock();
         (*task)(index);

@@ -12,17 +12,18 @@
 // consecutive pixels go to different copies.
 #include "cpu/confusion_matrix.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
 
 #include "common/confusion_layout.h"
+#include "common/threads.h"
 
 namespace fastseg::cpu {
 namespace {
@@ -122,7 +123,7 @@ Walk make_walk(const Buffer& pred, const Buffer& target) {
 
 template <typename P, typename T>
 ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, int64_t* out,
-                   int num_threads, uint64_t fold_every) {
+                   int num_threads, bool own_threads, uint64_t fold_every) {
   const Walk w = make_walk(pred, target);
   const int64_t inner = w.inner(), rows = w.rows();
   const int64_t numel = inner * rows;
@@ -150,15 +151,16 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
   const int64_t C = L.C, W = L.W;
   ConfusionFlags flags;
 
-#pragma omp parallel num_threads(static_cast<int>(nt))
-  {
+  std::atomic<int64_t> next_task{0};  // dynamic schedule: tasks of strided rows differ in cost
+  std::mutex fold_mutex;
+  parallel_region(static_cast<int>(nt), own_threads, [&](int) {
     std::vector<uint32_t> tab(static_cast<size_t>(table_size), 0u);
     uint64_t pending = 0;  // pixels counted since the last fold: uint32 counters must not wrap
 
     auto fold = [&]() {
       bool bad_p = false, bad_t = false;
-#pragma omp critical(fastseg_confusion_fold)
       {
+        std::lock_guard<std::mutex> lock(fold_mutex);
         for (int64_t r = 0; r < C + 2; ++r) {
           for (int64_t c = 0; c <= C; ++c) {
             uint64_t n = 0;
@@ -180,8 +182,7 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
     };
 
     const int64_t step = copies == 4 ? L.plane : 0;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
+    for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
       const int64_t r0 = task / chunks_per_row * rows_per_task;
       const int64_t r1 = std::min(rows, r0 + rows_per_task);
       const int64_t begin = (task % chunks_per_row) * kChunk;
@@ -199,7 +200,7 @@ ConfusionFlags run(const Buffer& pred, const Buffer& target, const Layout& L, in
       pending += pixels;
     }
     if (pending) fold();
-  }
+  });
   return flags;
 }
 
@@ -219,7 +220,7 @@ void visit_dtype(const Buffer& b, const char* name, F&& f) {
 
 ConfusionFlags confusion_matrix(const Buffer& pred, const Buffer& target, int64_t num_classes,
                                 bool has_ignore, int64_t ignore_index,
-                                int64_t* out, int num_threads, uint64_t fold_every) {
+                                int64_t* out, int num_threads, bool own_threads, uint64_t fold_every) {
   if (num_classes < 1) throw std::invalid_argument("num_classes: must be at least 1");
   if (pred.shape != target.shape)
     throw std::invalid_argument("pred and target: shapes differ");
@@ -231,7 +232,7 @@ ConfusionFlags confusion_matrix(const Buffer& pred, const Buffer& target, int64_
   visit_dtype(pred, "pred", [&](auto p) {
     visit_dtype(target, "target", [&](auto t) {
       flags = run<decltype(p), decltype(t)>(pred, target, L, out, std::max(1, num_threads),
-                                            fold_every);
+                                            own_threads, fold_every);
     });
   });
   return flags;

@@ -19,8 +19,10 @@ struct ConfusionFlags {
 // [0, C) is reported in the returned flags (the counts are then meaningless).
 // fold_every: a thread folds its 32-bit counters into out before they could have counted more
 // pixels than this (0: the uint32 limit); tests lower it to exercise the fold.
+// own_threads: the threads are fastseg's sleeping pool, not OpenMP's (common/threads.h).
 ConfusionFlags confusion_matrix(const Buffer& pred, const Buffer& target, int64_t num_classes,
                                 bool has_ignore, int64_t ignore_index,
-                                int64_t* out, int num_threads, uint64_t fold_every = 0);
+                                int64_t* out, int num_threads, bool own_threads,
+                                uint64_t fold_every = 0);
 
 }  // namespace fastseg::cpu

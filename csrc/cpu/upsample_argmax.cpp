@@ -13,7 +13,7 @@
 // around it, with the same weights for every class, so where one class beats every other by a
 // clear margin at all four corners it wins everywhere between them. Such cells (most of an image
 // enlarged several times) are filled without interpolating any channel; the margin is far above
-// float rounding, so the labels equal the full computation's bit for bit (see `certain_label`).
+// float rounding, so the labels equal the full computation's bit for bit (see `certain_row`).
 #include "cpu/upsample_argmax.h"
 
 #include <algorithm>
@@ -22,6 +22,8 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "common/bilinear.h"
@@ -312,46 +314,125 @@ void vertical(const float* r0, const float* r1, bool finite, int64_t cs, int64_t
 constexpr float kCertainMargin = 1.f / 4096.f;
 using Certain = int16_t;  // labels of up to 32767 classes; more classes skip the shortcut
 
-// certain[n, y, x] for every input pixel, and how many pixels share their decided class with their
-// right-hand neighbour (`agreeing`): few (noise-like logits) and the shortcut would not pay. One
-// thread, channels outermost (contiguous, branch-free rows): it is a small fraction of the work,
-// and on a busy machine a second parallel region can cost a scheduler time slice to start.
+// The certain labels of one input row (n, y) into o[0..w), and how many of its pixels share their
+// decided class with their right-hand neighbour (few, as with noise-like logits, and the shortcut
+// would not pay). Blocks of kBlock pixels keep their running best, runner-up, argmax and
+// finiteness in registers while the channels stream past; branch-free, so the block loops
+// vectorise. Rows are shared out among the tail's threads (`run`).
+constexpr int64_t kBlock = 32;
+
+// The row's channels as contiguous floats: the logits themselves (float, unit stride), or
+// converted into `scratch` (C x w).
 template <typename T>
-std::vector<Certain> certain_labels(const T* logits, const std::vector<int64_t>& st, int64_t N, int64_t C,
-                                    int64_t h, int64_t w, int64_t& agreeing) {
-  std::vector<Certain> out(N * h * w);
-  std::vector<float> best(w), second(w);
-  std::vector<int32_t> arg(w);
-  std::vector<char> finite(w);
-  agreeing = 0;
-  for (int64_t r = 0; r < N * h; ++r) {
-    const T* row = logits + (r / h) * st[0] + (r % h) * st[2];
-    for (int64_t x = 0; x < w; ++x) {
-      best[x] = load_as_float(row + x * st[3]);
-      second[x] = -std::numeric_limits<float>::infinity();
-      arg[x] = 0;
-      finite[x] = std::isfinite(best[x]);
-    }
-    for (int64_t c = 1; c < C; ++c) {
-      const T* src = row + c * st[1];
-      for (int64_t x = 0; x < w; ++x) {
-        const float v = load_as_float(src + x * st[3]);
-        const bool gt = v > best[x];
-        finite[x] = finite[x] && std::isfinite(v);
-        second[x] = gt ? best[x] : std::max(second[x], v);
-        best[x] = gt ? v : best[x];
-        arg[x] = gt ? static_cast<int32_t>(c) : arg[x];
-      }
-    }
-    Certain* o = out.data() + r * w;
-    for (int64_t x = 0; x < w; ++x) {
-      const float magnitude = std::max(std::fabs(best[x]), std::fabs(second[x]));
-      const bool clear = C == 1 || best[x] - second[x] > kCertainMargin * magnitude;
-      o[x] = finite[x] && clear ? static_cast<Certain>(arg[x]) : Certain{-1};
-    }
-    for (int64_t x = 0; x + 1 < w; ++x) agreeing += o[x] >= 0 && o[x] == o[x + 1];
+inline const float* row_as_float(const T* row, int64_t& sC, int64_t sW, int64_t C, int64_t w,
+                                 std::vector<float>& scratch) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (sW == 1) return row;
   }
-  return out;
+  scratch.resize(C * w);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t x = 0; x < w; ++x) scratch[c * w + x] = load_as_float(row + c * sC + x * sW);
+  sC = w;
+  return scratch.data();
+}
+
+// Pixels [x0, x0 + n) of a row of contiguous channels (stride sC), n <= kBlock.
+inline void certain_block(const float* v, int64_t sC, int64_t C, int64_t n, Certain* o) {
+  float best[kBlock], second[kBlock], bad[kBlock];
+  int32_t arg[kBlock];
+  for (int64_t j = 0; j < kBlock; ++j) {
+    const float x = j < n ? v[j] : 0.f;
+    best[j] = x;
+    second[j] = -std::numeric_limits<float>::infinity();
+    bad[j] = x - x;  // 0 while every value is finite, NaN after
+    arg[j] = 0;
+  }
+  for (int64_t c = 1; c < C; ++c) {
+    const float* vc = v + c * sC;
+    const int32_t k = static_cast<int32_t>(c);
+    for (int64_t j = 0; j < kBlock; ++j) {
+      const float x = j < n ? vc[j] : 0.f;
+      const bool gt = x > best[j];
+      bad[j] += x - x;
+      second[j] = gt ? best[j] : (second[j] < x ? x : second[j]);
+      best[j] = gt ? x : best[j];
+      arg[j] = gt ? k : arg[j];
+    }
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float magnitude = std::max(std::fabs(best[j]), std::fabs(second[j]));
+    const bool clear = C == 1 || best[j] - second[j] > kCertainMargin * magnitude;
+    o[j] = bad[j] == 0.f && clear ? static_cast<Certain>(arg[j]) : Certain{-1};
+  }
+}
+
+template <typename T>
+int64_t certain_row(const T* row, int64_t sC, int64_t sW, int64_t C, int64_t w, std::vector<float>& scratch,
+                    Certain* o) {
+  const float* v = row_as_float(row, sC, sW, C, w, scratch);
+  int64_t x = 0;
+  for (; x + kBlock <= w; x += kBlock) certain_block(v + x, sC, C, kBlock, o + x);
+  if (x < w) certain_block(v + x, sC, C, w - x, o + x);
+  int64_t agreeing = 0;
+  for (x = 0; x + 1 < w; ++x) agreeing += o[x] >= 0 && o[x] == o[x + 1];
+  return agreeing;
+}
+
+// The certain labels of every input pixel, certain[n, y, x], computed by the threads of the tail's
+// parallel region before its tasks start: each takes rows until none is left, then waits until all
+// are done (the other threads are inside the same region, finishing their last row). Returns how
+// many pixels agree with their right-hand neighbour, the same in every thread.
+struct CertainLabels {
+  std::vector<Certain> labels;
+  std::atomic<int64_t> next_row{0}, rows_done{0}, agreeing{0};
+
+  template <typename T>
+  int64_t fill(const T* logits, const std::vector<int64_t>& st, int64_t N, int64_t C, int64_t h, int64_t w) {
+    std::vector<float> scratch;
+    const int64_t rows = N * h;
+    for (int64_t r; (r = next_row.fetch_add(1)) < rows;) {
+      const T* row = logits + (r / h) * st[0] + (r % h) * st[2];
+      agreeing.fetch_add(certain_row(row, st[1], st[3], C, w, scratch, labels.data() + r * w));
+      rows_done.fetch_add(1);
+    }
+    while (rows_done.load() < rows) std::this_thread::yield();
+    return agreeing.load();
+  }
+};
+
+// The cells of one tile's output columns between input rows a0 and a1 (their certain labels, from
+// the tile's first input column; len columns). First per input column, vectorised: `known` holds,
+// for each column i, its class where the two rows agree on it (else -1) at [len + i], and at [i]
+// the class where columns i and i + 1 also agree (a cell's four corners). Then per output column x
+// one load, at pick[x] (the cell's first column, + len where both its columns are one, at the
+// image's edge): cell[x] is the decided class, or 0 where the corners disagree. The blocks of
+// kLanes columns holding an undecided cell are returned as runs [start, end) of consecutive blocks
+// (runs, not single blocks, keep the vertical pass's unrolled loop on busy rows).
+template <typename L>
+int64_t decide_cells(const Certain* __restrict a0, const Certain* __restrict a1, int64_t len,
+                     const int32_t* __restrict pick, int64_t nx, Certain* __restrict known, L* __restrict cell,
+                     int64_t* run_start, int64_t* run_end) {
+  Certain* __restrict same = known + len;
+  for (int64_t i = 0; i < len; ++i) same[i] = a0[i] == a1[i] ? a0[i] : Certain{-1};
+  for (int64_t i = 0; i + 1 < len; ++i) known[i] = same[i] == same[i + 1] ? same[i] : Certain{-1};
+  known[len - 1] = -1;  // no cell starts at the last column with a second one
+  int64_t runs = 0;
+  for (int64_t b = 0, x = 0; x < nx; ++b) {
+    Certain lowest = 0;
+    for (const int64_t e = std::min(nx, x + kLanes); x < e; ++x) {
+      const Certain c = known[pick[x]];
+      cell[x] = static_cast<L>(c < 0 ? 0 : c);
+      lowest = std::min(lowest, c);
+    }
+    if (lowest >= 0) continue;
+    if (runs > 0 && run_end[runs - 1] == b) {
+      run_end[runs - 1] = b + 1;
+    } else {
+      run_start[runs] = b;
+      run_end[runs++] = b + 1;
+    }
+  }
+  return runs;
 }
 
 // ---- driver ------------------------------------------------------------------------------------
@@ -388,13 +469,19 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
   std::atomic<int64_t> next_task{0};  // dynamic schedule: tiles differ in cost near the edges
   // The cell shortcut gives labels only, and pays where cells span several output pixels and most
   // of them are decided (smooth logits, as a network's are; not noise).
-  bool shortcut = !cbuf && !mbuf && C <= std::numeric_limits<Certain>::max() && p.H * p.W >= 2 * p.h * p.w;
-  int64_t agreeing = 0;
-  const std::vector<Certain> certain =
-      shortcut ? certain_labels(logits, in.strides, p.N, C, p.h, p.w, agreeing) : std::vector<Certain>();
-  shortcut = shortcut && 4 * agreeing >= 3 * p.N * p.h * std::max<int64_t>(p.w - 1, 1);
+  const bool try_shortcut = !cbuf && !mbuf && C <= std::numeric_limits<Certain>::max() && p.H * p.W >= 2 * p.h * p.w;
+  CertainLabels certain_labels;
+  if (try_shortcut) certain_labels.labels.resize(p.N * p.h * p.w);
+  const std::vector<Certain>& certain = certain_labels.labels;
 
   parallel_region(threads, own_threads, [&](int) {
+    // locals, not the captured references: stores of byte labels may alias anything, and would
+    // make the compiler reload a captured value after each one
+    L* const labels_out = labels;
+    const int64_t lN_ = lN, lH_ = lH, lW_ = lW;
+    const bool shortcut =
+        try_shortcut && 4 * certain_labels.fill(logits, in.strides, p.N, C, p.h, p.w) >=
+                            3 * p.N * p.h * std::max<int64_t>(p.w - 1, 1);
     std::vector<float> rows(2 * C * cs), seg(C * p.seg_max), confrow(cs), maxrow(cs);
     std::vector<int32_t> rel0(cs), rel1(cs), arg(cs);
     std::vector<float> w0(cs), w1(cs);
@@ -402,7 +489,10 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
     // its runs of consecutive blocks of kLanes columns holding an undecided cell: [start, end) in
     // blocks (runs, not single blocks, keep the vertical pass's unrolled loop on busy rows)
     std::vector<int64_t> run_start(cs / kLanes), run_end(cs / kLanes);
+    std::vector<int32_t> pick(cs);                 // see decide_cells
+    std::vector<Certain> known(2 * p.seg_max);
     int64_t n_runs = 0;
+    bool pair_finite = true;
 
     for (int64_t task; (task = next_task.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const int64_t t = task % p.n_tiles, band = (task / p.n_tiles) % p.n_bands;
@@ -417,6 +507,7 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
         rel1[x] = p.ix1[X] - static_cast<int32_t>(lo);
         w0[x] = real ? p.wx0[X0 + x] : 0.f;
         w1[x] = real ? p.wx1[X0 + x] : 0.f;
+        pick[x] = rel0[x] + (rel0[x] == rel1[x] ? static_cast<int32_t>(len) : 0);
       }
       int64_t slot_row[2] = {-1, -1};
       bool slot_finite[2] = {true, true};
@@ -435,56 +526,51 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
       const int64_t y_end = std::min(p.H, (band + 1) * p.band_h);
       for (int64_t y = band * p.band_h; y < y_end; ++y) {
         const LinearTap tap = p.ty[y];
-        L* ldst = labels + n * lN + y * lH + X0 * lW;
+        L* ldst = labels_out + n * lN_ + y * lH_ + X0 * lW_;
         if (shortcut) {
           if (cell_rows[0] != tap.i0 || cell_rows[1] != tap.i1) {  // output rows of one input-row pair share cells
-            const Certain* a0 = certain.data() + (n * p.h + tap.i0) * p.w;
-            const Certain* a1 = certain.data() + (n * p.h + tap.i1) * p.w;
-            n_runs = 0;
-            for (int64_t x = 0; x < nx; ++x) {
-              const int32_t i0 = p.ix0[X0 + x], i1 = p.ix1[X0 + x];
-              const int32_t c = a0[i0];
-              const bool known = c >= 0 && c == a0[i1] && c == a1[i0] && c == a1[i1];
-              cell[x] = static_cast<L>(known ? c : 0);
-              if (known) continue;
-              const int64_t b = x / kLanes;
-              if (n_runs > 0 && run_end[n_runs - 1] >= b) {
-                run_end[n_runs - 1] = b + 1;
-              } else {
-                run_start[n_runs] = b;
-                run_end[n_runs++] = b + 1;
-              }
-            }
             cell_rows[0] = tap.i0;
             cell_rows[1] = tap.i1;
-          }
-          // Only blocks with an undecided cell need the interpolated rows (the decided cells' corners
-          // are finite: certain_label saw them); a non-finite row takes the full path below.
-          bool finite = true;
-          if (n_runs > 0) {
-            const int s0 = row_slot(tap.i0, -1);
-            const int s1 = row_slot(tap.i1, tap.i0);
-            finite = slot_finite[s0] && slot_finite[s1];
-            const float* r0 = rows.data() + s0 * C * cs;
-            const float* r1 = rows.data() + s1 * C * cs;
-            for (int64_t j = 0; finite && j < n_runs; ++j) {
-              const int64_t x = run_start[j] * kLanes, len = (run_end[j] - run_start[j]) * kLanes;
-              vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, len, len, arg.data() + x, nullptr,
-                              maxrow.data() + x);
+            n_runs = decide_cells(certain.data() + (n * p.h + tap.i0) * p.w + lo,
+                                  certain.data() + (n * p.h + tap.i1) * p.w + lo, len, pick.data(), nx,
+                                  known.data(), cell.data(), run_start.data(), run_end.data());
+            // The pair's two rows interpolated along x on the runs' columns only (the decided cells'
+            // corners are finite: certain_row saw them); the row slots then hold partial rows.
+            pair_finite = true;
+            slot_row[0] = slot_row[1] = -1;
+            for (int64_t j = 0; j < n_runs; ++j) {
+              const int64_t x = run_start[j] * kLanes, m = (run_end[j] - run_start[j]) * kLanes;
+              const int64_t in_lo = rel0[x], in_len = rel1[x + m - 1] - in_lo + 1;
+              for (int s = 0; s < 2; ++s) {
+                const int64_t y = s == 0 ? tap.i0 : tap.i1;
+                load_segment(logits + n * sN + y * sH + (lo + in_lo) * sW, sC, sW, C, in_len, p.seg_max,
+                             seg.data() + in_lo);
+                pair_finite = interpolate_row(seg.data(), p.seg_max, C, rel0.data() + x, rel1.data() + x,
+                                              w0.data() + x, w1.data() + x, m, cs, rows.data() + s * C * cs + x) &&
+                              pair_finite;
+              }
             }
           }
-          if (finite) {
-            if (lW == 1) {
+          if (pair_finite) {
+            const float* r0 = rows.data();
+            const float* r1 = rows.data() + C * cs;
+            for (int64_t j = 0; j < n_runs; ++j) {
+              const int64_t x = run_start[j] * kLanes, m = (run_end[j] - run_start[j]) * kLanes;
+              vertical<false>(r0 + x, r1 + x, true, cs, C, tap.w0, tap.w1, m, m, arg.data() + x, nullptr,
+                              maxrow.data() + x);
+            }
+            if (lW_ == 1) {
               std::memcpy(ldst, cell.data(), nx * sizeof(L));
             } else {
-              for (int64_t x = 0; x < nx; ++x) ldst[x * lW] = cell[x];
+              for (int64_t x = 0; x < nx; ++x) ldst[x * lW_] = cell[x];
             }
             for (int64_t j = 0; j < n_runs; ++j) {
               for (int64_t x = run_start[j] * kLanes, e = std::min(nx, run_end[j] * kLanes); x < e; ++x)
-                ldst[x * lW] = static_cast<L>(arg[x]);
+                ldst[x * lW_] = static_cast<L>(arg[x]);
             }
             continue;
           }
+          // a non-finite value between the pair's rows: its output rows take the full path below
         }
         const int s0 = row_slot(tap.i0, -1);
         const int s1 = row_slot(tap.i1, tap.i0);
@@ -500,10 +586,10 @@ void run(const Plan& p, const Buffer& in, const Buffer& out, const Buffer* cbuf,
                           maxrow.data());
         }
         if (max_value.ptr) max_value.write_row(n, y, X0, nx, maxrow.data());
-        if (lW == 1) {
+        if (lW_ == 1) {
           for (int64_t x = 0; x < nx; ++x) ldst[x] = static_cast<L>(arg[x]);
         } else {
-          for (int64_t x = 0; x < nx; ++x) ldst[x * lW] = static_cast<L>(arg[x]);
+          for (int64_t x = 0; x < nx; ++x) ldst[x * lW_] = static_cast<L>(arg[x]);
         }
       }
     }
@@ -550,9 +636,16 @@ void upsample_argmax(const Buffer& logits, const Buffer& labels, const Buffer* c
       throw std::invalid_argument("max_value: shape differs from labels");
   }
   if (N == 0) return;
-  // Below ~2^18 channel-pixel updates per thread, forking costs more than it saves.
-  const int64_t work = N * C * H * W;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> 18)));
+  // Below ~2^18 channel-pixel updates per thread, forking OpenMP's (spinning) pool costs more than it
+  // saves; a worker of fastseg's own pool must be woken, so there ~2^20 for the full computation.
+  // Labels-only upsampling (the cell shortcut) costs about C updates per input pixel and one label
+  // per output pixel, not C per output pixel; there ~2^18 on either pool: it runs right after the
+  // network, whose threads have just left the cores awake, and a late worker's share is the
+  // caller's (common/threads.h), so the second thread costs little and pays from video-sized frames.
+  const bool cells = !confidence && !max_value && H * W >= 2 * h * w;
+  const int64_t work = cells ? N * (C * h * w + H * W) : N * C * H * W;
+  const int threads =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, work >> (own_threads && !cells ? 20 : 18))));
   const Plan plan(C, h, w, H, W, N, align_corners, threads);
   switch (logits.dtype) {
     case DType::kFloat32:

@@ -1,13 +1,15 @@
-// Winograd F(4x4, 3x3) and F(6x6, 3x3) input and output transforms (see winograd.h), OpenMP over tiles, eight
-// channels at a time in GCC vector registers (a scalar path for the channels left over).
+// Winograd F(4x4, 3x3) and F(6x6, 3x3) input and output transforms (see winograd.h), tiles shared out over
+// `parallel_region` (torch's OpenMP pool between torch ops, fastseg's sleeping pool around another
+// runtime's; common/threads.h), eight channels at a time in GCC vector registers (a scalar path for
+// the channels left over).
 #include "cpu/winograd.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+
+#include "common/threads.h"
 
 namespace fastseg::cpu::winograd {
 
@@ -180,6 +182,15 @@ inline void output_tile(const float* m, int64_t pstride, const Geometry& g, cons
   }
 }
 
+// tile(t) for t in [t0, t1), in one contiguous block per thread (tiles cost alike).
+template <typename F>
+void for_tiles(int64_t t0, int64_t t1, int threads, bool own_threads, F&& tile) {
+  parallel_region(threads, own_threads, [&](int i) {
+    const int64_t n = t1 - t0;
+    for (int64_t t = t0 + n * i / threads, end = t0 + n * (i + 1) / threads; t < end; ++t) tile(t);
+  });
+}
+
 int clamp_threads(int num_threads, int64_t tiles) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, tiles)));
 }
@@ -210,18 +221,17 @@ std::vector<Tile> plan(int64_t N, int64_t H, int64_t W, int64_t d, int m) {
 
 template <int M>
 void run_input(const float* xp, const Geometry& g, const std::vector<Tile>& tiles, int64_t d, int64_t t0,
-               int64_t t1, float* vp, int64_t pstride, int64_t tstride, int threads) {
+               int64_t t1, float* vp, int64_t pstride, int64_t tstride, int threads, bool own_threads) {
   const int64_t vec_end = g.C / kLanes * kLanes;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t t = t0; t < t1; ++t) {
+  for_tiles(t0, t1, threads, own_threads, [&](int64_t t) {
     float* vt = vp + (t - t0) * tstride;
     for (int64_t c = 0; c < vec_end; c += kLanes) input_tile<M, v8>(xp, g, tiles[t], d, c, vt, pstride);
     for (int64_t c = vec_end; c < g.C; ++c) input_tile<M, float>(xp, g, tiles[t], d, c, vt, pstride);
-  }
+  });
 }
 
 void input_transform(const Buffer& x, const Buffer& v, int64_t dilation, int m, int64_t t0, int64_t t1,
-                     int num_threads) {
+                     int num_threads, bool own_threads) {
   x.check_dtype(DType::kFloat32, "winograd.input_transform: x");
   v.check_dtype(DType::kFloat32, "winograd.input_transform: v");
   const Geometry g = nhwc(x, "winograd.input_transform: x");
@@ -231,28 +241,30 @@ void input_transform(const Buffer& x, const Buffer& v, int64_t dilation, int m, 
   check_points(v, (m + 2) * (m + 2), g.C, t1 - t0, "winograd.input_transform: v");
   const int threads = clamp_threads(num_threads, t1 - t0);
   if (m == 4)
-    run_input<4>(x.data<float>(), g, tiles, dilation, t0, t1, v.data<float>(), v.strides[0], v.strides[1], threads);
+    run_input<4>(x.data<float>(), g, tiles, dilation, t0, t1, v.data<float>(), v.strides[0], v.strides[1], threads,
+                 own_threads);
   else
-    run_input<6>(x.data<float>(), g, tiles, dilation, t0, t1, v.data<float>(), v.strides[0], v.strides[1], threads);
+    run_input<6>(x.data<float>(), g, tiles, dilation, t0, t1, v.data<float>(), v.strides[0], v.strides[1], threads,
+                 own_threads);
 }
 
 template <int M>
 void run_output(const float* mp, int64_t pstride, int64_t tstride, const Geometry& g,
                 const std::vector<Tile>& tiles, int64_t d, int64_t t0, int64_t t1, const float* bias,
-                int activation, float* op, int threads) {
+                int activation, float* op, int threads, bool own_threads) {
   const int64_t vec_end = g.C / kLanes * kLanes;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t t = t0; t < t1; ++t) {
+  for_tiles(t0, t1, threads, own_threads, [&](int64_t t) {
     const float* mt = mp + (t - t0) * tstride;
     for (int64_t k = 0; k < vec_end; k += kLanes)
       output_tile<M, v8>(mt, pstride, g, tiles[t], d, k, bias, activation, op);
     for (int64_t k = vec_end; k < g.C; ++k)
       output_tile<M, float>(mt, pstride, g, tiles[t], d, k, bias, activation, op);
-  }
+  });
 }
 
 void output_transform(const Buffer& m, const Buffer& out, const float* bias, Activation fused,
-                      int64_t dilation, int tile, int64_t t0, int64_t t1, int num_threads) {
+                      int64_t dilation, int tile, int64_t t0, int64_t t1, int num_threads,
+                      bool own_threads) {
   m.check_dtype(DType::kFloat32, "winograd.output_transform: m");
   out.check_dtype(DType::kFloat32, "winograd.output_transform: out");
   const int activation = static_cast<int>(fused);
@@ -266,10 +278,10 @@ void output_transform(const Buffer& m, const Buffer& out, const float* bias, Act
   const int threads = clamp_threads(num_threads, t1 - t0);
   if (tile == 4)
     run_output<4>(m.data<float>(), m.strides[0], m.strides[1], g, tiles, dilation, t0, t1, bias, activation,
-                  out.data<float>(), threads);
+                  out.data<float>(), threads, own_threads);
   else
     run_output<6>(m.data<float>(), m.strides[0], m.strides[1], g, tiles, dilation, t0, t1, bias, activation,
-                  out.data<float>(), threads);
+                  out.data<float>(), threads, own_threads);
 }
 
 }  // namespace fastseg::cpu::winograd

@@ -29,11 +29,13 @@ std::vector<Tile> plan(int64_t N, int64_t H, int64_t W, int64_t dilation, int m)
 
 // x: [N, H, W, C] (channel stride 1); v: [(m+2)^2, T, C] (channel stride 1) receives tiles [t0, t1).
 void input_transform(const Buffer& x, const Buffer& v, int64_t dilation, int m, int64_t t0, int64_t t1,
-                     int num_threads);
+                     int num_threads, bool own_threads);
 
 // m: [(tile+2)^2, T, K] (channel stride 1), tiles [t0, t1); out: [N, H, W, K] (channel stride 1);
 // bias: [K] or nullptr; activation: Activation::kNone, kRelu or kRelu6 (the others are not fused here).
+// Both run on num_threads threads: OpenMP's, or fastseg's sleeping pool with own_threads (common/threads.h).
 void output_transform(const Buffer& m, const Buffer& out, const float* bias, Activation activation,
-                      int64_t dilation, int tile, int64_t t0, int64_t t1, int num_threads);
+                      int64_t dilation, int tile, int64_t t0, int64_t t1, int num_threads,
+                      bool own_threads);
 
 }  // namespace fastseg::cpu::winograd

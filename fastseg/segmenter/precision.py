@@ -74,10 +74,21 @@ def choose_precision(precision: str, resolved, device: torch.device, runtime: st
             raise ValueError(f"precision: {resolved.source} is an int8 graph; it cannot run in {precision}")
         packaged = resolved.source if resolved.kind == "packaged" else None
         reason = "asked for" if precision == "int8" else "the model is an int8 graph"
-        return int8_model(model, packaged), "int8", reason
+        graph = int8_model(model, packaged)
+        return graph, "int8", reason + _saturation_advice(graph)
     if precision != "auto":
         return model, check_precision(precision, device, allow_emulated), "asked for"
     return (model, *_auto(model, device, runtime, openvino_runtime.available()))
+
+
+def _saturation_advice(graph) -> str:
+    """What the reason adds for an int8 graph with 8-bit weights on a CPU without VNNI (nothing
+    elsewhere): there the engines multiply uint8 by int8 with 16-bit saturating adds, where two
+    full-range products can overflow; `fastseg quantize --reduce-range` stores 7-bit weights."""
+    if native_int8() or getattr(graph, "reduce_range", False):
+        return ""
+    return ("; this CPU has no VNNI (AVX512-VNNI / AMX-INT8), where int8 convolutions of 8-bit weights can "
+            "saturate: quantize with `fastseg quantize --reduce-range` for 7-bit weights that cannot")
 
 
 def _auto(model: nn.Module, device: torch.device, runtime: str, openvino: bool) -> tuple[str, str]:

@@ -31,6 +31,7 @@ class QuantizedGraph(nn.Module):
         self.config = meta.get("config")
         self.source = meta.get("source", "")
         self.source_sha256 = meta.get("source_sha256")
+        self.reduce_range = bool(meta.get("reduce_range", False))  # 7-bit weights (files before it: no)
 
     def forward_logits(self, x):
         raise TypeError(f"{self.path} is an ONNX graph: it runs in the onnxruntime or openvino runtime")

@@ -73,7 +73,7 @@ def _native_run(pred: torch.Tensor, target: torch.Tensor, C: int, ignore_index) 
     bad_pred, bad_target = _native.ext().confusion_matrix(
         _native.buf(pred), _native.buf(target), C, ignore_index is not None,
         0 if ignore_index is None else ignore_index,
-        _native.buf(out), _native.num_threads())
+        _native.buf(out), _native.num_threads(), own_threads=_native.use_own_threads())
     if bad_pred or bad_target:
         raise_out_of_range(pred, target, C, ignore_index)
     return out

@@ -213,12 +213,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     scratch = _scratch(p * chunk * (c + k))
     x_nhwc, out_nhwc = _native.buf(x.permute(0, 2, 3, 1)), _native.buf(out.permute(0, 2, 3, 1))
     b = None if bias is None else _native.buf(bias)
-    threads, code = _native.num_threads(), activations.enum(activation)
+    threads, own, code = _native.num_threads(), _native.use_own_threads(), activations.enum(activation)
     for t0 in range(0, tiles, chunk):
         t1 = min(tiles, t0 + chunk)
         v = scratch[:p * (t1 - t0) * c].view(p, t1 - t0, c)
         prod = scratch[p * chunk * c:p * chunk * c + p * (t1 - t0) * k].view(p, t1 - t0, k)
-        ext.winograd_input_transform(x_nhwc, _native.buf(v), dilation, m, t0, t1, threads)
+        ext.winograd_input_transform(x_nhwc, _native.buf(v), dilation, m, t0, t1, threads, own)
         torch.bmm(v, u, out=prod)
-        ext.winograd_output_transform(_native.buf(prod), out_nhwc, b, code, dilation, m, t0, t1, threads)
+        ext.winograd_output_transform(_native.buf(prod), out_nhwc, b, code, dilation, m, t0, t1, threads, own)
     return out
