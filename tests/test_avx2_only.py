@@ -47,27 +47,29 @@ def test_bf16_is_refused_not_emulated(avx2_only, model_file):
     assert choice._auto(model, torch.device("cpu"), "bf16") == "torch"
 
 
-def test_int8_runs_and_advises_seven_bit_weights(avx2_only):
+def test_int8_runs_and_advises_seven_bit_weights(avx2_only, monkeypatch):
+    """A graph of 8-bit weights gets the advice on a CPU without VNNI (and still runs)."""
     pytest.importorskip("onnxruntime")
+    from fastseg.segmenter import quantized
+
+    real = quantized.QuantizedGraph.__init__
+
+    def eight_bit(self, path):
+        real(self, path)
+        self.reduce_range = False
+
+    monkeypatch.setattr(quantized.QuantizedGraph, "__init__", eight_bit)
     seg = fastseg.Segmenter(precision="int8", runtime="onnxruntime")
     assert seg.precision == "int8" and "--reduce-range" in seg.precision_reason
     labels = seg.predict(image(96, 128, seed=3)).labels
     assert labels.shape == (96, 128) and labels.dtype == np.uint8
 
 
-def test_int8_with_seven_bit_weights_gets_no_advice(avx2_only, monkeypatch):
+def test_packaged_int8_has_seven_bit_weights_and_gets_no_advice(avx2_only):
+    """The packaged graph is made with --reduce-range: nothing to advise on any CPU."""
     pytest.importorskip("onnxruntime")
-    from fastseg.segmenter import quantized
-
-    real = quantized.QuantizedGraph.__init__
-
-    def seven_bit(self, path):
-        real(self, path)
-        self.reduce_range = True
-
-    monkeypatch.setattr(quantized.QuantizedGraph, "__init__", seven_bit)
     seg = fastseg.Segmenter(precision="int8", runtime="onnxruntime")
-    assert seg.precision_reason == "asked for"
+    assert seg.precision == "int8" and seg.precision_reason == "asked for"
 
 
 def test_no_advice_where_the_cpu_has_vnni(monkeypatch):
