@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import time
 
 import torch
 
@@ -66,6 +67,21 @@ def candidates(seg: Segmenter, image, log: list) -> dict:
     return cands
 
 
+def paired_difference(a, b, rounds: int, settle: float) -> float:
+    """Median over rounds of a's seconds minus b's, each round timed a, b, b, a with a pause after
+    each call: a difference of two medians of the network would carry the network's own spread."""
+    diffs = []
+    for _ in range(rounds):
+        seconds = []
+        for fn in (a, b, b, a):
+            t0 = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - t0)
+            time.sleep(settle)
+        diffs.append((seconds[0] + seconds[3] - seconds[1] - seconds[2]) / 2)
+    return statistics.median(diffs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("default", "lraspp"), default="default")
@@ -90,12 +106,18 @@ def main() -> None:
         inside = {k: statistics.median(t[k] for t in log) * 1e3 for k in STAGES}
         # per call, then the median: the network's own spread would swamp a difference of medians
         glue = statistics.median(t["total"] - t["model"] for t in log) * 1e3
-        if f"{precision} {UINT8}" in medians:
+        if f"{precision} {UINT8}" in cands:
             # predict's network stage ran on the uint8 frame: what normalising inside it costs is glue too
-            inside_cost = (medians[f"{precision} {UINT8}"] - alone) * 1e3
+            inside_cost = paired_difference(cands[f"{precision} {UINT8}"], cands[f"{precision} network alone"],
+                                            args.rounds, SETTLE) * 1e3
             print(f"{precision}: the network on the uint8 frame costs {inside_cost:+.2f} ms over the network alone "
-                  f"(counted below)")
+                  f"(paired rounds; counted below)")
             glue += inside_cost
+        # the same quantity measured directly: predict against the network alone, paired rounds
+        direct = paired_difference(cands[f"{precision} Segmenter.predict"], cands[f"{precision} network alone"],
+                                   args.rounds, SETTLE) * 1e3
+        print(f"{precision}: predict - network alone, paired rounds: {direct:.2f} ms = "
+              f"{100 * direct / (alone * 1e3):.1f} % of the network alone")
         print(f"{precision}: network alone / Segmenter {alone / whole:.3f}x; inside predict (ms): "
               + " ".join(f"{k} {inside[k]:.2f}" for k in STAGES)
               + f"; everything but the network {glue:.2f} ms = {100 * glue / (alone * 1e3):.1f} % of the network alone")
