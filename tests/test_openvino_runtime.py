@@ -107,3 +107,63 @@ def test_auto_runtime_for_bf16_follows_the_cpu(small, cache, monkeypatch, native
     assert rt.name == ("openvino" if native else "torch")
     monkeypatch.setattr(openvino_runtime, "available", lambda: False)
     assert choose_runtime("auto", small, torch.device("cpu"), "bf16").name == "torch"
+
+
+@pytest.fixture
+def inputs_seen(monkeypatch):
+    """The dtype of every input the openvino runtime is called with."""
+    seen: list = []
+    call = openvino_runtime.OpenVinoRuntime.__call__
+    monkeypatch.setattr(openvino_runtime.OpenVinoRuntime, "__call__", lambda rt, x: seen.append(x.dtype) or call(rt, x))
+    return seen
+
+
+@pytest.mark.parametrize("precision_name", ["fp32", "bf16"])
+@pytest.mark.parametrize("n,h,w", [(1, 36, 52), (2, 20, 28), (3, 17, 33)])
+def test_uint8_frames_are_normalised_inside_like_the_float_input(small, cache, precision_name, n, h, w):
+    rt = openvino_runtime.OpenVinoRuntime(small, precision_name)
+    assert rt.takes_uint8_hwc
+    frames = torch.from_numpy(image(h, w, seed=n, n=n))
+    x = Segmenter(small, runtime="torch").preprocess(frames, hwc=True)
+    with torch.inference_mode():
+        got, want = rt(frames), rt(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    if precision_name == "fp32":
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    else:  # both rounded to bf16 inside; the normalisation's own rounding may differ by one bf16 step
+        assert float((got - want).abs().max() / want.abs().max()) < 0.05
+    assert rt.precision_in_use(tuple(frames.shape), uint8_hwc=True) == rt.precision_in_use(tuple(x.shape))
+    assert ((n, h, w, 3), True) in rt._compiled and ((n, 3, h, w), False) in rt._compiled  # one graph each
+    with pytest.raises(ValueError, match=r"\[N,H,W,3\]"):
+        rt(frames.permute(0, 3, 1, 2))
+
+
+def test_segmenter_hands_whole_uint8_frames_to_openvino(small, cache, inputs_seen):
+    seg, ref = Segmenter(small, runtime="openvino"), Segmenter(small, runtime="torch")
+    batch = image(28, 44, seed=3, n=2)
+    frames = [image(36, 52, seed=1), batch, [image(20, 28, seed=2), image(36, 52, seed=4)],
+              image(40, 60, seed=5)[3:35, 4:52]]  # a crop: a strided view
+    for f in frames:
+        got, want = seg.predict(f).labels, ref.predict(f).labels
+        for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+            assert agreement(g, w) >= 0.999
+    assert inputs_seen and set(inputs_seen) == {torch.uint8}
+
+
+@pytest.mark.parametrize("case", ["resize", "bgr", "tta", "pad_to", "tiles", "split batch", "float frames",
+                                  "torch NCHW"])
+def test_segmenter_normalises_itself_where_frames_cannot_go_as_they_are(small, cache, inputs_seen, case):
+    from fastseg.segmenter import TTA
+
+    options = {"resize": {"scale": 0.5}, "bgr": {"pixel_format": "bgr"}, "tta": {"tta": TTA(flip=True)},
+               "pad_to": {"pad_to": 8}, "tiles": {"max_pixels": 24 * 24}, "split batch": {"max_pixels": 36 * 52}}
+    kwargs = options.get(case, {})
+    frames = image(36, 52, seed=6, n=2)
+    if case == "float frames":
+        frames = frames.astype(np.float32) / 255
+    elif case == "torch NCHW":
+        frames = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    seg, ref = Segmenter(small, runtime="openvino", **kwargs), Segmenter(small, runtime="torch", **kwargs)
+    got, want = seg.predict(frames).labels, ref.predict(frames).labels
+    assert agreement(np.asarray(got), np.asarray(want)) >= 0.999
+    assert inputs_seen and torch.uint8 not in inputs_seen

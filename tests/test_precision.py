@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastseg
-from fastseg.segmenter import openvino_runtime, precision
+from fastseg.segmenter import inputs, openvino_runtime, precision
 
 from _images import agreement
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
@@ -88,5 +88,10 @@ def test_bf16_keeps_the_default_models_labels_on_camvid(camvid_root):
     fp32, bf16 = fastseg.Segmenter(), fastseg.Segmenter(precision="bf16")
     assert bf16.runtime.name == "openvino"
     frames = [val[i][0] for i in range(0, len(val), 4)]
+    assert bf16._frames_as_they_are(inputs.split(frames[0]).groups[0], 1, (360, 480))  # normalised in OpenVINO
     equal = float(np.mean([agreement(bf16.predict(f).labels, fp32.predict(f).labels) for f in frames]))
     assert equal >= BF16_EQUAL, equal
+    # normalised by fastseg in float instead: the same agreement
+    bf16.runtime.takes_uint8_hwc = False
+    own = float(np.mean([agreement(bf16.predict(f).labels, fp32.predict(f).labels) for f in frames[::4]]))
+    assert own >= BF16_EQUAL, own

@@ -13,6 +13,12 @@ int8 around 0 to uint8 around 128 (`quantized.unsigned_activations`: the same va
 because OpenVINO misreads signed activations. Their hint stays "f32": the quantized convolutions run
 in int8, what lies between them in fp32.
 
+It also takes the uint8 RGB frame itself, [N,H,W,3] (`takes_uint8_hwc`): for those a second graph
+per shape has OpenVINO's own preprocessing in front (`PrePostProcessor`: u8 NHWC in, converted,
+mean subtracted and divided by std, transposed to NCHW), which its CPU plugin runs inside the
+compiled model, in its precision and on its threads, reading a quarter of the bytes of a float
+frame; fastseg's own uint8 -> float pass (one thread, 4 bytes written per value) then never runs.
+
 Its threads are as many as torch's, one stream, the latency hint (one frame at a time). OpenVINO's
 workers are TBB threads that sleep when a run ends, and fastseg's kernels around it run on threads
 that end with each call (`kernel_threads`), so no pool spins against the other (ARCHITECTURE.md,
@@ -58,12 +64,13 @@ def read_onnx(core, graph: str | bytes):
 
 class OpenVinoRuntime(Runtime):
     """`forward_logits` as ONNX in OpenVINO on the CPU: fp32 NCHW input (converted inside to the
-    precision it runs in), fp32 logits out.
+    precision it runs in), or the uint8 RGB frames [N,H,W,3] (normalised inside), fp32 logits out.
 
     model: a fastseg model (its graph comes from the ONNX cache), precision "fp32" or "bf16"; or a
     `quantized.QuantizedGraph` (an int8 file of `fastseg quantize`), precision "int8"."""
 
     name = "openvino"
+    takes_uint8_hwc = True
 
     def __init__(self, model: nn.Module, precision: str = "fp32"):
         import openvino as ov
@@ -75,7 +82,7 @@ class OpenVinoRuntime(Runtime):
         self.device, self.dtype, self.channels_last = torch.device("cpu"), torch.float32, False
         self.precision = precision
         self._threads = torch.get_num_threads()
-        self._core = ov.Core()
+        self._ov, self._core = ov, ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": self._threads,
                         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if isinstance(model, QuantizedGraph):
@@ -84,39 +91,67 @@ class OpenVinoRuntime(Runtime):
             self._graph = read_onnx(self._core, unsigned_activations(model.path))
         else:
             self._graph = onnx_cache.load_logits_graph(model, lambda g: read_onnx(self._core, g))
+        self._mean, self._std = tuple(model.mean), tuple(model.std)
         self._lock = threading.Lock()
-        self._compiled: dict[tuple[int, ...], tuple] = {}  # shape -> (compiled model, idle infer requests)
+        # (shape, uint8 frames?) -> (compiled model, idle infer requests)
+        self._compiled: dict[tuple, tuple] = {}
 
-    def compiled(self, shape: tuple[int, ...]):
-        """The compiled model and the pool of idle infer requests for one input shape."""
+    def compiled(self, shape: tuple[int, ...], uint8_hwc: bool = False):
+        """The compiled model and the pool of idle infer requests for one input shape: [N,3,H,W]
+        normalised float, or with `uint8_hwc` [N,H,W,3] uint8 RGB frames."""
+        key = (tuple(shape), uint8_hwc)
         with self._lock:
-            entry = self._compiled.pop(shape, None)
+            entry = self._compiled.pop(key, None)
             if entry is None:
                 graph = self._graph.clone()
-                graph.reshape({graph.inputs[0].any_name: list(shape)})
+                n, *rest = shape
+                nchw = [n, rest[2], rest[0], rest[1]] if uint8_hwc else [n, *rest]
+                graph.reshape({graph.inputs[0].any_name: nchw})
+                if uint8_hwc:
+                    graph = self._normalising(graph)
                 entry = (self._core.compile_model(graph, "CPU", self._config), queue.SimpleQueue())
                 if len(self._compiled) >= KEEP_SHAPES:
                     self._compiled.pop(next(iter(self._compiled)))
-            self._compiled[shape] = entry  # most recently used last
+            self._compiled[key] = entry  # most recently used last
         return entry
 
+    def _normalising(self, graph):
+        """`graph` with uint8 NHWC RGB frames in: (x - 255 mean) / (255 std), NCHW, inside OpenVINO."""
+        import openvino as ov
+        from openvino.preprocess import PrePostProcessor
+
+        steps = PrePostProcessor(graph)
+        steps.input(0).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        steps.input(0).model().set_layout(ov.Layout("NCHW"))
+        steps.input(0).preprocess().convert_element_type(ov.Type.f32) \
+            .mean([255.0 * m for m in self._mean]).scale([255.0 * s for s in self._std])
+        return steps.build()
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous()  # a no-op for the Segmenter's own buffers, which are written NCHW
-        model, idle = self.compiled(tuple(x.shape))
+        """Logits of normalised float [N,3,H,W] or of uint8 RGB frames [N,H,W,3]."""
+        uint8_hwc = x.dtype == torch.uint8
+        if uint8_hwc and (x.dim() != 4 or x.shape[3] != 3):
+            raise ValueError(f"x: uint8 frames must be [N,H,W,3], got {tuple(x.shape)}")
+        x = x.contiguous()  # a no-op for the Segmenter's own buffers and for whole numpy frames
+        model, idle = self.compiled(tuple(x.shape), uint8_hwc)
         try:
             request = idle.get_nowait()
         except queue.Empty:  # one request per concurrent call: a request holds its own buffers
             request = model.create_infer_request()
         try:
-            request.infer({0: x.numpy()}, share_inputs=True)
-            # a copy: the request's output buffer is reused by its next run
-            return torch.from_numpy(request.get_output_tensor(0).data.copy())
+            # The logits are written into a tensor of the caller's, set as the request's output: the
+            # request's own buffer is reused by its next run, and copying out of it (and the copy
+            # `infer` makes unless its outputs are shared) would cost a pass over the logits each.
+            logits = torch.empty(tuple(model.outputs[0].get_shape()), dtype=torch.float32)
+            request.set_output_tensor(0, self._ov.Tensor(logits.numpy(), shared_memory=True))
+            request.infer({0: x.numpy()}, share_inputs=True, share_outputs=True)
+            return logits
         finally:
             idle.put(request)
 
-    def precision_in_use(self, shape: tuple[int, ...]) -> str:
+    def precision_in_use(self, shape: tuple[int, ...], uint8_hwc: bool = False) -> str:
         """The precision OpenVINO reports for the model compiled for `shape` ("f32", "bf16", ...)."""
-        return self.compiled(shape)[0].get_property("INFERENCE_PRECISION_HINT").to_string()
+        return self.compiled(shape, uint8_hwc)[0].get_property("INFERENCE_PRECISION_HINT").to_string()
 
     @property
     def threads(self) -> int:

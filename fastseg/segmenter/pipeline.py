@@ -1,6 +1,7 @@
 """`Segmenter`: images in, a label per pixel out, as fast as the device allows.
 
-Stages, one call each: preprocess (uint8 -> the normalised float the runtime takes, written once),
+Stages, one call each: preprocess (uint8 -> the normalised float the runtime takes, written once;
+none for a runtime that takes the uint8 frames and normalises them inside its network),
 the network (`Runtime.__call__`, optionally composed with tiling and / or test-time augmentation),
 the tail (`fastseg.ops.upsample_argmax`: the bilinear upsample fused with the argmax, so
 full-resolution logits never exist), and an optional CRF on the upsampled probabilities.
@@ -296,10 +297,16 @@ class Segmenter:
             t0 = time.perf_counter()
             n, (H, W) = len(group.indices), group.size
             h, w = self.scaling.network_size(H, W)
-            out = None if buffers is None else buffers.get(self, n, h, w)
-            x = self.preprocess(group.images, group.hwc, out, (h, w), group.pixel_format)
-            t1 = sync()
-            logits, padded = self.logits(x)
+            if self._frames_as_they_are(group, n, (h, w)):
+                # the runtime normalises the uint8 frames itself, inside its network: no pass of ours
+                x = group.images
+                t1 = sync()
+                logits, padded = self.runtime(x), (h, w)
+            else:
+                out = None if buffers is None else buffers.get(self, n, h, w)
+                x = self.preprocess(group.images, group.hwc, out, (h, w), group.pixel_format)
+                t1 = sync()
+                logits, padded = self.logits(x)
             t2 = sync()
             full = tail_size((H, W), (h, w), padded)  # the logits straight to the image's own size
             if self.crf is None:
@@ -320,6 +327,17 @@ class Segmenter:
             result.confidence = inputs.restore(parts, [o[1] for o in outputs])
         timings["total"] = time.perf_counter() - start
         return result
+
+    def _frames_as_they_are(self, group: inputs.Group, n: int, size: tuple[int, int]) -> bool:
+        """Whether the runtime takes this group's uint8 RGB frames [n,H,W,3] as they are
+        (`Runtime.takes_uint8_hwc`): the frames whose network input is nothing but them normalised,
+        at their own size and whole (no tiling, test-time augmentation, padding or split batch)."""
+        images = group.images
+        return (self.runtime.takes_uint8_hwc and group.hwc and images.dtype == torch.uint8
+                and group.pixel_format.name == "rgb" and tuple(images.shape[1:3]) == size
+                and self.tta is None and self.tiling is None and self.pad_to == 1
+                and automatic_tiling(*size, self.max_pixels, self.output_stride) is None
+                and images_per_call(n, *size, self.max_pixels) >= n)
 
     def _labels(self, logits, padded, size, return_confidence: bool, out=None):
         """The fused tail: (labels, confidence or None) [n,H,W] at `size`, cropped from `padded`

@@ -24,6 +24,9 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype = torch.float32   # of the normalised input it takes
     channels_last: bool = False          # the layout of that input
+    # also takes the uint8 RGB frames [N,H,W,3] themselves and normalises them inside (the network
+    # engine's own preprocessing), so the Segmenter's preprocessing pass can be skipped
+    takes_uint8_hwc: bool = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
