@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/choose_crf.py --run runs/recipe-a            # a recipe run (held out 0006R0)
     .venv/bin/python tools/choose_crf.py --model FILE --holdout 0006R0  # any fastseg model file
+    .venv/bin/python tools/choose_crf.py --run runs/recipe-b --grid mild --out runs/recipe-b/crf-mild.json
 
 Runs every frame of the held-out sequence through the Segmenter without a CRF and with each setting of
 a small grid (the setting the package ships among them), and keeps the setting with the best mIoU
@@ -28,9 +29,14 @@ from fastseg.models.pretrained import get as packaged
 from fastseg.segmenter import Segmenter
 
 
-def grid() -> list[dict]:
-    """pydensecrf's usual setting, the packaged one, and milder bilateral terms around it: thin
-    classes (poles, signs) are what a strong bilateral term erases."""
+def grid(name: str = "usual") -> list[dict]:
+    """The settings tried. "usual": pydensecrf's usual setting, the packaged one, and milder bilateral
+    terms around it. "mild": weaker still (a bilateral compat of 1-2, kernels of 10-20 pixels, 2 or 5
+    iterations), for a model whose thin classes (poles, signs) the usual grid erases."""
+    if name == "mild":
+        return [dict(sxy_gaussian=3, compat_gaussian=1, sxy_bilateral=sxy, srgb_bilateral=srgb, compat_bilateral=compat,
+                     n_iter=n_iter)
+                for sxy, srgb, compat, n_iter in itertools.product((10, 20), (3, 5), (1, 2), (2, 5))]
     settings = [dict(packaged().crf), dict(sxy_gaussian=3, compat_gaussian=3, sxy_bilateral=80, srgb_bilateral=13,
                                            compat_bilateral=10)]
     for sxy, srgb, compat in itertools.product((20, 40), (5, 10), (2, 4)):
@@ -68,6 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-drop", type=float, default=1.0, help="IoU points any class may lose (default: 1)")
     p.add_argument("--out", type=Path, help="the results (default: RUN/crf.json, or crf.json)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grid", choices=("usual", "mild"), default="usual", help="the settings tried (default: usual)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -83,7 +90,7 @@ def main(argv=None) -> int:
     if not frames:
         p.error(f"no CamVid frames of sequence {sequence!r} under {args.root}")
     classes = get_dataset("camvid", args.root, "val").classes
-    settings = grid()
+    settings = grid(args.grid)
 
     meters = {"none": ConfusionMatrix(len(classes))} | {json.dumps(s, sort_keys=True): ConfusionMatrix(len(classes))
                                                         for s in settings}
