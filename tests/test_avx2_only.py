@@ -60,13 +60,13 @@ def test_int8_runs_and_advises_seven_bit_weights(avx2_only, monkeypatch):
 
     monkeypatch.setattr(quantized.QuantizedGraph, "__init__", eight_bit)
     seg = fastseg.Segmenter(precision="int8", runtime="onnxruntime")
-    assert seg.precision == "int8" and "--reduce-range" in seg.precision_reason
+    assert seg.precision == "int8" and "--no-reduce-range" in seg.precision_reason
     labels = seg.predict(image(96, 128, seed=3)).labels
     assert labels.shape == (96, 128) and labels.dtype == np.uint8
 
 
 def test_packaged_int8_has_seven_bit_weights_and_gets_no_advice(avx2_only):
-    """The packaged graph is made with --reduce-range: nothing to advise on any CPU."""
+    """The packaged graph has 7-bit weights (fastseg quantize's default): nothing to advise on any CPU."""
     pytest.importorskip("onnxruntime")
     seg = fastseg.Segmenter(precision="int8", runtime="onnxruntime")
     assert seg.precision == "int8" and seg.precision_reason == "asked for"

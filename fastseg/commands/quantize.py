@@ -1,6 +1,6 @@
 """`fastseg quantize`: a model as a symmetric int8 QDQ ONNX graph, calibrated on real frames.
 
-    fastseg quantize [MODEL] --calib FRAMES_DIR --output model.int8.onnx [--frames 64] [--reduce-range]
+    fastseg quantize [MODEL] --calib FRAMES_DIR --output model.int8.onnx [--frames 64] [--no-reduce-range]
     fastseg predict photos/ --model model.int8.onnx           # or Segmenter("model.int8.onnx")
 
 Weights int8 per output channel, activations int8 per tensor, both symmetric; activation ranges from
@@ -8,6 +8,7 @@ the frames in FRAMES_DIR (images of the model's own dataset, at the size it will
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ def add_arguments(parser) -> None:
                         help="a folder of real frames of the model's dataset (png / jpg), all of one size")
     parser.add_argument("--output", "-o", required=True, type=Path, help="the .onnx file to write")
     parser.add_argument("--frames", type=int, default=64, help="calibration frames, spread over the folder")
-    parser.add_argument("--reduce-range", action="store_true",
-                        help="7-bit weights, for x86 CPUs without VNNI (no saturation in their 16-bit sums)")
+    parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                        help="7-bit weights (default), safe on x86 CPUs without VNNI, whose 16-bit sums "
+                             "saturate with 8-bit ones; --no-reduce-range: 8-bit weights, for VNNI / AMX only")
 
 
 def run(args) -> int:

@@ -84,11 +84,11 @@ def choose_precision(precision: str, resolved, device: torch.device, runtime: st
 def _saturation_advice(graph) -> str:
     """What the reason adds for an int8 graph with 8-bit weights on a CPU without VNNI (nothing
     elsewhere): there the engines multiply uint8 by int8 with 16-bit saturating adds, where two
-    full-range products can overflow; `fastseg quantize --reduce-range` stores 7-bit weights."""
+    full-range products can overflow; `fastseg quantize` stores 7-bit weights unless --no-reduce-range."""
     if native_int8() or getattr(graph, "reduce_range", False):
         return ""
     return ("; this CPU has no VNNI (AVX512-VNNI / AMX-INT8), where int8 convolutions of 8-bit weights can "
-            "saturate: quantize with `fastseg quantize --reduce-range` for 7-bit weights that cannot")
+            "saturate: quantize again without --no-reduce-range (7-bit weights, `fastseg quantize`'s default, cannot)")
 
 
 def _auto(model: nn.Module, device: torch.device, runtime: str, openvino: bool) -> tuple[str, str]:
