@@ -4,7 +4,7 @@ the frame already preprocessed, interleaved in one run (medians), with the stage
 takes the uint8 frame itself (OpenVINO), also its network on that frame: the part of its cost above
 the network alone is preprocessing run inside the engine, and is counted with the glue.
 
-    /work/measure.sh .venv/bin/python benchmarks/segmenter_glue.py --model default --precision fp32,bf16
+    .venv/bin/python benchmarks/segmenter_glue.py --model default --precision fp32,bf16
 
 --model default: the packaged CamVid model on 480x360 frames; lraspp: LR-ASPP MobileNetV3-Large
 (random weights, 21 classes) on 512x1024 frames. The `cpu_engines_*` bench cases carry the same
