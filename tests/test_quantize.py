@@ -54,11 +54,23 @@ def test_command_writes_symmetric_per_channel_qdq(int8_file):
         assert weight.op_type == "DequantizeLinear"
         w, scale, zero = (values[name] for name in weight.input[:3])
         assert w.dtype == np.int8 and scale.shape == (w.shape[0],) and not zero.any()
+        # 7 bits by default: no two products can saturate a 16-bit sum on a CPU without VNNI
+        assert -64 <= w.min() and w.max() <= 64 and np.abs(w).max() >= 60
         activation = producers[conv.input[0]]
         assert activation.op_type == "DequantizeLinear"
         assert values[activation.input[2]].dtype == np.int8 and not values[activation.input[2]].any()
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
     assert meta["num_classes"] == NUM_CLASSES and meta["precision"] == "int8" and len(meta["mean"]) == 3
+    assert meta["reduce_range"] is True
+
+
+def test_no_reduce_range_writes_eight_bit_weights(model_file, calib, tmp_path):
+    out = tmp_path / "eight.int8.onnx"
+    assert fastseg_cli("quantize", model_file, "--calib", calib, "--output", out, "--no-reduce-range") == 0
+    proto = onnx.load(out)
+    weights = [w for name, w in _initializers(proto).items() if w.dtype == np.int8 and w.ndim == 4]
+    assert weights and max(int(np.abs(w).max()) for w in weights) >= 120
+    assert json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])["reduce_range"] is False
 
 
 @pytest.mark.parametrize("runtime", ["auto", "onnxruntime", "openvino"])
