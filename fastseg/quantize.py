@@ -15,8 +15,8 @@ multiply (QDQ: the form ONNX Runtime, OpenVINO and TensorRT all read):
 `reduce_range` (the default) stores weights in 7 bits: x86 CPUs without VNNI multiply uint8 by int8
 with 16-bit saturating adds (vpmaddubsw), where two full-range products can overflow; 7-bit weights
 cannot. A graph runs wherever it is copied to, so it is made safe for every CPU unless told otherwise:
-on the default model 7-bit weights give the same mIoU and speed as 8-bit ones on a VNNI CPU, while
-8-bit ones run in ONNX Runtime on an AVX2-only CPU lose 1.6 mIoU points (MODEL_CARD.md, INT8).
+on the previous default model 7-bit weights gave the same mIoU and speed as 8-bit ones on a VNNI CPU,
+while 8-bit ones run in ONNX Runtime on an AVX2-only CPU lost 1.6 mIoU points (MODEL_CARD.md, INT8).
 
 The file carries what the Segmenter needs besides the graph (mean, std, output stride,
 align_corners, classes) as ONNX metadata (`fastseg.segmenter.quantized` reads it).

@@ -211,12 +211,15 @@ def test_bench_stream_options(tmp_path, capsys, monkeypatch):
         values = {"mode": "live", "frames": 9, "dropped": 4, "throughput_fps": 5.0, "bound_ms": 40.0,
                   "latency_ms": dict.fromkeys(("p50", "p95", "p99", "max"), 10.0),
                   "age_ms": dict.fromkeys(("p50", "p95", "p99", "max"), 20.0)}
-        return [Figure("stream latency", "480x360", "live: ...", True, values)]
+        late = dict(values, bound_ms=15.0, within_bound=False)  # a timing: shown, never a failure
+        return [Figure("stream latency", "480x360", "live: ...", True, values),
+                Figure("stream latency", "2048x1024", "live: ...", True, late)]
 
     monkeypatch.setitem(bench.CASES, "stream", bench.Case("stream", fake))
     (tmp_path / "val").mkdir()
     assert main(["bench", "--stream", "--camvid", str(tmp_path), "--frames", "9", "--out", str(tmp_path),
                  "--no-progress"]) == 0
     assert seen == {"camvid": tmp_path, "frames": 9}
-    assert "| 480x360 | live | 10 / 10 / 10 / 10 | 20 / 20 / 20 / 20 | 5.0 | 4 of 9 | p99 age <= 40 ms: yes |" \
-        in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| 480x360 | live | 10 / 10 / 10 / 10 | 20 / 20 / 20 / 20 | 5.0 | 4 of 9 | p99 age <= 40 ms: yes |" in out
+    assert "| 2048x1024 | live | 10 / 10 / 10 / 10 | 20 / 20 / 20 / 20 | 5.0 | 4 of 9 | p99 age <= 15 ms: **NO** |" in out
