@@ -24,5 +24,6 @@ def test_case(name, quick, bench_run, request):
         short = [f"{r.ours} vs {r.reference}: {r.ratio:.2f}x < {r.target}x" for r in rows
                  if r.target is not None and r.ratio < r.target]
         assert not short, short
-        late = [f"{i.shape}: {i.text}" for i in items if not isinstance(i, Row) and i.values.get("within_bound") is False]
+        late = [f"{i.shape}: {i.text}" for i in items
+                if not isinstance(i, Row) and i.values.get("within_bound") is False]
         assert not late, late
