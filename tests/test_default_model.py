@@ -32,6 +32,7 @@ def test_default_model_is_small_fp16_and_has_a_card():
     for run in card["recipe_runs"]:  # held-out figures of the recipes, per class
         assert set(run["holdout_iou"]) == set(CamVid.classes) and 0 < run["holdout_miou"] < 1
     assert sum(run["shipped"] for run in card["recipe_runs"]) == 1
+    assert card["crf"] == info.crf  # the card records the CRF setting the package ships
 
 
 def test_default_model_segments_camvid_val(camvid_root, segmenter):
