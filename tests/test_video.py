@@ -136,10 +136,13 @@ def test_stream_sources_and_timestamps(model_file):
     assert [t for t, _ in timestamped([(1, "a"), "b"], clock=lambda: 7.0)] == [1.0, 7.0]
     # a file played live: each frame at its time; one decoded after the next was due is skipped
     class Frame:
+        converted: list = []
+
         def __init__(self, name):
             self.name = name
 
         def to_ndarray(self, format):
+            Frame.converted.append(self.name)
             return self.name
 
     class Reader:
@@ -158,8 +161,10 @@ def test_stream_sources_and_timestamps(model_file):
     now, skipped = [0.0], []
     played = list(paced(Reader(), clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
                         skipped=lambda: skipped.append(now[0])))
+    assert Frame.converted == []  # converted to RGB only when taken
     # "slow" is ready at 1.7 s, after "late" was due (1.5 s): skipped; "late" is still the newest
-    assert played == [(0.0, "a"), (0.5, "b"), (1.5, "late"), (2.0, "c")] and skipped == [1.7]
+    assert [(t, f.rgb()) for t, f in played] == [(0.0, "a"), (0.5, "b"), (1.5, "late"), (2.0, "c")]
+    assert skipped == [1.7]
     assert Reader.skipping == [False, False, True, False, False]  # B-frames skipped while behind
 
 
@@ -183,6 +188,20 @@ def test_latest_keeps_only_the_newest():
     latest = Latest(source())
     time.sleep(0.03)          # 0..4 arrive before the consumer looks: only 4 is left
     assert list(latest) == [4, 5] and (latest.received, latest.dropped) == (6, 4)
+
+
+def test_stream_of_a_file_played_live(model_file, tmp_path):
+    frames = [image(48, 64, seed=i) for i in range(6)]
+    path = write_video(tmp_path / "clip.mp4", frames)
+    _, rgb = decoded(path)
+    seg = Segmenter(str(model_file), ort_spinning=False)
+    with seg.stream(str(path), live=True) as stream:
+        results = [(r.frame, r.labels.copy(), r.timings) for r in stream]
+    assert 1 <= len(results) <= 6 and stream.received == 6
+    for frame, labels, timings in results:  # each taken frame: RGB, as decoded, and its conversion timed
+        assert any(np.array_equal(frame, x) for x in rgb) and frame.dtype == np.uint8
+        np.testing.assert_array_equal(labels, seg.predict(frame).labels)
+        assert 0 < timings["convert"] <= timings["total"]
 
 
 def test_predict_live_plays_a_file_at_its_rate(model_file, tmp_path, capsys):

@@ -249,7 +249,10 @@ def _segmenter(args):
                         precision=args.precision,
                         crf=chosen.make_crf() if args.crf else None,
                         tta=TTA(flip=True) if args.tta_flip else None, runtime=args.runtime,
-                        allow_emulated_precision=args.allow_emulated_precision, **scale_options(args))
+                        allow_emulated_precision=args.allow_emulated_precision,
+                        # a live source's decoder and the video writers share the cores with the network:
+                        # ONNX Runtime's spinning workers would take their time (fastseg.segmenter.stream)
+                        ort_spinning=args.live is None, **scale_options(args))
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"fastseg predict: {exc}", file=sys.stderr)
         return None

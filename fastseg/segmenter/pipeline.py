@@ -186,7 +186,9 @@ class Segmenter:
         pixel_format: what the frames hold, for this loop (default: the Segmenter's).
         live: read the source on a thread of its own and always segment the newest frame, dropping
             the ones that arrived meanwhile (counted in the stream's `dropped`); a file is then
-            played at its own frame rate. Offline (the default) every frame is segmented.
+            played at its own frame rate. Offline (the default) every frame is segmented. A source
+            decoded in this process wants a Segmenter built with `ort_spinning=False`
+            (`fastseg.segmenter.stream`).
         clock: the clock of the timestamps; each result's `latency` is `clock() - timestamp`.
         prefetch: decode a video file's next frame on a thread of its own while the network runs
             (pays where the network leaves cores idle; `fastseg.segmenter.stream`).

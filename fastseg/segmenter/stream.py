@@ -15,7 +15,12 @@ whose timestamps are its presentation times, the age since the frame was decoded
   newest frame is kept: when the network is slower than the source, the frames that arrived while
   it ran are dropped (counted in `dropped`) and the next result is always of the freshest frame, so
   latency stays within one network time plus one source interval instead of growing. A file
-  named as a live source is played at its own frame rate.
+  named as a live source is played at its own frame rate. A source decoded in this process (a file,
+  camera or URL) decodes on the cores the network uses: build the Segmenter with
+  `ort_spinning=False` (as `fastseg predict --live` does), or ONNX Runtime's workers, spinning
+  between operators, take the decoder's time and frames reach the loop late (`fastseg bench
+  --stream`: at 2048x1024 on 2 cores the live frame age's p99 exceeded that bound in half the
+  runs with spinning workers, and in none of them without).
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from ..video.sources import Undecoded
 
 Clock = Callable[[], float]
 
@@ -92,7 +99,15 @@ class FrameStream:
             self.close()
             raise
         self._taken += 1
+        convert = 0.0
+        if isinstance(frame, Undecoded):  # a file played live: RGB only for the frames taken
+            t0 = time.perf_counter()
+            frame = frame.rgb()
+            convert = time.perf_counter() - t0
         result = self._run(frame)
+        if convert:  # the frame's conversion is part of its processing time
+            result.timings["convert"] = convert
+            result.timings["total"] = result.timings.get("total", 0.0) + convert
         result.frame, result.timestamp = frame, timestamp
         result.latency = self.clock() - born
         self.processed += 1

@@ -85,10 +85,10 @@ def anchored(reader: Iterable[tuple[float, Any]], clock: Clock = time.perf_count
 def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
           skipped: Callable[[], None] | None = None) -> Iterator[tuple[float, Any]]:
     """A recorded video played as a live source: each frame is decoded, then released at its
-    presentation time after the first one, stamped with that time. When the decoder falls behind
-    real time (a machine busy with the model), a frame decoded after the next one was due is not
-    converted to RGB but skipped, as a camera's frame would have been overwritten (`skipped()` is
-    called), and frames no other depends on are left undecoded until it has caught up."""
+    presentation time after the first one, stamped with that time, as an `Undecoded` frame (RGB on
+    demand). When the decoder falls behind real time (a machine busy with the model), a frame
+    decoded after the next one was due is skipped, as a camera's frame would have been overwritten
+    (`skipped()` is called), and frames no other depends on are left undecoded until it has caught up."""
     start: float | None = None
     previous = 0.0
     interval = 1.0 / float(reader.info.fps)
@@ -109,7 +109,21 @@ def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable
             if skipped is not None:
                 skipped()
             continue
-        yield due, frame.to_ndarray(format="rgb24")
+        yield due, Undecoded(frame)
+
+
+class Undecoded:
+    """A decoded frame still in the decoder's pixel format, converted to RGB when the consumer takes
+    it (`rgb()`): a live source's frames are mostly replaced before they are taken, and converting
+    each one (a few ms at 2048x1024) would take the cores from the network for nothing."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: Any):
+        self.frame = frame
+
+    def rgb(self) -> Any:
+        return self.frame.to_ndarray(format="rgb24")
 
 
 class _Worker:
