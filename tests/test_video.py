@@ -243,3 +243,19 @@ def test_bench_stream_options(tmp_path, capsys, monkeypatch):
     assert "| 480x360 | live | 10 / 10 / 10 / 10 | 20 / 20 / 20 / 20 | 5.0 | 4 of 9 | p99 age <= 40 ms: yes |" in out
     assert ("| 2048x1024 | live | 10 / 10 / 10 / 10 | 20 / 20 / 20 / 20 | 5.0 | 4 of 9 | p99 age <= 15 ms: **NO** |"
             in out)
+
+
+def test_conversion_time_joins_the_timings_without_reading_them_early():
+    from fastseg.segmenter.stream import WithConversion
+
+    class Pending(dict):  # stands for CUDA timings read only when asked for
+        reads = 0
+
+        def __getitem__(self, key):
+            Pending.reads += 1
+            return super().__getitem__(key)
+
+    timings = WithConversion(Pending(model=0.02, total=0.03), 0.005)
+    assert Pending.reads == 0
+    assert timings["total"] == pytest.approx(0.035) and timings["convert"] == 0.005
+    assert dict(timings) == pytest.approx({"convert": 0.005, "model": 0.02, "total": 0.035})

@@ -19,19 +19,42 @@ whose timestamps are its presentation times, the age since the frame was decoded
   camera or URL) decodes on the cores the network uses: build the Segmenter with
   `ort_spinning=False` (as `fastseg predict --live` does), or ONNX Runtime's workers, spinning
   between operators, take the decoder's time and frames reach the loop late (`fastseg bench
-  --stream`: at 2048x1024 on 2 cores the live frame age's p99 exceeded that bound in half the
-  runs with spinning workers, and in none of them without).
+  --stream`, 2 cores: with spinning workers the live frame age's p99 exceeded that bound in 2 of 4
+  runs, without them in none).
 """
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ..video.sources import Undecoded
 
 Clock = Callable[[], float]
+
+
+class WithConversion(Mapping):
+    """A result's timings plus the frame's conversion to RGB ("convert", counted in "total"). A view:
+    on CUDA the stages' times are read only when asked for, so that nothing waits for the device."""
+
+    def __init__(self, timings: Mapping, convert: float):
+        self._timings, self._convert = timings, convert
+
+    def __getitem__(self, stage: str) -> float:
+        if stage == "convert":
+            return self._convert
+        return self._timings[stage] + (self._convert if stage == "total" else 0.0)
+
+    def __iter__(self) -> Iterator[str]:
+        yield "convert"
+        yield from self._timings
+
+    def __len__(self) -> int:
+        return len(self._timings) + 1
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class FrameStream:
@@ -106,8 +129,7 @@ class FrameStream:
             convert = time.perf_counter() - t0
         result = self._run(frame)
         if convert:  # the frame's conversion is part of its processing time
-            result.timings["convert"] = convert
-            result.timings["total"] = result.timings.get("total", 0.0) + convert
+            result.timings = WithConversion(result.timings, convert)
         result.frame, result.timestamp = frame, timestamp
         result.latency = self.clock() - born
         self.processed += 1
