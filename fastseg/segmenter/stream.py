@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from ..video.sources import Undecoded
+from ..video.sources import Unconverted
 
 Clock = Callable[[], float]
 
@@ -123,7 +123,7 @@ class FrameStream:
             raise
         self._taken += 1
         convert = 0.0
-        if isinstance(frame, Undecoded):  # a file played live: RGB only for the frames taken
+        if isinstance(frame, Unconverted):  # a file played live: RGB only for the frames taken
             t0 = time.perf_counter()
             frame = frame.rgb()
             convert = time.perf_counter() - t0

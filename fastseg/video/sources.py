@@ -85,7 +85,7 @@ def anchored(reader: Iterable[tuple[float, Any]], clock: Clock = time.perf_count
 def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
           skipped: Callable[[], None] | None = None) -> Iterator[tuple[float, Any]]:
     """A recorded video played as a live source: each frame is decoded, then released at its
-    presentation time after the first one, stamped with that time, as an `Undecoded` frame (RGB on
+    presentation time after the first one, stamped with that time, as an `Unconverted` frame (RGB on
     demand). When the decoder falls behind real time (a machine busy with the model), a frame
     decoded after the next one was due is skipped, as a camera's frame would have been overwritten
     (`skipped()` is called), and frames no other depends on are left undecoded until it has caught up."""
@@ -109,10 +109,10 @@ def paced(reader: VideoReader, clock: Clock = time.perf_counter, sleep: Callable
             if skipped is not None:
                 skipped()
             continue
-        yield due, Undecoded(frame)
+        yield due, Unconverted(frame)
 
 
-class Undecoded:
+class Unconverted:
     """A decoded frame still in the decoder's pixel format, converted to RGB when the consumer takes
     it (`rgb()`): a live source's frames are mostly replaced before they are taken, and converting
     each one (a few ms at 2048x1024) would take the cores from the network for nothing."""
