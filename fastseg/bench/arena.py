@@ -109,9 +109,11 @@ def onnxruntime_arena(quick: bool) -> list[Row | Figure]:
         text = (f"{v}: resident {mib['video_bytes']:.0f} MiB on video frames, peak {mib['large_peak_bytes']:.0f} "
                 f"MiB on a {dims(large)} frame, {mib['after_large_bytes']:.0f} MiB after it, "
                 f"{mib['after_more_video_bytes']:.0f} MiB after more video frames")
-        # the chosen variant must give the large frame's memory back
-        ok = v != CHOSEN or m["after_more_video_bytes"] < m["video_bytes"] + 0.25 * (m["large_peak_bytes"] -
-                                                                                  m["video_bytes"])
+        # The chosen variant must give the large frame's memory back: it may keep less than half of what
+        # the large frame added (the arena keeps nearly all of it). Not less than a quarter: glibc's own
+        # heap keeps some freed pages, as much as +99 MiB of a 395 MiB increment in one CI run.
+        ok = v != CHOSEN or m["after_more_video_bytes"] - m["video_bytes"] < 0.5 * (m["large_peak_bytes"] -
+                                                                                   m["video_bytes"])
         figures.append(Figure("ONNX Runtime memory arena: resident set", f"{v}, {dims(large)}", text, ok, m))
     return rows + figures
 
