@@ -79,6 +79,33 @@ def test_logits_graph():
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("name", ["deeplabv3_resnet50", "unet_resnet18"])
+def test_logits_graph_of_fused_cpu_paths(name):
+    """Models whose fused form runs fastseg's native CPU paths (the fused ASPP, which writes its
+    branches into one preallocated tensor; Winograd; the in-place bottleneck): the export must trace
+    the plain torch ops instead. Batch-norm statistics are randomised so that every branch counts
+    (with fresh statistics a lost ASPP branch hid in a 2 % error)."""
+    torch.manual_seed(3)
+    model = fastseg.models.create(name, num_classes=5).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+    buffer = io.BytesIO()
+    export_logits_onnx(model, buffer)
+    sess = session(buffer.getvalue())
+    for n, h, w in [(1, 64, 96), (2, 72, 104)]:
+        x = normalise(image(h, w, seed=n, n=n), model)
+        got = sess.run(None, {"image": x.numpy()})[0]
+        with torch.no_grad():
+            want = model.forward_logits(x).numpy()
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), np.abs(got - want).max() / np.abs(want).max()
+
+
 def test_export_errors():
     model = fastseg.models.create("lraspp_mobilenet_v3_large", num_classes=300)
     with pytest.raises(ValueError, match="labels_dtype"):

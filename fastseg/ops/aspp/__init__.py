@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _conv_table
-from .._dispatch import Op, resolve
+from .._dispatch import Op, plain_inference, resolve
 from ..atrous_conv import native as native_conv
 from ..atrous_conv.geometry import check_input
 from .naive import reference
@@ -89,6 +89,10 @@ def aspp(x: torch.Tensor, params: AsppParams, backend: str = "auto") -> torch.Te
                                  params.dilations), x, lambda x, backend: aspp(x, params, backend)):
         backend = "reference"  # cuDNN: the GPU's table does not list this ASPP for Triton
     chosen = resolve(OP, backend, x.device)
+    if chosen == "native" and not plain_inference(x):
+        # the native path writes each branch into a slice of one preallocated tensor: a tracer or an
+        # ONNX export would record that tensor as a constant and the writes not at all
+        chosen = "reference"
     if chosen == "reference":
         return reference(x, params)
     proj_bias = projection_bias(x, params)
