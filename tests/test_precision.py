@@ -30,7 +30,7 @@ def test_auto_picks_bf16_only_with_native_bf16_and_openvino(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda: False)
     seg = fastseg.Segmenter(precision="auto")
     assert seg.precision == "fp32" and "no native bf16" in seg.precision_reason
-    assert seg.runtime.name == "onnxruntime"
+    assert seg.runtime.name == "torch"  # the default U-Net's fp32 runtime (segmenter/choice.py)
 
 
 def test_auto_keeps_fp32_when_another_runtime_is_asked_for(monkeypatch):

@@ -16,7 +16,8 @@ from torch import nn
 import fastseg
 from fastseg import _torch_compat
 from fastseg.models import base as model_base
-from fastseg.segmenter import TTA, Segmenter, Tiling
+from fastseg.models import fuse
+from fastseg.segmenter import TTA, Segmenter, Tiling, choice
 from fastseg.segmenter.openvino_runtime import available as openvino_available
 from fastseg.segmenter.precision import native_bf16
 
@@ -321,7 +322,7 @@ def test_ort_spinning_option(model, segs):
 
 
 def test_default_runtime(model):
-    assert Segmenter(model).runtime.name == "onnxruntime"  # the CPU default for fp32 (segmenter/choice.py)
+    assert Segmenter(model).runtime.name == "onnxruntime"  # LR-ASPP's CPU default in fp32 (segmenter/choice.py)
     # bf16 on the CPU: OpenVINO where the CPU has native bf16 and it is installed (segmenter/choice.py)
     bf16_runtime = "openvino" if native_bf16() and openvino_available() else "torch"
     assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime.name == bf16_runtime
@@ -375,9 +376,41 @@ def test_bad_input(segs, bad, error, match):
 
 
 def test_auto_runtime_follows_the_model():
-    """On the CPU in fp32, dilated ResNets (Winograd serves their 3x3 convs) run in torch; the rest in
-    ONNX Runtime (fastseg.segmenter.choice says why)."""
+    """On the CPU in fp32, models whose convolutions Winograd serves run in torch: dilated ResNets, and
+    models where it serves at least half of the multiply-adds (the default U-Net); the rest in ONNX
+    Runtime (fastseg.segmenter.choice says why)."""
     assert Segmenter("deeplabv3_resnet50", num_classes=3).runtime.name == "torch"
     assert Segmenter("fcn_resnet50", num_classes=3).runtime.name == "torch"
     assert Segmenter("lraspp_mobilenet_v3_large", num_classes=3).runtime.name == "onnxruntime"
-    assert Segmenter().runtime.name == "onnxruntime"  # the default U-Net: no dilated convs
+    assert Segmenter("segformer_b0", num_classes=3).runtime.name == "onnxruntime"
+    assert Segmenter().runtime.name == "torch"  # the default U-Net: Winograd serves 73 % of its multiplies
+    assert Segmenter("unet_resnet18", num_classes=3).runtime.name == "torch"
+
+
+def test_winograd_share_counts_multiply_adds():
+    """The share is the served blocks' multiply-adds over all convolutions', counted on real shapes."""
+    from fastseg.models.layers import ConvBNAct
+
+    class Net(model_base.SegmentationModel):
+        def __init__(self, served_out: int):
+            super().__init__()
+            self.stem = ConvBNAct(3, 32, 3, stride=2)             # stride 2: not served
+            self.body = ConvBNAct(32, served_out, 3)              # dense stride-1 3x3, >= 32 channels
+            self.head = nn.Conv2d(served_out, 4, 1)               # a bare conv: not served
+
+        def forward_logits(self, x):
+            return self.head(self.body(self.stem(x)))
+
+    h, w = choice.SHARE_FRAME
+    for out in (32, 64, 256):
+        net = Net(out).train()
+        pixels = (h // 2) * (w // 2)
+        stem, body, head = pixels * 32 * 3 * 9, pixels * out * 32 * 9, pixels * 4 * out
+        stats = net.body.bn.running_mean.clone()
+        assert choice.winograd_share(net) == pytest.approx(body / (stem + body + head))
+        assert choice.winograd_share(fuse(net.eval())) == pytest.approx(body / (stem + body + head))
+        assert torch.equal(net.body.bn.running_mean, stats)  # counted in eval mode, statistics kept
+    net = Net(32).train()
+    choice.winograd_share(net)
+    assert net.training and net.body.training  # the caller's mode is given back
+    assert choice.winograd_share(fastseg.models.create("lraspp_mobilenet_v3_large", num_classes=3)) == 0.0

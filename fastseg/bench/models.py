@@ -104,7 +104,8 @@ def _segmenter_case(case: str, tv_model, hw, rounds: int, targets: dict, compile
     if compiled:
         labels_fns = {"torchvision (torch.compile)": torch.compile(nchw)}
     else:
-        segs["fastseg (runtime='torch')"] = Segmenter(model, runtime="torch")
+        other = "onnxruntime" if segs["fastseg"].runtime.name == "torch" else "torch"  # the one "auto" did not pick
+        segs[f"fastseg (runtime='{other}')"] = Segmenter(model, runtime=other)
         labels_fns = {"torchvision (eager, NCHW)": nchw,
                       "torchvision (eager, channels_last)": TorchvisionLabels(tv_model, channels_last=True).eval()}
 

@@ -10,7 +10,8 @@ folder. For each model and size, two runs over the same video:
   labels come out (counted from when it was decoded);
 - live: `seg.stream(path, live=True)`: the file played at its own frame rate (30 frames/s) as a
   camera would deliver it; the newest frame is always the next one, the others are dropped; the
-  Segmenter is built with `ort_spinning=False`, as for any source decoded in the process. Its
+  Segmenter is built with `ort_spinning=False`, as for any source decoded in the process (it
+  matters where the network runs in ONNX Runtime: LR-ASPP; the default model runs in torch). Its
   bound: p99 frame age <= p99 model time + one source interval (a frame waits at most one interval
   for the model, then takes the model's time), i.e. latency does not grow with the video's length.
   The bound assumes each frame is in hand at its due time; a file played live is decoded on the
@@ -139,9 +140,10 @@ def stream(quick: bool, camvid: Path, frames: int | None = None) -> list[Row | F
                 offline = run_stream(seg, video, False, frames)
                 print(f"{shape}: {_text('offline', offline)}", file=sys.stderr, flush=True)
                 figures.append(Figure("stream latency", shape, _text("offline", offline), True,
-                                      {"mode": "offline", **offline}))
-                # live, the decoder shares the cores: ONNX Runtime's workers sleep between operators
-                # instead of spinning (what `fastseg predict --live` does; fastseg.segmenter.stream)
+                                      {"mode": "offline", "runtime": seg.runtime.name, **offline}))
+                # live, the decoder shares the cores: where the network runs in ONNX Runtime, its workers
+                # sleep between operators instead of spinning (what `fastseg predict --live` does;
+                # fastseg.segmenter.stream)
                 live_seg = Segmenter(make(), ort_spinning=False)
                 live_seg.warmup([(h, w)])
                 live = run_stream(live_seg, video, True, frames)
@@ -151,7 +153,7 @@ def stream(quick: bool, camvid: Path, frames: int | None = None) -> list[Row | F
                 figures.append(Figure("stream latency", shape,
                                       _text("live", live) + f"; p99 age within {bound:.0f} ms (p99 latency + "
                                       f"one source interval): {'yes' if within else 'NO'}", True,
-                                      {"mode": "live", "ort_spinning": False, "bound_ms": round(bound, 2),
+                                      {"mode": "live", "runtime": live_seg.runtime.name, "ort_spinning": False, "bound_ms": round(bound, 2),
                                        "within_bound": within,
                                        **live}))
     return figures

@@ -2,20 +2,28 @@
 
 `runtime="auto"` (the default) picks:
 
-- On the CPU in fp32, ONNX Runtime, except for dilated ResNets (DeepLabV3, FCN, DeepLabV3+ on
-  ResNets), which run in the fused torch model. On the CPU the network is convolution-bound. ONNX
-  Runtime's convolutions (a blocked NCHWc layout, activations fused into the convolution, weights
-  packed once) beat what torch offers for the same fused model, eager in either layout or under
-  Inductor with frozen weights, on the machines fastseg is measured on (`fastseg bench`). What ONNX
-  Runtime does badly is the tail (a full-resolution Resize, then ArgMax over the materialised
-  logits), so only the network runs there and fastseg's fused upsample + argmax runs after it.
-  Dilated ResNets are the exception because most of their multiplies are in stride-1 3x3
-  convolutions at stride 8 / 16, which the fused torch model runs as Winograd F(4x4) / F(6x6)
-  (`fastseg.ops.winograd`: two to three times fewer multiplies), with each bottleneck's last 1x1
-  convolution, residual add and ReLU as one oneDNN call writing in place; there torch wins.
-  Without onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
+- On the CPU in fp32, the fused torch model where Winograd serves the network's convolutions,
+  ONNX Runtime otherwise. On the CPU the network is convolution-bound. Stride-1 dense 3x3
+  convolutions, dilated or not, run in the fused torch model as Winograd F(4x4) / F(6x6)
+  (`fastseg.ops.winograd`: two to three times fewer multiplies), with each ResNet bottleneck's last
+  1x1 convolution, residual add and ReLU as one oneDNN call writing in place. So torch runs a model
+  with a dilated 3x3 convolution Winograd serves (DeepLabV3, FCN, DeepLabV3+ on ResNets: most of
+  their multiplies are at stride 8 / 16 in those), or one where Winograd serves at least
+  WINOGRAD_SHARE of the convolutions' multiply-adds (`winograd_share`, counted on one small frame:
+  the default U-Net 0.73, U-Nets on ResNets 0.63-0.88, LR-ASPP and SegFormer 0). Measured on the
+  default model (480x360 uint8 in, labels out, 2 threads, `fastseg bench --only cpu_engines_default`,
+  against ONNX Runtime running the whole pipeline as one graph): the Segmenter on the torch runtime
+  1.19x, on ONNX Runtime's network 1.03x (AMD EPYC, AVX2 only); earlier runs 1.10x against 0.98x on
+  the same CPU, and 1.13x against 1.03x on an AVX-512 EPYC (the previous default model, the same
+  network less its pooling branch). Everything else (depthwise and 1x1 convolutions,
+  attention) runs faster in ONNX Runtime's convolutions (a blocked NCHWc layout, activations fused,
+  weights packed once) than in torch's, eager in either layout or under Inductor; what ONNX Runtime
+  does badly is the tail (a full-resolution Resize, then ArgMax over the materialised logits), so
+  only the network runs there and fastseg's fused upsample + argmax runs after it. Without
+  onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
   OpenVINO in fp32 (runtime="openvino") is not chosen: on the same graph it ran between 0.91x and
-  1.04x ONNX Runtime's speed on the benchmark models (`cpu_engines_*` cases), a wash at best.
+  1.13x ONNX Runtime's speed on the benchmark models (`cpu_engines_*` cases), and on the one where
+  it was ahead, the default model, the torch runtime was further ahead (1.16x against 1.19x).
 - On the CPU in bf16, OpenVINO (`openvino_runtime.py`) when it is installed and the CPU has native
   bf16 (AVX512-BF16 or AMX, asked of the CPU at run time): its bf16 convolutions beat torch's oneDNN
   bf16 path for these models (`fastseg bench --only cpu_engines_default,cpu_engines_lraspp`), and its
@@ -38,6 +46,11 @@ from .runtimes import InductorRuntime, OnnxRuntime, Runtime, TorchRuntime
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RUNTIMES = ("auto", "torch", "inductor", "onnxruntime", "openvino")
+# fp32 on the CPU: torch where Winograd serves at least this share of the convolutions' multiply-adds
+WINOGRAD_SHARE = 0.5
+# the frame `winograd_share` counts on: small (counting is a forward pass at construction), and the
+# shares of a convolutional network do not depend on the frame's size
+SHARE_FRAME = (96, 128)
 
 
 def check_precision(precision: str, device: torch.device, allow_emulated: bool,
@@ -131,6 +144,8 @@ def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
         return "openvino" if native_bf16() and openvino_runtime.available() else "torch"
     if device.type != "cpu" or precision != "fp32" or _winograd_backbone(model):
         return "torch"
+    if winograd_share(model) >= WINOGRAD_SHARE:
+        return "torch"
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -138,19 +153,58 @@ def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
     return "onnxruntime"
 
 
-def _winograd_backbone(model: nn.Module) -> bool:
-    """True for a model with dilated dense 3x3 convolutions that Winograd serves (a dilated ResNet),
-    whose multiplies are mostly in those convolutions: in a fused model its AtrousConv modules, in
-    one as trained the conv + BN + activation blocks that fusing turns into them."""
+def _winograd_blocks(model: nn.Module) -> list[nn.Module]:
+    """The conv + BN + activation blocks whose convolution Winograd serves: in a model as trained its
+    ConvBNAct modules, in a fused one the FoldedConv / AtrousConv modules fusing turns them into (the
+    blocks that run through fastseg's convolution op)."""
     from ..models.layers import ConvBNAct
-    from ..models.rewrite import AtrousConv, is_atrous
+    from ..models.rewrite import FoldedConv
     from ..ops import winograd
 
     def served(m: nn.Module) -> bool:
-        if not (isinstance(m, AtrousConv) or (isinstance(m, ConvBNAct) and is_atrous(m.conv))):
-            return False
         c = m.conv
         return winograd.geometry_serves(c.kernel_size, c.stride, c.padding, c.dilation, c.groups, m.act_name,
                                         c.in_channels, c.out_channels)
 
-    return any(served(m) for m in model.modules())
+    return [m for m in model.modules() if isinstance(m, (ConvBNAct, FoldedConv)) and served(m)]
+
+
+def _winograd_backbone(model: nn.Module) -> bool:
+    """True for a model with dilated dense 3x3 convolutions that Winograd serves (a dilated ResNet),
+    whose multiplies are mostly in those convolutions."""
+    return any(max(m.conv.dilation) > 1 for m in _winograd_blocks(model))
+
+
+def winograd_share(model: nn.Module) -> float:
+    """The share of the model's convolution multiply-adds that Winograd serves (`_winograd_blocks`),
+    counted on one small frame; 0 without a forward pass when it serves none."""
+    served = {id(m) for m in _winograd_blocks(model)}
+    if not served:
+        return 0.0
+    from ..models.layers import ConvBNAct
+    from ..models.rewrite import FoldedConv
+
+    macs = {"all": 0, "served": 0}
+
+    def count(module: nn.Module, inputs, output: torch.Tensor) -> None:
+        c = module.conv if isinstance(module, (ConvBNAct, FoldedConv)) else module
+        n = output.numel() * (c.in_channels // c.groups) * c.kernel_size[0] * c.kernel_size[1]
+        macs["all"] += n
+        macs["served"] += n if id(module) in served else 0
+
+    blocks = [m for m in model.modules() if isinstance(m, (ConvBNAct, FoldedConv))]
+    inside = {id(m.conv) for m in blocks}
+    convs = blocks + [m for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in inside]
+    hooks = [m.register_forward_hook(count) for m in convs]
+    modes = [(m, m.training) for m in model.modules()]
+    param = next(model.parameters())
+    try:
+        model.eval()  # a model given in training mode keeps its batch-norm statistics
+        with torch.inference_mode():
+            model(torch.zeros((1, 3, *SHARE_FRAME), dtype=param.dtype, device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes:
+            m.training = training
+    return macs["served"] / macs["all"]

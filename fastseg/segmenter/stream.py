@@ -16,8 +16,9 @@ whose timestamps are its presentation times, the age since the frame was decoded
   it ran are dropped (counted in `dropped`) and the next result is always of the freshest frame, so
   latency stays within one network time plus one source interval instead of growing. A file
   named as a live source is played at its own frame rate. A source decoded in this process (a file,
-  camera or URL) decodes on the cores the network uses: build the Segmenter with
-  `ort_spinning=False` (as `fastseg predict --live` does), or ONNX Runtime's workers, spinning
+  camera or URL) decodes on the cores the network uses: where the network runs in ONNX Runtime
+  (LR-ASPP, SegFormer; `seg.runtime.name`), build the Segmenter with `ort_spinning=False` (as
+  `fastseg predict --live` does), or ONNX Runtime's workers, spinning
   between operators, take the decoder's time and frames reach the loop late (`fastseg bench
   --stream`, 2 cores: with spinning workers the live frame age's p99 exceeded that bound in 2 of 4
   runs, without them in none).
