@@ -6,9 +6,9 @@ compiled for the frame's static shape: ONNX Runtime in fp32 (2 intra-op threads,
 spinning), OpenVINO with `INFERENCE_PRECISION_HINT` pinned to "f32" and to "bf16" (it would pick
 bf16 by itself on CPUs with AVX512-BF16 or AMX), the latency hint and torch's thread count.
 fastseg's candidates are the Segmenter in fp32 (its default runtime, runtime="openvino", and
-whichever of "torch" / "onnxruntime" the default is not) and in bf16 (its default bf16 runtime, and torch's oneDNN bf16). Every candidate is timed
-interleaved in the same run with an idle pause after each call (thread pools of one engine must not
-spin into the next one's time).
+whichever of "torch" / "onnxruntime" the default is not) and in bf16 (its default bf16 runtime, and
+torch's oneDNN bf16). Every candidate is timed interleaved in the same run with an idle pause after
+each call (thread pools of one engine must not spin into the next one's time).
 
 Rows: each fp32 candidate against the fp32 peers; each bf16 candidate against every peer; the
 Segmenter's default fp32 and bf16 runtimes against their own network alone (a ratio just under 1:

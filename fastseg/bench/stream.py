@@ -153,7 +153,6 @@ def stream(quick: bool, camvid: Path, frames: int | None = None) -> list[Row | F
                 figures.append(Figure("stream latency", shape,
                                       _text("live", live) + f"; p99 age within {bound:.0f} ms (p99 latency + "
                                       f"one source interval): {'yes' if within else 'NO'}", True,
-                                      {"mode": "live", "runtime": live_seg.runtime.name, "ort_spinning": False, "bound_ms": round(bound, 2),
-                                       "within_bound": within,
-                                       **live}))
+                                      {"mode": "live", "runtime": live_seg.runtime.name, "ort_spinning": False,
+                                       "bound_ms": round(bound, 2), "within_bound": within, **live}))
     return figures

@@ -13,9 +13,10 @@
   the default U-Net 0.73, U-Nets on ResNets 0.63-0.88, LR-ASPP and SegFormer 0). Measured on the
   default model (480x360 uint8 in, labels out, 2 threads, `fastseg bench --only cpu_engines_default`,
   against ONNX Runtime running the whole pipeline as one graph): the Segmenter on the torch runtime
-  1.19x, on ONNX Runtime's network 1.03x (AMD EPYC, AVX2 only); earlier runs 1.10x against 0.98x on
-  the same CPU, and 1.13x against 1.03x on an AVX-512 EPYC (the previous default model, the same
-  network less its pooling branch). Everything else (depthwise and 1x1 convolutions,
+  1.19x, on ONNX Runtime's network 1.03x (AMD EPYC, AVX2 only; benchmarks/results/
+  cpu_engines_default.json); in full runs on the same CPU 1.10x against 1.08x, 1.10x against 0.98x
+  and 1.00x against 1.05x, and 1.13x against 1.03x on an AVX-512 EPYC (the previous default model,
+  the same network less its pooling branch). Everything else (depthwise and 1x1 convolutions,
   attention) runs faster in ONNX Runtime's convolutions (a blocked NCHWc layout, activations fused,
   weights packed once) than in torch's, eager in either layout or under Inductor; what ONNX Runtime
   does badly is the tail (a full-resolution Resize, then ArgMax over the materialised logits), so
