@@ -14,8 +14,8 @@ import numbers
 
 from .options import Tiling
 
-# 4096 x 4096: a 12-megapixel photo or a 4K frame runs whole; the default model's peak is 3.0 GB above
-# the process's resident set in the torch runtime, 2.3 GB in ONNX Runtime (measured 2026-12-04, AVX2)
+# 4096 x 4096: a 12-megapixel photo or a 4K frame runs whole; the default model's peak is 2.9 GiB above
+# the process's resident set in the torch runtime, 2.2 GiB in ONNX Runtime (benchmarks/peak_memory.py)
 DEFAULT_MAX_PIXELS = 4096 * 4096
 AUTO_TILE = 1024  # tiles of the automatic tiling: a side at most this
 
