@@ -15,6 +15,7 @@ from torch import nn
 from fastseg.training import (
     ColorJitter,
     CrossEntropyLoss,
+    DistillationLoss,
     FocalLoss,
     OhemCrossEntropy,
     RandomCrop,
@@ -22,6 +23,7 @@ from fastseg.training import (
     RandomScale,
     ToTensor,
     cross_entropy,
+    distillation_kl,
     evaluate,
     focal_loss,
     label_statistics,
@@ -175,6 +177,62 @@ def test_loss_input_errors(name):
         fn(logits, torch.full((2, 4, 4), 3), None)
     with pytest.raises(ValueError, match="weight"):
         fn(logits, torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(4))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_distillation_kl_matches_torch_kl_div(shape, temperature, dtype):
+    student, target = make_batch(*shape, seed=sum(shape), dtype=dtype)
+    teacher, _ = make_batch(*shape, seed=sum(shape) + 1, dtype=dtype)
+    target.view(-1)[0] = 0  # at least one counted pixel
+    ours_student = student.clone().requires_grad_()
+    ref_student = student.float().clone().requires_grad_()
+    ours = distillation_kl(ours_student, teacher, target, temperature)
+    per_pixel = F.kl_div(F.log_softmax(ref_student / temperature, 1), F.log_softmax(teacher.float() / temperature, 1),
+                         log_target=True, reduction="none").sum(1)
+    counted = target != IGNORE
+    ref = per_pixel[counted].mean() * temperature ** 2
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    ours.backward()
+    ref.backward()
+    assert torch.allclose(ours_student.grad.float(), ref_student.grad, rtol=1e-2, atol=1e-5)
+    assert (ours_student.grad.float().permute(0, 2, 3, 1)[~counted] == 0).all()  # ignored pixels teach nothing
+
+
+def test_distillation_kl_is_zero_where_the_student_agrees_and_never_moves_the_teacher():
+    logits, target = make_batch(2, 5, 6, 7, seed=3)
+    teacher = logits.clone().requires_grad_()
+    student = logits.clone().requires_grad_()
+    loss = distillation_kl(student, teacher, target, 2.0)
+    assert abs(loss.item()) < 1e-6
+    (loss + distillation_kl(student * 0.5, teacher, target)).backward()
+    assert teacher.grad is None and student.grad is not None
+    everything_ignored = distillation_kl(student, teacher, torch.full_like(target, IGNORE))
+    assert everything_ignored.item() == 0.0
+
+
+def test_distillation_input_errors():
+    logits, target = make_batch(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="teacher logits"):
+        distillation_kl(logits, logits[:, :2], target)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_kl(logits, logits, target, 0.0)
+    with pytest.raises(ValueError, match="target shape"):
+        distillation_kl(logits, logits, target[:, :3])
+    with pytest.raises(ValueError, match="alpha"):
+        DistillationLoss(CrossEntropyLoss(), alpha=1.5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_distillation_loss_mixes_labels_and_teacher(alpha):
+    student, target = make_batch(2, 6, 5, 8, seed=4)
+    teacher, _ = make_batch(2, 6, 5, 8, seed=5)
+    weight = torch.linspace(0.5, 2.0, 6)
+    mixed = DistillationLoss(CrossEntropyLoss(weight=weight), alpha=alpha, temperature=3.0)(student, target, teacher)
+    expected = ((1 - alpha) * cross_entropy(student, target, weight)
+                + alpha * distillation_kl(student, teacher, target, 3.0))
+    assert torch.allclose(mixed, expected)
 
 
 def test_median_frequency_weights_from_label_statistics():
@@ -422,6 +480,40 @@ def test_weight_average_is_scored_saved_and_resumed(tmp_path):
           **dict(kwargs, ema_decay=None))
     with pytest.raises(ValueError, match="weight average"):
         train(TinyNet(), augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "c", **kwargs)
+
+
+def test_a_student_learns_from_its_teacher_alone(tmp_path):
+    """teacher=: the loss gets the teacher's logits of the same augmented batch, at the label's size;
+    with alpha=1 the labels only say which pixels count, so agreeing with the teacher is learned from
+    the teacher. The teacher comes out unchanged (eval mode, no gradients)."""
+    torch.manual_seed(0)
+    teacher = TinyNet()
+    train(teacher, ToyDataset(16, seed=1), None, epochs=6, batch_size=4, lr=0.05, progress=False, log=None)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    seen = []
+
+    class Recording(DistillationLoss):
+        def forward(self, logits, target, teacher_logits):
+            seen.append((teacher_logits.shape, logits.shape, teacher_logits.requires_grad))
+            return super().forward(logits, target, teacher_logits)
+
+    torch.manual_seed(1)
+    student = TinyNet()
+    untaught = pickle.loads(pickle.dumps(student))
+    assert teacher.training  # as its own training left it: train() must switch it to eval mode
+    train(student, augmented_toy(16, 1), None, epochs=6, batch_size=4, lr=0.05, progress=False, log=None,
+          loss_fn=Recording(CrossEntropyLoss(), alpha=1.0), teacher=teacher, checkpoint_dir=tmp_path)
+    assert not teacher.training
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert seen and all(t == s and t[-2:] == (12, 16) and not grad for t, s, grad in seen)
+
+    def agreement(model):
+        with torch.no_grad():
+            images = torch.stack([ToyDataset(8, seed=9)[i][0] for i in range(8)])
+            return (model.eval()(images).argmax(1) == teacher(images).argmax(1)).float().mean().item()
+
+    assert agreement(student) > max(0.9, agreement(untaught) + 0.2)
 
 
 def test_weight_average_update_rule():

@@ -5,12 +5,18 @@ Two kinds of run:
   recipe run:  .venv/bin/python tools/train_default_model.py --holdout 0006R0 --out runs/recipe-a ...
       trains on CamVid train without the frames of one sequence and scores the model on that
       sequence, a street the model never saw: this is how a recipe and its schedule are chosen.
-      Nothing is exported; runs/recipe-a/summary.json holds the held-out per-class IoU.
+      runs/recipe-a/summary.json holds the held-out per-class IoU, runs/recipe-a/model.safetensors
+      the last weights (fp16; a teacher for --teacher, never the packaged model).
   final run:   .venv/bin/python tools/train_default_model.py --splits train val --out runs/final ...
       trains on every frame given, for the fixed schedule a recipe run chose, and exports the last
       weights (no epoch is picked on frames the model trained on) as fp16 safetensors to
       fastseg/weights/camvid_unet_resnet18.safetensors. The demo frames the package ships
       (fastseg/assets/camvid_demo) are left out of it.
+
+Distillation: --teacher FILE (a model file, e.g. a recipe run's model.safetensors or a final run's
+--export) runs that model on every training batch, and the loss becomes (1 - alpha) * class-weighted
+cross-entropy + alpha * T^2 * KL(teacher || student) at temperature T (--distill-weight alpha,
+--temperature T). For a recipe run, the teacher must have trained without the held-out sequence too.
 
 Resumable: run the same command again after an interruption and it continues after the last
 finished epoch (OUT/last.pt).
@@ -26,10 +32,16 @@ from pathlib import Path
 import torch
 
 from fastseg.data import get_dataset
-from fastseg.models import create, save
+from fastseg.models import create, load, save
 from fastseg.training import evaluate, train
 from fastseg.training.augment import eval_transform, train_transform
-from fastseg.training.losses import CrossEntropyLoss, OhemCrossEntropy, label_statistics, median_frequency_weights
+from fastseg.training.losses import (
+    CrossEntropyLoss,
+    DistillationLoss,
+    OhemCrossEntropy,
+    label_statistics,
+    median_frequency_weights,
+)
 
 # The architecture: a ResNet-18 of half width (base 32) under a four-block U-Net decoder that stops at
 # stride 2; the fused upsample+argmax tail takes the logits to full size.
@@ -92,6 +104,11 @@ def main(argv=None) -> None:
     p.add_argument("--base-width", type=int, default=MODEL["base_width"])
     p.add_argument("--context", choices=["none", "pool"], default="none",
                    help="a context branch on the U-Net's coarsest map (pool: image pooling)")
+    p.add_argument("--teacher", type=Path, metavar="FILE",
+                   help="distil from this model file (fastseg's safetensors format), run on every batch")
+    p.add_argument("--distill-weight", type=float, default=0.5, metavar="ALPHA",
+                   help="the teacher's share of the loss, the labels' is 1 - ALPHA (default 0.5)")
+    p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--threads", type=int, default=2)
@@ -100,6 +117,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    teacher = load(args.teacher) if args.teacher is not None else None  # a bad file fails before any work
     started = time.time()
     readers = [get_dataset("camvid", args.root, split) for split in args.splits]
     if args.holdout:
@@ -130,10 +148,12 @@ def main(argv=None) -> None:
     model = create(config.pop("name"), **config)
     loss = (OhemCrossEntropy(weight=weight, min_kept=args.batch_size * 16_000) if args.loss == "ohem"
             else CrossEntropyLoss(weight=weight))
+    if teacher is not None:
+        loss = DistillationLoss(loss, alpha=args.distill_weight, temperature=args.temperature)
     result = train(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    weight_decay=args.weight_decay, optimizer="adamw", warmup_iters=200,
                    loss_fn=loss, checkpoint_dir=args.out, val_every=args.val_every, seed=0,
-                   ema_decay=args.ema, progress=sys.stderr.isatty())
+                   ema_decay=args.ema, teacher=teacher, progress=sys.stderr.isatty())
     final = result.ema if result.ema is not None else model
     summary = {"model": dict(MODEL, **config), "epochs": args.epochs, "frames": len(train_set),
                "train_seconds_this_run": time.time() - started,
@@ -149,15 +169,21 @@ def main(argv=None) -> None:
                        best_miou=best["miou"])
         print(f"{args.holdout}: mIoU {last['miou']:.4f} after the last epoch "
               f"(best {best['miou']:.4f} at epoch {best['epoch']})")
+        export(final, args.input_size, Path(args.out) / "model.safetensors")  # a teacher for later runs
     else:
         # what the model trained on, for its card: `fastseg demo` never shows these frames as unseen
         summary["training"] = {"splits": args.splits, "excluded_frames": sorted(demo)}
-        half = final.half().eval()
-        half.config["input_size"] = list(args.input_size)
-        args.export.parent.mkdir(parents=True, exist_ok=True)
-        save(half, args.export)
-        print(f"weights: {args.export} ({args.export.stat().st_size / 1e6:.2f} MB)")
+        export(final, args.input_size, args.export)
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def export(model, input_size, path: Path) -> None:
+    """The weights as fp16 safetensors with the training frame size in the config."""
+    half = model.half().eval()
+    half.config["input_size"] = list(input_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(half, path)
+    print(f"weights: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

@@ -12,16 +12,18 @@ from .augment import (
 from .loop import TrainResult, evaluate, load_checkpoint, save_atomic, train
 from .losses import (
     CrossEntropyLoss,
+    DistillationLoss,
     FocalLoss,
     OhemCrossEntropy,
     cross_entropy,
+    distillation_kl,
     focal_loss,
     label_statistics,
     median_frequency_weights,
     ohem_cross_entropy,
 )
 
-__all__ = ["ColorJitter", "Compose", "CrossEntropyLoss", "FocalLoss", "OhemCrossEntropy", "RandomCrop",
-           "RandomHorizontalFlip", "RandomScale", "ToTensor", "TrainResult", "cross_entropy",
-           "eval_transform", "evaluate", "focal_loss", "label_statistics", "load_checkpoint",
+__all__ = ["ColorJitter", "Compose", "CrossEntropyLoss", "DistillationLoss", "FocalLoss", "OhemCrossEntropy",
+           "RandomCrop", "RandomHorizontalFlip", "RandomScale", "ToTensor", "TrainResult", "cross_entropy",
+           "distillation_kl", "eval_transform", "evaluate", "focal_loss", "label_statistics", "load_checkpoint",
            "median_frequency_weights", "ohem_cross_entropy", "save_atomic", "train", "train_transform"]

@@ -146,7 +146,8 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
           resume: bool = True, val_every: int = 1, device="cpu", seed: int = 0,
           num_workers: int = 0, grad_clip: float | None = None, progress: bool = True,
           on_epoch_end: Callable[[int, dict], None] | None = None,
-          ema_decay: float | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
+          ema_decay: float | None = None, teacher: nn.Module | None = None,
+          log: Callable[[str], None] | None = print) -> TrainResult:
     """Train model for `epochs` epochs (in total, counting epochs done before a resume).
 
     num_classes: taken from ``train_set.num_classes`` when not given (for val mIoU).
@@ -157,6 +158,9 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
     on_epoch_end(epoch, record): called after the epoch's checkpoint is written.
     ema_decay: keep an exponential moving average of the weights (`WeightAverage`); val scores it,
     ``best.pt`` holds it, and ``TrainResult.ema`` returns it.
+    teacher: a trained model run (in eval mode, without gradients) on every training batch; its
+    logits go to the loss as a third argument, loss_fn(logits, target, teacher_logits) (e.g.
+    losses.DistillationLoss). It is not checkpointed: resume with the same teacher.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -172,6 +176,10 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
     loss_fn = loss_fn or CrossEntropyLoss(ignore_index=ignore_index)
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
 
     # drop_last keeps batch statistics sane (BatchNorm with a batch of one) when there is enough data
     drop_last = len(train_set) > batch_size
@@ -220,7 +228,12 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             logits = _forward(model, images, labels.shape[-2:])
-            loss = loss_fn(logits, labels)
+            if teacher is None:
+                loss = loss_fn(logits, labels)
+            else:
+                with torch.no_grad():
+                    taught = _forward(teacher, images, labels.shape[-2:])
+                loss = loss_fn(logits, labels, taught)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}")
             opt.zero_grad(set_to_none=True)

@@ -97,6 +97,25 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float
     return _weighted_mean(nll, pixel_weight * keep.float())
 
 
+def distillation_kl(logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+                    temperature: float = 1.0, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015), per pixel: KL(teacher || student) of the class
+    distributions softened by `temperature`, times temperature**2 (so its gradients keep their scale
+    as the temperature changes), averaged over the pixels whose target is not ignore_index (crop
+    padding and unlabelled pixels say nothing the teacher could be trusted on). The teacher is not
+    differentiated through."""
+    _check(logits, target, None)
+    if teacher_logits.shape != logits.shape:
+        raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} do not match the student's "
+                         f"{tuple(logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    log_student = F.log_softmax(logits.float() / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    per_pixel = (log_teacher.exp() * (log_teacher - log_student)).sum(1)
+    return _weighted_mean(per_pixel, (target != ignore_index).float()) * temperature ** 2
+
+
 class CrossEntropyLoss(nn.Module):
     def __init__(self, weight: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX):
         super().__init__()
@@ -128,6 +147,22 @@ class OhemCrossEntropy(nn.Module):
 
     def forward(self, logits, target):
         return ohem_cross_entropy(logits, target, self.thresh, self.min_kept, self.weight, self.ignore_index)
+
+
+class DistillationLoss(nn.Module):
+    """(1 - alpha) * base(logits, target) + alpha * distillation_kl(logits, teacher_logits, target, T):
+    the labels, and a larger model's view of every labelled pixel (which classes it finds close)."""
+
+    def __init__(self, base: nn.Module, alpha: float = 0.5, temperature: float = 1.0,
+                 ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.base, self.alpha, self.temperature, self.ignore_index = base, alpha, temperature, ignore_index
+
+    def forward(self, logits, target, teacher_logits):
+        kd = distillation_kl(logits, teacher_logits, target, self.temperature, self.ignore_index)
+        return (1.0 - self.alpha) * self.base(logits, target) + self.alpha * kd
 
 
 # ---- class weights from label statistics -------------------------------------------------------
