@@ -18,6 +18,7 @@ from fastseg.training import (
     DistillationLoss,
     FocalLoss,
     OhemCrossEntropy,
+    PasteClasses,
     RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
@@ -324,6 +325,51 @@ def test_flip_and_jitter():
     assert lb is label and im.shape == image.shape and im.dtype == np.uint8 and not np.array_equal(im, image)
     im, _ = ColorJitter(0, 0, 0, 0)(image, label)
     assert np.array_equal(im, image)
+
+
+def scene(seed, h=9, w=13, classes=(0, 1, 2, 3)):
+    g = np.random.default_rng(seed)
+    return g.integers(0, 256, (h, w, 3), dtype=np.uint8), g.choice(np.array(classes, np.uint8), (h, w))
+
+
+@pytest.mark.parametrize("size", [(9, 13), (1, 1), (16, 7)])
+def test_paste_classes_copies_exactly_the_chosen_classes_pixels(size):
+    frames = [scene(seed, *size) for seed in range(5)]
+    target = scene(99, *size, classes=(0, 1))  # no class 2 or 3 of its own
+    paste = PasteClasses(frames, classes=[3, 2], p=1.0, generator=torch.Generator().manual_seed(0))
+    candidates = paste.sources + [(image[:, ::-1], label[:, ::-1]) for image, label in paste.sources]
+    for _ in range(20):
+        image, label = paste(*target)
+        assert image.dtype == np.uint8 and label.dtype == np.uint8
+        mask = np.isin(label, [2, 3])
+        assert np.array_equal(image[~mask], target[0][~mask]) and np.array_equal(label[~mask], target[1][~mask])
+        # the pasted pixels are one source frame's (as it is or mirrored) pixels of classes 2 and 3, in place
+        assert any(np.array_equal(mask, np.isin(src_label, [2, 3])) and np.array_equal(image[mask], src_image[mask])
+                   and np.array_equal(label[mask], src_label[mask]) for src_image, src_label in candidates)
+    assert np.array_equal(target[1], scene(99, *size, classes=(0, 1))[1])  # the input is not written to
+
+
+def test_paste_classes_draws_only_frames_with_the_classes_and_keeps_other_sizes():
+    without = scene(1, classes=(0, 1))
+    with_class = scene(2, classes=(0, 3))
+    paste = PasteClasses([without, with_class, without], classes=[3], p=1.0)
+    assert len(paste.sources) == 1 and paste.sources[0][1] is with_class[1]
+    other = scene(3, 5, 6, classes=(0,))
+    image, label = paste(*other)
+    assert image is other[0] and label is other[1]
+    never = PasteClasses([with_class], classes=[3], p=0.0)
+    image, label = never(*without)
+    assert image is without[0] and label is without[1]
+    g = torch.Generator().manual_seed(0)
+    half = PasteClasses([with_class], classes=[3], p=0.5, generator=g)
+    pasted = sum((half(*without)[1] == 3).any() for _ in range(400))
+    assert 150 < pasted < 250
+    with pytest.raises(ValueError, match="nothing to paste"):
+        PasteClasses([without], classes=[3])
+    with pytest.raises(ValueError, match="p must"):
+        PasteClasses([with_class], classes=[3], p=1.5)
+    with pytest.raises(ValueError, match="at least one class"):
+        PasteClasses([with_class], classes=[])
 
 
 def test_to_tensor_normalises():

@@ -34,7 +34,7 @@ import torch
 from fastseg.data import get_dataset
 from fastseg.models import create, load, save
 from fastseg.training import evaluate, train
-from fastseg.training.augment import eval_transform, train_transform
+from fastseg.training.augment import Compose, PasteClasses, eval_transform, train_transform
 from fastseg.training.losses import (
     CrossEntropyLoss,
     DistillationLoss,
@@ -100,6 +100,10 @@ def main(argv=None) -> None:
     p.add_argument("--hue", type=float, default=0.0, help="hue shift range (fraction of the circle)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="score and export an exponential moving average of the weights")
+    p.add_argument("--paste", nargs="+", metavar="CLASS", default=[],
+                   help="class-mix paste: these classes' pixels from another training frame, in place "
+                        "(e.g. Pedestrian Bicyclist)")
+    p.add_argument("--paste-prob", type=float, default=0.5, help="the share of crops pasted into (default 0.5)")
     p.add_argument("--loss", choices=["ce", "ohem"], default="ce")
     p.add_argument("--base-width", type=int, default=MODEL["base_width"])
     p.add_argument("--context", choices=["none", "pool"], default="none",
@@ -131,12 +135,18 @@ def main(argv=None) -> None:
                                                           jitter=args.jitter, hue=args.hue),
                                  keep=lambda path: path.stem not in demo)
         val_set = None
+    classes = readers[0].classes
+    if args.paste:
+        unknown = sorted(set(args.paste) - set(classes))
+        if unknown:
+            p.error(f"--paste: unknown class(es) {', '.join(unknown)}; CamVid's: {', '.join(classes)}")
+        paste = PasteClasses(train_set.pairs, [classes.index(c) for c in args.paste], p=args.paste_prob)
+        train_set.transform = Compose([paste, *train_set.transform.transforms])
     print(f"training on {len(train_set)} frames"
           + (f", scoring on the {len(val_set)} frames of {args.holdout}" if val_set is not None else ""))
 
     # Square root of median-frequency balancing: poles, signs, pedestrians and cyclists count more,
     # without the full weights' loss of accuracy on road, sky and buildings.
-    classes = readers[0].classes
     counts, image_pixels = label_statistics(
         (train_set.read_label(i) for i in range(len(train_set))), train_set.num_classes)
     weight = median_frequency_weights(counts, image_pixels).sqrt()

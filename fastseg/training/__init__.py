@@ -2,6 +2,7 @@
 from .augment import (
     ColorJitter,
     Compose,
+    PasteClasses,
     RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
@@ -24,6 +25,7 @@ from .losses import (
 )
 
 __all__ = ["ColorJitter", "Compose", "CrossEntropyLoss", "DistillationLoss", "FocalLoss", "OhemCrossEntropy",
-           "RandomCrop", "RandomHorizontalFlip", "RandomScale", "ToTensor", "TrainResult", "cross_entropy",
-           "distillation_kl", "eval_transform", "evaluate", "focal_loss", "label_statistics", "load_checkpoint",
-           "median_frequency_weights", "ohem_cross_entropy", "save_atomic", "train", "train_transform"]
+           "PasteClasses", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "ToTensor", "TrainResult",
+           "cross_entropy", "distillation_kl", "eval_transform", "evaluate", "focal_loss", "label_statistics",
+           "load_checkpoint", "median_frequency_weights", "ohem_cross_entropy", "save_atomic", "train",
+           "train_transform"]

@@ -150,6 +150,47 @@ class ColorJitter:
         return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation}, {self.hue})"
 
 
+class PasteClasses:
+    """Class-mix paste (after ClassMix, Olsson et al. 2021): with probability p, the pixels that
+    `classes` cover in another frame (drawn from `frames`, mirrored half the time) replace the same
+    pixels of this one, image and label together. Rare objects (pedestrians, cyclists) then appear
+    on more streets, in front of more backgrounds. It goes first, on frames at their own size;
+    frames of another size than the drawn one are left as they are.
+
+    frames: (uint8 [H, W, 3] image, uint8 [H, W] label) pairs, e.g. a dataset's decoded frames;
+    only those where at least one of `classes` appears are drawn from.
+    """
+
+    def __init__(self, frames: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequence[int], p: float = 0.5,
+                 generator: torch.Generator | None = None):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.classes = np.asarray(sorted(set(int(c) for c in classes)), dtype=np.int64)
+        if not len(self.classes):
+            raise ValueError("PasteClasses needs at least one class")
+        self.sources = [(image, label) for image, label in frames if np.isin(label, self.classes).any()]
+        if not self.sources:
+            raise ValueError(f"no frame holds any of the classes {self.classes.tolist()}: nothing to paste")
+        self.p, self.generator = p, generator
+
+    def __call__(self, image, label):
+        if _uniform(0.0, 1.0, self.generator) >= self.p:
+            return image, label
+        source_image, source_label = self.sources[_randint(len(self.sources) - 1, self.generator)]
+        if _uniform(0.0, 1.0, self.generator) < 0.5:
+            source_image, source_label = source_image[:, ::-1], source_label[:, ::-1]
+        if source_label.shape != label.shape:
+            return image, label
+        mask = np.isin(source_label, self.classes)
+        image, label = image.copy(), label.copy()
+        image[mask] = source_image[mask]
+        label[mask] = source_label[mask]
+        return image, label
+
+    def __repr__(self):
+        return f"PasteClasses({self.classes.tolist()}, p={self.p}, {len(self.sources)} frames)"
+
+
 class ToTensor:
     """uint8 HWC image -> float32 [3, H, W] normalised by mean/std (0..1 scale); label -> int64 [H, W]."""
 
