@@ -177,9 +177,7 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
     if teacher is not None:
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher.to(device).eval()  # its forward runs under no_grad, so its parameters are left as given
 
     # drop_last keeps batch statistics sane (BatchNorm with a batch of one) when there is enough data
     drop_last = len(train_set) > batch_size
