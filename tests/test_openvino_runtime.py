@@ -72,6 +72,24 @@ def test_compiled_shapes_are_kept_and_bounded(small, cache):
     assert rt.compiled((1, 3, 16, 16))[0] is not first  # evicted, compiled again
 
 
+def test_a_larger_shape_left_idle_is_dropped(small, cache):
+    """A compiled model of a larger input than the one being run goes after IDLE_CALLS calls unused
+    (it holds that input's activation memory); smaller ones, and sizes that alternate, stay."""
+    rt = openvino_runtime.OpenVinoRuntime(small)
+    video, large, small_shape = (1, 3, 16, 24), (1, 3, 48, 64), (1, 3, 8, 8)
+    rt.compiled(small_shape)
+    rt.compiled(large)
+    for _ in range(openvino_runtime.IDLE_CALLS):
+        rt.compiled(video)
+    assert (large, False) in rt._compiled  # idle for IDLE_CALLS calls: not yet
+    rt.compiled(video)
+    assert (large, False) not in rt._compiled and (small_shape, False) in rt._compiled
+    for _ in range(3 * openvino_runtime.IDLE_CALLS):  # alternating sizes keep both
+        rt.compiled(video)
+        rt.compiled(large)
+    assert {(video, False), (large, False)} <= set(rt._compiled)
+
+
 def test_segmenter_labels_and_concurrent_calls(small, cache):
     seg = Segmenter(small, runtime="openvino")
     frames = [image(36 + 4 * i, 52, seed=i) for i in range(3)]

@@ -4,7 +4,8 @@ OpenVINO reads the same `forward_logits` graph as the "onnxruntime" runtime (exp
 cached by `fastseg.segmenter.onnx_cache`) and compiles it for one input shape at a time (its CPU
 plugin plans kernels and memory once per static shape, and a video loop has one frame size).
 Compiled models are kept per shape, a few of them; compiling takes long enough that
-`Segmenter.warmup` should pay it before a real-time loop starts.
+`Segmenter.warmup` should pay it before a real-time loop starts. A compiled model holds its shape's
+activation memory, so one for a larger frame than the loop's goes after IDLE_CALLS calls unused.
 
 The precision it computes in is pinned (`INFERENCE_PRECISION_HINT`), never left to the plugin, which
 would otherwise run bf16 by itself on CPUs with AVX512-BF16 or AMX: "f32" for fp32, "bf16" for bf16.
@@ -27,6 +28,7 @@ P4 (one thread budget)).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import tempfile
@@ -41,6 +43,11 @@ from .runtimes import Runtime
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 KEEP_SHAPES = 4  # compiled models kept; a list input of several sizes needs one per size
+# A compiled model holds its shape's activation memory (its stream's graph, not the infer request:
+# a 1600x1600 frame of the default model keeps about 350 MiB), so one large frame in a video loop
+# would keep its peak for good. A kept model larger than the shape being run (in input elements)
+# goes once it has gone unused for this many calls; sizes that alternate keep theirs.
+IDLE_CALLS = 8
 
 
 def available() -> bool:
@@ -93,14 +100,18 @@ class OpenVinoRuntime(Runtime):
             self._graph = onnx_cache.load_logits_graph(model, lambda g: read_onnx(self._core, g))
         self._mean, self._std = tuple(model.mean), tuple(model.std)
         self._lock = threading.Lock()
-        # (shape, uint8 frames?) -> (compiled model, idle infer requests)
+        # (shape, uint8 frames?) -> (compiled model, idle infer requests), most recently used last
         self._compiled: dict[tuple, tuple] = {}
+        self._calls = 0
+        self._last_used: dict[tuple, int] = {}  # key -> the call that last used it
 
     def compiled(self, shape: tuple[int, ...], uint8_hwc: bool = False):
         """The compiled model and the pool of idle infer requests for one input shape: [N,3,H,W]
         normalised float, or with `uint8_hwc` [N,H,W,3] uint8 RGB frames."""
         key = (tuple(shape), uint8_hwc)
         with self._lock:
+            self._calls += 1
+            self._forget_idle_larger_than(key)
             entry = self._compiled.pop(key, None)
             if entry is None:
                 graph = self._graph.clone()
@@ -111,9 +122,19 @@ class OpenVinoRuntime(Runtime):
                     graph = self._normalising(graph)
                 entry = (self._core.compile_model(graph, "CPU", self._config), queue.SimpleQueue())
                 if len(self._compiled) >= KEEP_SHAPES:
-                    self._compiled.pop(next(iter(self._compiled)))
+                    self._last_used.pop(oldest := next(iter(self._compiled)))
+                    self._compiled.pop(oldest)
             self._compiled[key] = entry  # most recently used last
+            self._last_used[key] = self._calls
         return entry
+
+    def _forget_idle_larger_than(self, key: tuple) -> None:
+        """Drop the compiled models of larger inputs than `key`'s left unused for IDLE_CALLS calls
+        (a call still running on one keeps it alive until it returns)."""
+        size = math.prod(key[0])
+        for other in [k for k in self._compiled if k != key]:
+            if math.prod(other[0]) > size and self._calls - self._last_used[other] > IDLE_CALLS:
+                del self._compiled[other], self._last_used[other]
 
     def _normalising(self, graph):
         """`graph` with uint8 NHWC RGB frames in: (x - 255 mean) / (255 std), NCHW, inside OpenVINO."""
