@@ -29,7 +29,7 @@ def avx2_only(monkeypatch):
 
 
 def test_features_read_as_avx2_only(avx2_only):
-    assert not precision.native_bf16() and not precision.native_int8()
+    assert not precision.native_bf16() and not precision.native_int8() and not precision.amx()
     assert set(precision.cpu_features().split()) == HASWELL & set(_cpu.known())
     assert cpu_engines.cpu_features() == "avx2"  # the bench's CPU column
 
@@ -37,6 +37,7 @@ def test_features_read_as_avx2_only(avx2_only):
 def test_auto_precision_is_fp32_and_says_why(avx2_only, model_file):
     seg = fastseg.Segmenter(str(model_file), precision="auto")
     assert seg.precision == "fp32" and "no native bf16" in seg.precision_reason
+    assert seg.runtime.name != "openvino"  # fp32 without AMX: torch or ONNX Runtime, OpenVINO installed or not
 
 
 def test_bf16_is_refused_not_emulated(avx2_only, model_file):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _runtimes import fp32_auto
 
 import fastseg
 from fastseg.segmenter import inputs, openvino_runtime, precision
@@ -30,7 +31,8 @@ def test_auto_picks_bf16_only_with_native_bf16_and_openvino(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda: False)
     seg = fastseg.Segmenter(precision="auto")
     assert seg.precision == "fp32" and "no native bf16" in seg.precision_reason
-    assert seg.runtime.name == "torch"  # the default U-Net's fp32 runtime (segmenter/choice.py)
+    # the default U-Net's fp32 runtime: OpenVINO on a CPU with AMX, else torch (segmenter/choice.py)
+    assert seg.runtime.name == fp32_auto("torch")
 
 
 def test_auto_keeps_fp32_when_another_runtime_is_asked_for(monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _runtimes import fp32_auto
 from PIL import Image
 from torch import nn
 
@@ -17,7 +18,8 @@ import fastseg
 from fastseg import _torch_compat
 from fastseg.models import base as model_base
 from fastseg.models import fuse
-from fastseg.segmenter import TTA, Segmenter, Tiling, choice
+from fastseg.segmenter import TTA, Segmenter, Tiling, choice, openvino_runtime
+from fastseg.segmenter import precision as precision_rule
 from fastseg.segmenter.openvino_runtime import available as openvino_available
 from fastseg.segmenter.precision import native_bf16
 
@@ -322,7 +324,8 @@ def test_ort_spinning_option(model, segs):
 
 
 def test_default_runtime(model):
-    assert Segmenter(model).runtime.name == "onnxruntime"  # LR-ASPP's CPU default in fp32 (segmenter/choice.py)
+    # LR-ASPP's CPU default in fp32, and on a CPU with AMX OpenVINO's where installed (segmenter/choice.py)
+    assert Segmenter(model).runtime.name == fp32_auto("onnxruntime")
     # bf16 on the CPU: OpenVINO where the CPU has native bf16 and it is installed (segmenter/choice.py)
     bf16_runtime = "openvino" if native_bf16() and openvino_available() else "torch"
     assert Segmenter(model, precision="bf16", allow_emulated_precision=True).runtime.name == bf16_runtime
@@ -375,16 +378,24 @@ def test_bad_input(segs, bad, error, match):
         segs["torch"].predict(bad)
 
 
-def test_auto_runtime_follows_the_model():
+@pytest.mark.parametrize("amx", [False, True])
+def test_auto_runtime_follows_the_model_and_the_cpu(monkeypatch, amx):
     """On the CPU in fp32, models whose convolutions Winograd serves run in torch: dilated ResNets, and
     models where it serves at least half of the multiply-adds (the default U-Net); the rest in ONNX
-    Runtime (fastseg.segmenter.choice says why)."""
-    assert Segmenter("deeplabv3_resnet50", num_classes=3).runtime.name == "torch"
-    assert Segmenter("fcn_resnet50", num_classes=3).runtime.name == "torch"
-    assert Segmenter("lraspp_mobilenet_v3_large", num_classes=3).runtime.name == "onnxruntime"
-    assert Segmenter("segformer_b0", num_classes=3).runtime.name == "onnxruntime"
-    assert Segmenter().runtime.name == "torch"  # the default U-Net: Winograd serves 73 % of its multiplies
-    assert Segmenter("unet_resnet18", num_classes=3).runtime.name == "torch"
+    Runtime. On a CPU with AMX, everything but the dilated ResNets in OpenVINO when it is installed,
+    and the same rule as elsewhere when it is not (fastseg.segmenter.choice says why)."""
+    assert openvino_available(), "openvino is a test dependency (pyproject.toml, [test])"
+    monkeypatch.setattr(precision_rule, "amx", lambda: amx)
+    for installed in (True, False):
+        monkeypatch.setattr(openvino_runtime, "available", lambda installed=installed: installed)
+        other = "openvino" if amx and installed else None
+        assert Segmenter("deeplabv3_resnet50", num_classes=3).runtime.name == "torch"
+        assert Segmenter("fcn_resnet50", num_classes=3).runtime.name == "torch"
+        assert Segmenter("lraspp_mobilenet_v3_large", num_classes=3).runtime.name == (other or "onnxruntime")
+        assert Segmenter("segformer_b0", num_classes=3).runtime.name == (other or "onnxruntime")
+        assert Segmenter().runtime.name == (other or "torch")  # the default U-Net: Winograd serves 73 %
+        assert Segmenter("unet_resnet18", num_classes=3).runtime.name == (other or "torch")
+        assert Segmenter("unet_resnet18", num_classes=3, channels_last=True).runtime.name == "torch"
 
 
 def test_winograd_share_counts_multiply_adds():

@@ -5,8 +5,8 @@ graph (`fastseg.export.export_onnx`: normalisation, the fused model, resize and 
 compiled for the frame's static shape: ONNX Runtime in fp32 (2 intra-op threads, its default
 spinning), OpenVINO with `INFERENCE_PRECISION_HINT` pinned to "f32" and to "bf16" (it would pick
 bf16 by itself on CPUs with AVX512-BF16 or AMX), the latency hint and torch's thread count.
-fastseg's candidates are the Segmenter in fp32 (its default runtime, runtime="openvino", and
-whichever of "torch" / "onnxruntime" the default is not) and in bf16 (its default bf16 runtime, and
+fastseg's candidates are the Segmenter in fp32 (its default runtime, and each of "torch",
+"onnxruntime" and "openvino" the default is not) and in bf16 (its default bf16 runtime, and
 torch's oneDNN bf16). Every candidate is timed interleaved in the same run with an idle pause after
 each call (thread pools of one engine must not spin into the next one's time).
 
@@ -85,10 +85,10 @@ def _ours(model) -> dict:
 
     default = Segmenter(model)
     segs = {"fastseg fp32": (default, "fp32")}
-    if openvino_runtime.available():
-        segs["fastseg fp32 (runtime='openvino')"] = (Segmenter(model, runtime="openvino"), "fp32")
-    other = "onnxruntime" if default.runtime.name == "torch" else "torch"  # the runtime "auto" did not pick
-    segs[f"fastseg fp32 (runtime='{other}')"] = (Segmenter(model, runtime=other), "fp32")
+    others = ("torch", "onnxruntime") + (("openvino",) if openvino_runtime.available() else ())
+    for other in others:  # the runtimes "auto" did not pick
+        if other != default.runtime.name:
+            segs[f"fastseg fp32 (runtime='{other}')"] = (Segmenter(model, runtime=other), "fp32")
     if native_bf16():
         segs["fastseg bf16"] = (Segmenter(model, precision="bf16"), "bf16")
         segs["fastseg bf16 (runtime='torch')"] = (Segmenter(model, precision="bf16", runtime="torch"), "bf16")

@@ -2,9 +2,10 @@
 
 `runtime="auto"` (the default) picks:
 
-- On the CPU in fp32, the fused torch model where Winograd serves the network's convolutions,
-  ONNX Runtime otherwise. On the CPU the network is convolution-bound. Stride-1 dense 3x3
-  convolutions, dilated or not, run in the fused torch model as Winograd F(4x4) / F(6x6)
+- On the CPU in fp32 (on CPUs with AMX, see the next rule), the fused torch model where Winograd
+  serves the network's convolutions, ONNX Runtime otherwise. On the CPU the network is
+  convolution-bound. Stride-1 dense 3x3 convolutions, dilated or not, run in the fused torch model
+  as Winograd F(4x4) / F(6x6)
   (`fastseg.ops.winograd`: two to three times fewer multiplies), with each ResNet bottleneck's last
   1x1 convolution, residual add and ReLU as one oneDNN call writing in place. So torch runs a model
   with a dilated 3x3 convolution Winograd serves (DeepLabV3, FCN, DeepLabV3+ on ResNets: most of
@@ -22,9 +23,19 @@
   does badly is the tail (a full-resolution Resize, then ArgMax over the materialised logits), so
   only the network runs there and fastseg's fused upsample + argmax runs after it. Without
   onnxruntime installed, or when channels_last=True asks for a torch layout, torch.
-  OpenVINO in fp32 (runtime="openvino") is not chosen: on the same graph it ran between 0.91x and
-  1.13x ONNX Runtime's speed on the benchmark models (`cpu_engines_*` cases), and on the one where
-  it was ahead, the default model, the torch runtime was further ahead (1.16x against 1.19x).
+  On AMD EPYC CPUs (AVX2 only, and AVX-512 with BF16) OpenVINO in fp32 (runtime="openvino") ran
+  between 0.91x and 1.13x ONNX Runtime's speed on the benchmark models (`cpu_engines_*` cases), and
+  on the one where it was ahead, the default model, the torch runtime was further ahead (1.16x
+  against 1.19x), so there it is not chosen.
+- On a CPU with AMX (an Intel Xeon of the 4th generation or later, asked of the CPU at run time) in
+  fp32, OpenVINO when it is installed, except for the dilated ResNets above (torch). oneDNN's
+  AVX-512 kernels in OpenVINO's CPU plugin lead there: on an Intel Xeon with AMX (2 threads,
+  Segmenter.predict on a uint8 frame, interleaved medians; `benchmarks/runtime_race.py`, its
+  results in benchmarks/results/runtime_race.json) it ran the default model 1.47x and 1.21x as
+  fast as the torch and ONNX Runtime runtimes (480x360), the ResNet-18 U-Net 1.14x / 1.33x
+  (480x360), LR-ASPP 1.83x / 1.18x and SegFormer-B0 1.40x / 2.20x (1024x512), while DeepLabV3-
+  ResNet50 ran 1.19x as fast in torch (Winograd on its dilated convolutions) as in OpenVINO.
+  On Intel CPUs without AMX it is unmeasured, and the AMD rule holds there.
 - On the CPU in bf16, OpenVINO (`openvino_runtime.py`) when it is installed and the CPU has native
   bf16 (AVX512-BF16 or AMX, asked of the CPU at run time): its bf16 convolutions beat torch's oneDNN
   bf16 path for these models (`fastseg bench --only cpu_engines_default,cpu_engines_lraspp`), and its
@@ -139,12 +150,14 @@ def _int8(runtime: str, graph, channels_last: bool | None, ort_spinning: bool) -
 
 def _auto(model: nn.Module, device: torch.device, precision: str) -> str:
     from . import openvino_runtime
-    from .precision import native_bf16
+    from .precision import amx, native_bf16
 
     if device.type == "cpu" and precision == "bf16":
         return "openvino" if native_bf16() and openvino_runtime.available() else "torch"
     if device.type != "cpu" or precision != "fp32" or _winograd_backbone(model):
         return "torch"
+    if amx() and openvino_runtime.available():
+        return "openvino"
     if winograd_share(model) >= WINOGRAD_SHARE:
         return "torch"
     try:

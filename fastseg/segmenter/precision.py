@@ -49,6 +49,12 @@ def native_bf16() -> bool:
     return _cpu_has("avx512bf16", "amx-bf16")
 
 
+def amx() -> bool:
+    """The CPU has AMX (Intel Xeon of the 4th generation and later), where OpenVINO's fp32 network
+    leads (`choice.py`)."""
+    return _cpu_has("amx-tile", "amx-bf16", "amx-int8")
+
+
 def native_int8() -> bool:
     """The CPU has int8 dot-product instructions (AVX512-VNNI or AMX-INT8); without them int8
     convolutions take the slower multiply-add path whose 16-bit intermediates can saturate."""
