@@ -89,19 +89,74 @@ def test_segmenter_loads_and_runs_the_int8_graph(int8_file, model_file, runtime)
     assert agreement(result.labels, fp32) >= 0.9
 
 
-def test_unsigned_activations_give_the_same_values(int8_file):
-    """The form OpenVINO reads (activations uint8 around 128) computes exactly what the file does."""
+def test_runtime_form_is_unsigned_and_quantizes_after_relu_only(int8_file):
+    """The form the runtimes load (`quantized.runtime_form`): every activation uint8 (zero point 0
+    where it cannot be negative, 128 elsewhere), weights still int8, no rounding left between a
+    convolution and its Relu, and nothing left over."""
+    from fastseg.segmenter.quantized import non_negative_tensors, runtime_form
+
+    original = onnx.load(int8_file)
+    form = onnx.load_from_string(runtime_form(str(int8_file)))
+    values, before = _initializers(form), _initializers(original)
+    non_negative = non_negative_tensors(form.graph)
+    producers = {o: n for n in form.graph.node for o in n.output}
+    quantized = [n for n in form.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantized
+    for q in quantized:  # activations only: weights are stored quantized
+        zero = values[q.input[2]]
+        assert zero.dtype == np.uint8
+        assert not zero.any() if q.input[0] in non_negative else (zero == 128).all()
+        assert before[q.input[2]].dtype == np.int8 and (values[q.input[1]] == before[q.input[1]]).all()
+    assert any(q.input[0] in non_negative for q in quantized) and any(q.input[0] not in non_negative for q in quantized)
+    for relu in (n for n in form.graph.node if n.op_type == "Relu"):
+        assert producers[relu.input[0]].op_type != "DequantizeLinear"  # conv -> Relu -> Q
+    assert sum(n.op_type == "Relu" for n in form.graph.node) == sum(n.op_type == "Relu" for n in original.graph.node)
+    signed = [w for w in values.values() if w.dtype == np.int8]  # the weights and their zero points only
+    assert any(w.ndim == 4 for w in signed) and all(w.ndim == 4 or not w.any() for w in signed)
+    used = {name for n in form.graph.node for name in n.input}
+    assert {t.name for t in form.graph.initializer} <= used
+
+
+def test_runtime_form_computes_what_the_file_does(int8_file, calib, model_file):
+    """On the frames the graph was calibrated on (no activation beyond its range), the form's logits
+    are the file's up to the one rounding it drops, and its labels agree with the file's and fp32's."""
     import onnxruntime as ort
 
-    from fastseg.segmenter.quantized import unsigned_activations
+    from fastseg.quantize import calibration_frames
+    from fastseg.segmenter.quantized import runtime_form
 
-    rewritten = onnx.load_from_string(unsigned_activations(str(int8_file)))
-    zero_points = {t.name: t.data_type for t in rewritten.graph.initializer if t.name.endswith("zero_point")}
-    assert onnx.TensorProto.UINT8 in zero_points.values() and onnx.TensorProto.INT8 in zero_points.values()
-    x = np.random.default_rng(0).standard_normal((1, 3, 48, 64)).astype(np.float32)
-    runs = [ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
-            for g in (str(int8_file), rewritten.SerializeToString())]
-    np.testing.assert_array_equal(runs[0], runs[1])
+    net = fastseg.models.load(str(model_file)).eval()
+    mean, std = np.array(net.mean).reshape(1, 3, 1, 1), np.array(net.std).reshape(1, 3, 1, 1)
+    frames = np.stack(calibration_frames(calib)).transpose(0, 3, 1, 2) / 255.0
+    x = ((frames - mean) / std).astype(np.float32)
+    run = {name: ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+           for name, g in (("file", str(int8_file)), ("form", runtime_form(str(int8_file))))}
+    import torch
+
+    with torch.no_grad():
+        fp32 = net.forward_logits(torch.from_numpy(x)).numpy()
+    spread = np.abs(fp32).max()
+    assert np.abs(run["form"] - run["file"]).max() <= 0.1 * spread
+    assert np.abs(run["form"] - fp32).mean() <= 1.2 * np.abs(run["file"] - fp32).mean()
+    assert (run["form"].argmax(1) == run["file"].argmax(1)).mean() >= 0.97
+
+
+def test_non_negative_tensors_follow_the_ops():
+    """Relu makes a tensor >= 0; pooling, linear resizing, concatenation and addition keep it so
+    only when every data input is; a cubic resize or a convolution does not."""
+    from onnx import helper
+
+    from fastseg.segmenter.quantized import non_negative_tensors
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2]),
+             helper.make_node("Resize", ["p", "", "scales"], ["up"], mode="linear"),
+             helper.make_node("Resize", ["p", "", "scales"], ["cubic"], mode="cubic"),
+             helper.make_node("Concat", ["r", "up"], ["both"], axis=1),
+             helper.make_node("Concat", ["r", "x"], ["mixed"], axis=1),
+             helper.make_node("Add", ["r", "up"], ["sum"]), helper.make_node("Add", ["r", "x"], ["signed_sum"]),
+             helper.make_node("Conv", ["r", "w"], ["c"])]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert non_negative_tensors(graph) == {"r", "p", "up", "both", "sum"}
 
 
 def test_int8_errors(model_file, int8_file, calib, tmp_path, capsys):

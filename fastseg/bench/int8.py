@@ -2,10 +2,11 @@
 and OpenVINO, on real CamVid frames (`fastseg bench --only int8_camvid --camvid DIR`).
 
 All three are calibrated on the same CamVid train frames and run one uint8 480x360 val frame to
-labels. fastseg: `fastseg.quantize` (symmetric int8 QDQ, per-channel weights) in the Segmenter (ONNX
-Runtime for the network, fastseg's fused tail). ONNX Runtime INT8: the whole pipeline graph
-(`export_onnx`, argmax inside) through `onnxruntime.quantization.quantize_static` as a user would
-call it (QDQ, per-channel weights, its default activation type). OpenVINO INT8: the same graph
+labels. fastseg: `fastseg.quantize` (symmetric int8 QDQ, per-channel weights) in the Segmenter (its
+int8 runtime, OpenVINO when installed, on the graph's runtime form; fastseg's fused tail). ONNX
+Runtime INT8: the whole pipeline graph (`export_onnx`, argmax inside) through
+`onnxruntime.quantization.quantize_static` as a user would call it (QDQ, per-channel weights, its
+default activation type). OpenVINO INT8: the same graph
 through NNCF's post-training quantization (`nncf.quantize`), compiled with OpenVINO's defaults for
 the CPU (its own choice of precision for what stays in floating point). Timed interleaved with the
 fp32 Segmenter; the figures give each one's mIoU over CamVid val and its labels against fp32.

@@ -136,6 +136,7 @@ def _int8(runtime: str, graph, channels_last: bool | None, ort_spinning: bool) -
     """An int8 QDQ graph (`fastseg.quantize`): "auto" runs it in OpenVINO when installed (its int8
     convolutions are the fastest measured, `fastseg bench --only int8_camvid`), else ONNX Runtime."""
     from . import openvino_runtime
+    from .quantized import runtime_form
 
     if runtime == "auto":
         runtime = "openvino" if openvino_runtime.available() else "onnxruntime"
@@ -144,7 +145,7 @@ def _int8(runtime: str, graph, channels_last: bool | None, ort_spinning: bool) -
     if channels_last:
         raise ValueError("channels_last: int8 graphs take NCHW input (the engine picks its own layout inside)")
     if runtime == "onnxruntime":
-        return OnnxRuntime(None, spinning=ort_spinning, graph=graph.path)
+        return OnnxRuntime(None, spinning=ort_spinning, graph=runtime_form(graph.path))
     return openvino_runtime.OpenVinoRuntime(graph, "int8")
 
 

@@ -9,10 +9,11 @@ activation memory, so one for a larger frame than the loop's goes after IDLE_CAL
 
 The precision it computes in is pinned (`INFERENCE_PRECISION_HINT`), never left to the plugin, which
 would otherwise run bf16 by itself on CPUs with AVX512-BF16 or AMX: "f32" for fp32, "bf16" for bf16.
-It also runs fastseg's int8 QDQ graphs (`fastseg quantize`), with their activations rewritten from
-int8 around 0 to uint8 around 128 (`quantized.unsigned_activations`: the same values exactly),
-because OpenVINO misreads signed activations. Their hint stays "f32": the quantized convolutions run
-in int8, what lies between them in fp32.
+It also runs fastseg's int8 QDQ graphs (`fastseg quantize`), in the form made when they load
+(`quantized.runtime_form`: activations uint8, at zero point 0 where they cannot be negative, since
+OpenVINO misreads signed ones and runs unsigned ones at zero point 0 fastest). Their hint stays
+"f32": the quantized convolutions run in int8, what lies between them in fp32 (bf16 there was no
+faster on an Intel Xeon with AMX).
 
 It also takes the uint8 RGB frame itself, [N,H,W,3] (`takes_uint8_hwc`): for those a second graph
 per shape has OpenVINO's own preprocessing in front (`PrePostProcessor`: u8 NHWC in, converted,
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 
 from .. import _native
-from .quantized import QuantizedGraph, unsigned_activations
+from .quantized import QuantizedGraph, runtime_form
 from .runtimes import Runtime
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -95,7 +96,7 @@ class OpenVinoRuntime(Runtime):
         if isinstance(model, QuantizedGraph):
             if precision != "int8":
                 raise ValueError(f"precision: {model.path} is an int8 graph, not {precision}")
-            self._graph = read_onnx(self._core, unsigned_activations(model.path))
+            self._graph = read_onnx(self._core, runtime_form(model.path))
         else:
             self._graph = onnx_cache.load_logits_graph(model, lambda g: read_onnx(self._core, g))
         self._mean, self._std = tuple(model.mean), tuple(model.std)

@@ -104,7 +104,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module | None, spinning: bool = True, *, graph: str | None = None):
+    def __init__(self, model: nn.Module | None, spinning: bool = True, *, graph: str | bytes | None = None):
         import onnxruntime as ort
 
         from . import onnx_cache
@@ -117,7 +117,7 @@ class OnnxRuntime(Runtime):
         def session(g):
             return ort.InferenceSession(g, options, providers=["CPUExecutionProvider"])
 
-        # graph: an ONNX file of the same form (an int8 graph of fastseg.quantize)
+        # graph: an ONNX graph of the same form, a file or its bytes (an int8 graph of fastseg.quantize)
         self.session = session(graph) if graph is not None else onnx_cache.load_logits_graph(model, session)
 
     @staticmethod
