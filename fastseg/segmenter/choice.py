@@ -28,8 +28,8 @@
   on the one where it was ahead, the default model, the torch runtime was further ahead (1.16x
   against 1.19x), so there it is not chosen.
 - On a CPU with AMX (an Intel Xeon of the 4th generation or later, asked of the CPU at run time) in
-  fp32, OpenVINO when it is installed, except for the dilated ResNets above (torch). oneDNN's
-  AVX-512 kernels in OpenVINO's CPU plugin lead there: on an Intel Xeon with AMX (2 threads,
+  fp32, OpenVINO when it is installed, except for the dilated ResNets above (torch). OpenVINO's
+  CPU plugin leads there (why, this rule does not claim): on an Intel Xeon with AMX (2 threads,
   Segmenter.predict on a uint8 frame, interleaved medians; `benchmarks/runtime_race.py`, its
   results in benchmarks/results/runtime_race.json) it ran the default model 1.47x and 1.21x as
   fast as the torch and ONNX Runtime runtimes (480x360), the ResNet-18 U-Net 1.14x / 1.33x
