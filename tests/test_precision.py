@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _runtimes import fp32_auto
 
 import fastseg
 from fastseg.segmenter import inputs, openvino_runtime, precision
 
 from _images import agreement
+from _runtimes import fp32_auto
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 BF16_EQUAL = 0.995  # fraction of CamVid val pixels whose bf16 label equals the fp32 one

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _runtimes import fp32_auto
 from PIL import Image
 from torch import nn
 
@@ -24,6 +23,7 @@ from fastseg.segmenter.openvino_runtime import available as openvino_available
 from fastseg.segmenter.precision import native_bf16
 
 from _images import agreement, image, normalise, reference_labels
+from _runtimes import fp32_auto
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 RUNTIMES = ["torch", "onnxruntime"]

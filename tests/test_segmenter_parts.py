@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from _runtimes import fp32_auto
 from torch import nn
 
 from fastseg.models import base as model_base
@@ -15,6 +14,7 @@ from fastseg.segmenter import Segmenter, onnx_cache, resolve_model
 from fastseg.segmenter.choice import choose_runtime
 
 from _images import image
+from _runtimes import fp32_auto
 from _zoo import one_torch_thread  # noqa: F401  (autouse: one torch thread per test module)
 
 
