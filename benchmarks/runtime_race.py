@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
 
 from fastseg import Segmenter
+from fastseg.bench import results as bench_results
 from fastseg.bench.cpu_engines import cpu_features
 from fastseg.bench.measure import smooth_image
 from fastseg.bench.timing import SETTLE, interleaved_medians
@@ -34,16 +34,6 @@ MODELS = (
     ("deeplabv3_resnet50", 21, (360, 480), 5),
 )
 RESULTS = Path(__file__).parent / "results" / "runtime_race.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def race(name: str | None, classes: int | None, hw: tuple[int, int], rounds: int) -> dict:
@@ -66,7 +56,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS, help="results file (entries of other CPUs are kept)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cpu = f"{cpu_name()}, {cpu_features()}"
+    cpu = f"{bench_results.cpu()['model']}, {cpu_features()}"
     print(f"fp32 runtimes, uint8 frame in, labels out, {args.threads} threads, cpu: {cpu}")
     rows = []
     for model in MODELS:
@@ -76,7 +66,7 @@ def main(argv=None) -> None:
         print(f"  {row['model']} {row['frame']}: {times}; fastest {row['fastest']}, auto picks {row['auto']} "
               f"({row['auto_over_fastest']:.2f}x the fastest's time)", flush=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results[cpu] = {"threads": args.threads, "torch": torch.__version__, "rows": rows}
+    results[cpu] = {"threads": args.threads, "torch": torch.__version__, **bench_results.git_commit(), "rows": rows}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
 
