@@ -31,10 +31,11 @@
   fp32, OpenVINO when it is installed, except for the dilated ResNets above (torch). OpenVINO's
   CPU plugin leads there (why, this rule does not claim): on an Intel Xeon with AMX (2 threads,
   Segmenter.predict on a uint8 frame, interleaved medians; `benchmarks/runtime_race.py`, its
-  results in benchmarks/results/runtime_race.json) it ran the default model 1.47x and 1.21x as
-  fast as the torch and ONNX Runtime runtimes (480x360), the ResNet-18 U-Net 1.14x / 1.33x
-  (480x360), LR-ASPP 1.83x / 1.18x and SegFormer-B0 1.40x / 2.20x (1024x512), while DeepLabV3-
-  ResNet50 ran 1.19x as fast in torch (Winograd on its dilated convolutions) as in OpenVINO.
+  results in benchmarks/results/runtime_race.json; the range is over two runs) it ran the default
+  model 1.47-1.48x and 1.14-1.21x as fast as the torch and ONNX Runtime runtimes (480x360), the
+  ResNet-18 U-Net 1.10-1.14x / 1.21-1.33x (480x360), LR-ASPP 1.57-1.83x / 1.13-1.18x and
+  SegFormer-B0 1.40-1.47x / 2.15-2.20x (1024x512), while DeepLabV3-ResNet50 ran 1.12-1.19x as fast
+  in torch (Winograd on its dilated convolutions) as in OpenVINO.
   On Intel CPUs without AMX it is unmeasured, and the AMD rule holds there.
 - On the CPU in bf16, OpenVINO (`openvino_runtime.py`) when it is installed and the CPU has native
   bf16 (AVX512-BF16 or AMX, asked of the CPU at run time): its bf16 convolutions beat torch's oneDNN
