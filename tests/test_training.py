@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastseg.training import (
+    CameraJitter,
     ColorJitter,
     CrossEntropyLoss,
     DistillationLoss,
@@ -327,6 +328,47 @@ def test_flip_and_jitter():
     assert np.array_equal(im, image)
 
 
+def test_camera_jitter_changes_the_image_only_and_repeats():
+    image, label = stripes()
+    a, la = CameraJitter(generator=torch.Generator().manual_seed(3))(image, label)
+    b, _ = CameraJitter(generator=torch.Generator().manual_seed(3))(image, label)
+    assert la is label and a.dtype == np.uint8 and a.shape == image.shape
+    assert np.array_equal(a, b) and not np.array_equal(a, image)
+    neutral, _ = CameraJitter(gamma=1, balance=0, blur=0, noise=0)(image, label)
+    assert np.array_equal(neutral, image)
+
+
+def test_camera_jitter_parts():
+    """Each part alone does what it says, on a grey ramp (every level 0..255 once per channel)."""
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2).repeat(4, axis=0)
+    label = np.zeros(ramp.shape[:2], np.uint8)
+    for seed in range(1, 5):  # (seed 0 draws a gamma within 0.5 % of 1: the curve rounds to the identity)
+        def alone(seed=seed, **kwargs):
+            parts = dict(dict(gamma=1, balance=0, blur=0, noise=0), **kwargs)
+            return CameraJitter(**parts, generator=torch.Generator().manual_seed(seed))(ramp, label)[0]
+
+        # the exposure curve: monotonic, ends fixed, grey stays grey
+        curve = alone(gamma=2.0)[0, :, 0].astype(int)
+        assert (np.diff(curve) >= 0).all() and curve[0] == 0 and curve[-1] == 255
+        assert not np.array_equal(curve, np.arange(256)) and (alone(gamma=2.0) == curve[None, :, None]).all()
+        # white balance: each channel scaled by its own gain within the range
+        gains = alone(balance=0.2)[0, 50:200].astype(float) / np.arange(50, 200)[:, None]
+        assert np.ptp(gains, axis=0).max() < 0.02 and (np.abs(gains.mean(0) - 1) <= 0.2 + 0.01).all()
+        assert np.ptp(gains.mean(0)) > 0.001
+        # noise: unbiased, so the mean level stays; the pixels move
+        noisy = alone(noise=8.0).astype(float)
+        assert abs(noisy[:, 20:236].mean() - ramp[:, 20:236].mean()) < 1.0
+        # blur: half the time, and it keeps a ramp's interior
+        blurred = alone(blur=2.0).astype(int)
+        assert np.abs(blurred[:, 8:248] - ramp[:, 8:248]).max() <= 1
+    with pytest.raises(ValueError):
+        CameraJitter(gamma=0.5)
+    with pytest.raises(ValueError):
+        CameraJitter(balance=1.0)
+    with pytest.raises(ValueError):
+        CameraJitter(noise=-1)
+
+
 def scene(seed, h=9, w=13, classes=(0, 1, 2, 3)):
     g = np.random.default_rng(seed)
     return g.integers(0, 256, (h, w, 3), dtype=np.uint8), g.choice(np.array(classes, np.uint8), (h, w))
@@ -501,6 +543,49 @@ def test_resume_gives_identical_weights(tmp_path, optimizer):
         assert torch.equal(a[key], b[key]), key
     assert [r["loss"] for r in straight.history] == [r["loss"] for r in resumed.history]
     assert straight.best_miou == resumed.best_miou
+
+
+def test_bf16_autocast_runs_the_network_in_bf16_and_the_rest_in_fp32():
+    from fastseg.training.loop import _forward
+
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    images = torch.stack([ToyDataset(4, seed=5)[i][0] for i in range(4)])
+    exact = _forward(model, images, (12, 16))
+    low = _forward(model, images, (12, 16), torch.bfloat16)
+    assert low.dtype == torch.float32 and low.shape == exact.shape == (4, 3, 12, 16)
+    assert not torch.equal(low, exact)  # the convolutions ran in bf16...
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        network = model(images).float()
+    # ...and only they: the upsampling ran on their fp32 copy
+    assert torch.equal(low, F.interpolate(network, size=(12, 16), mode="bilinear", align_corners=False))
+    assert torch.allclose(low, exact, atol=0.05 * exact.abs().max().item())
+
+
+def test_bf16_channels_last_training_learns_resumes_and_hands_back_contiguous_weights(tmp_path):
+    kwargs = dict(epochs=3, batch_size=4, lr=0.02, warmup_iters=2, progress=False, log=None, seed=5,
+                  ema_decay=0.9, autocast=torch.bfloat16, channels_last=True)
+    torch.manual_seed(0)
+    model = TinyNet()
+    straight = train(model, augmented_toy(12, 1), ToyDataset(3, seed=2), checkpoint_dir=tmp_path / "a", **kwargs)
+    resumed_model, resumed = interrupted_then_resumed(tmp_path / "b", **kwargs)
+    for trained, again in ((model, resumed_model), (straight.ema, resumed.ema)):
+        assert all(t.is_contiguous() for t in trained.state_dict().values())
+        for key, value in trained.state_dict().items():
+            assert torch.equal(value, again.state_dict()[key]), key
+    assert not model.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    torch.manual_seed(0)
+    in_fp32 = TinyNet()
+    train(in_fp32, augmented_toy(12, 1), ToyDataset(3, seed=2), **dict(kwargs, autocast=None))
+    moved = [(value - in_fp32.state_dict()[key]).abs().max().item()
+             for key, value in model.state_dict().items() if value.is_floating_point()]
+    assert 0 < max(moved) < 0.1  # the training passes ran in bf16, and came out near fp32's
+    learned = train(TinyNet(), ToyDataset(16, seed=1), ToyDataset(4, seed=2), epochs=4, batch_size=4, lr=0.05,
+                    progress=False, log=None, autocast=torch.bfloat16, channels_last=True)
+    assert learned.best_miou > 0.5
+    with pytest.raises(ValueError, match="autocast"):
+        train(TinyNet(), ToyDataset(4), autocast=torch.float32, log=None, progress=False)
 
 
 def test_weight_average_is_scored_saved_and_resumed(tmp_path):

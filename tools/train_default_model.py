@@ -18,6 +18,11 @@ Distillation: --teacher FILE (a model file, e.g. a recipe run's model.safetensor
 cross-entropy + alpha * T^2 * KL(teacher || student) at temperature T (--distill-weight alpha,
 --temperature T). For a recipe run, the teacher must have trained without the held-out sequence too.
 
+Speed: --bf16 runs the forward passes under bf16 autocast in channels_last (weights, optimizer, the
+weight average and the held-out scoring stay fp32). On a CPU with AMX a training step of this model
+takes 0.42x the time of fp32 (batch 8, 288x384, one thread); a bf16 recipe run is compared with its
+fp32 twin in MODEL_CARD.md before its figures are compared with fp32 runs'.
+
 Resumable: run the same command again after an interruption and it continues after the last
 finished epoch (OUT/last.pt).
 """
@@ -98,6 +103,8 @@ def main(argv=None) -> None:
     p.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.5), metavar=("LOW", "HIGH"))
     p.add_argument("--jitter", type=float, default=0.3, help="brightness / contrast / saturation range")
     p.add_argument("--hue", type=float, default=0.0, help="hue shift range (fraction of the circle)")
+    p.add_argument("--camera", action="store_true",
+                   help="camera jitter: exposure curve, white balance, blur and sensor noise (CameraJitter)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="score and export an exponential moving average of the weights")
     p.add_argument("--paste", nargs="+", metavar="CLASS", default=[],
@@ -115,6 +122,9 @@ def main(argv=None) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--bf16", action="store_true",
+                   help="forward passes in bf16 autocast, channels_last (about half the step time on CPUs "
+                        "with AMX; weights, optimizer and scoring stay fp32)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--val-every", type=int, default=2)
     p.add_argument("--export", type=Path, default=PACKAGED, help="where the fp16 weights go (final runs)")
@@ -126,13 +136,13 @@ def main(argv=None) -> None:
     readers = [get_dataset("camvid", args.root, split) for split in args.splits]
     if args.holdout:
         train_set = CachedImages(readers, train_transform(crop_size=tuple(args.crop), scale=tuple(args.scale),
-                                                          jitter=args.jitter, hue=args.hue),
+                                                          jitter=args.jitter, hue=args.hue, camera=args.camera),
                                  keep=lambda path: sequence(path) != args.holdout)
         val_set = CachedImages(readers, eval_transform(), keep=lambda path: sequence(path) == args.holdout)
     else:
         demo = {p.stem for p in DEMO_FRAMES.glob("*.jpg")}
         train_set = CachedImages(readers, train_transform(crop_size=tuple(args.crop), scale=tuple(args.scale),
-                                                          jitter=args.jitter, hue=args.hue),
+                                                          jitter=args.jitter, hue=args.hue, camera=args.camera),
                                  keep=lambda path: path.stem not in demo)
         val_set = None
     classes = readers[0].classes
@@ -163,7 +173,8 @@ def main(argv=None) -> None:
     result = train(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    weight_decay=args.weight_decay, optimizer="adamw", warmup_iters=200,
                    loss_fn=loss, checkpoint_dir=args.out, val_every=args.val_every, seed=0,
-                   ema_decay=args.ema, teacher=teacher, progress=sys.stderr.isatty())
+                   ema_decay=args.ema, teacher=teacher, progress=sys.stderr.isatty(),
+                   autocast=torch.bfloat16 if args.bf16 else None, channels_last=args.bf16)
     final = result.ema if result.ema is not None else model
     summary = {"model": dict(MODEL, **config), "epochs": args.epochs, "frames": len(train_set),
                "train_seconds_this_run": time.time() - started,

@@ -1,5 +1,6 @@
 """Fine-tuning tools: losses that honour ignore_index, joint augmentation, a resumable loop."""
 from .augment import (
+    CameraJitter,
     ColorJitter,
     Compose,
     PasteClasses,
@@ -24,8 +25,8 @@ from .losses import (
     ohem_cross_entropy,
 )
 
-__all__ = ["ColorJitter", "Compose", "CrossEntropyLoss", "DistillationLoss", "FocalLoss", "OhemCrossEntropy",
-           "PasteClasses", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "ToTensor", "TrainResult",
-           "cross_entropy", "distillation_kl", "eval_transform", "evaluate", "focal_loss", "label_statistics",
-           "load_checkpoint", "median_frequency_weights", "ohem_cross_entropy", "save_atomic", "train",
-           "train_transform"]
+__all__ = ["CameraJitter", "ColorJitter", "Compose", "CrossEntropyLoss", "DistillationLoss", "FocalLoss",
+           "OhemCrossEntropy", "PasteClasses", "RandomCrop", "RandomHorizontalFlip", "RandomScale",
+           "ToTensor", "TrainResult", "cross_entropy", "distillation_kl", "eval_transform", "evaluate",
+           "focal_loss", "label_statistics", "load_checkpoint", "median_frequency_weights",
+           "ohem_cross_entropy", "save_atomic", "train", "train_transform"]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -150,6 +150,38 @@ class ColorJitter:
         return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation}, {self.hue})"
 
 
+class CameraJitter:
+    """What changes between cameras and drives rather than between scenes, on the image only: the
+    exposure curve (a gamma drawn from [1/gamma, gamma]), the white balance (each channel's gain
+    drawn from [1-balance, 1+balance]), focus (a Gaussian blur of sigma drawn from [0.1, blur],
+    half the time) and sensor noise (Gaussian, sigma drawn from [0, noise] grey levels).
+    Colour jitter moves brightness, contrast and saturation; this moves the rest."""
+
+    def __init__(self, gamma: float = 1.4, balance: float = 0.1, blur: float = 1.2, noise: float = 4.0,
+                 generator: torch.Generator | None = None):
+        if gamma < 1 or not 0 <= balance < 1 or blur < 0 or noise < 0:
+            raise ValueError(f"need gamma >= 1, 0 <= balance < 1, blur >= 0, noise >= 0; got gamma={gamma}, "
+                             f"balance={balance}, blur={blur}, noise={noise}")
+        self.gamma, self.balance, self.blur, self.noise, self.generator = gamma, balance, blur, noise, generator
+
+    def __call__(self, image, label):
+        g = self.generator
+        gamma = float(np.exp(_uniform(-np.log(self.gamma), np.log(self.gamma), g)))
+        gains = np.array([_uniform(1 - self.balance, 1 + self.balance, g) for _ in range(3)], dtype=np.float32)
+        sigma = _uniform(0.1, self.blur, g) if self.blur > 0 and _uniform(0.0, 1.0, g) < 0.5 else 0.0
+        noise = _uniform(0.0, self.noise, g)
+        x = (image.astype(np.float32) / 255) ** gamma * gains * 255
+        if noise > 0:
+            x += noise * torch.randn(x.shape, generator=g).numpy()
+        out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+        if sigma > 0:
+            out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(sigma)))
+        return out, label
+
+    def __repr__(self):
+        return f"CameraJitter(gamma={self.gamma}, balance={self.balance}, blur={self.blur}, noise={self.noise})"
+
+
 class PasteClasses:
     """Class-mix paste (after ClassMix, Olsson et al. 2021): with probability p, the pixels that
     `classes` cover in another frame (drawn from `frames`, mirrored half the time) replace the same
@@ -210,16 +242,19 @@ class ToTensor:
 
 
 def train_transform(crop_size: int | Sequence[int], scale: tuple[float, float] = (0.5, 2.0),
-                    flip: float = 0.5, jitter: float = 0.3, hue: float = 0.0,
+                    flip: float = 0.5, jitter: float = 0.3, hue: float = 0.0, camera: bool = False,
                     ignore_index: int = IGNORE_INDEX, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     generator: torch.Generator | None = None) -> Compose:
-    """The usual pipeline: random scale, padded random crop, flip, colour jitter, normalise."""
+    """The usual pipeline: random scale, padded random crop, flip, colour jitter, normalise; camera:
+    CameraJitter (its defaults) after the colour jitter."""
     steps: list[Callable] = [RandomScale(*scale, generator=generator),
                              RandomCrop(crop_size, ignore_index, generator=generator)]
     if flip > 0:
         steps.append(RandomHorizontalFlip(flip, generator=generator))
     if jitter > 0 or hue > 0:
         steps.append(ColorJitter(jitter, jitter, jitter, hue, generator=generator))
+    if camera:
+        steps.append(CameraJitter(generator=generator))
     steps.append(ToTensor(mean, std))
     return Compose(steps)
 
