@@ -23,6 +23,7 @@ from fastseg.training import (
     RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
+    SoftmaxAverage,
     ToTensor,
     cross_entropy,
     distillation_kl,
@@ -235,6 +236,36 @@ def test_distillation_loss_mixes_labels_and_teacher(alpha):
     expected = ((1 - alpha) * cross_entropy(student, target, weight)
                 + alpha * distillation_kl(student, teacher, target, 3.0))
     assert torch.allclose(mixed, expected)
+
+
+def test_softmax_average_is_the_mean_of_the_models_probabilities():
+    torch.manual_seed(0)
+    models = [TinyNet().eval() for _ in range(3)]
+    images = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        mean = torch.stack([m(images).softmax(1) for m in models]).mean(0)
+        out = SoftmaxAverage(models)(images)
+        assert out.shape == (2, 3, 5, 6)
+        assert torch.allclose(out.softmax(1), mean, atol=1e-6) and torch.allclose(out.exp().sum(1), torch.ones(1))
+        alone = SoftmaxAverage(models[:1])(images)
+        assert torch.allclose(alone.softmax(1), models[0](images).softmax(1), atol=1e-6)
+
+        class Dict(nn.Module):  # torchvision's models give a dict
+            def forward(self, x):
+                return {"out": models[1](x)}
+
+        assert torch.allclose(SoftmaxAverage([models[0], Dict()])(images).exp(),
+                              (models[0](images).softmax(1) + models[1](images).softmax(1)) / 2, atol=1e-6)
+
+        class Certain(nn.Module):  # probabilities that underflow to 0 in fp32
+            def forward(self, x):
+                return torch.tensor([1e4, 0.0, -1e4]).view(1, 3, 1, 1).expand(len(x), 3, 5, 6)
+
+        assert torch.isfinite(SoftmaxAverage([Certain()])(images)).all()  # finite logits all the same
+    with pytest.raises(ValueError, match="at least one"):
+        SoftmaxAverage([])
+    with pytest.raises(ValueError, match="shape"):
+        SoftmaxAverage([models[0], nn.Conv2d(3, 3, 1)])(images)
 
 
 def test_median_frequency_weights_from_label_statistics():

@@ -14,9 +14,10 @@ Two kinds of run:
       (fastseg/assets/camvid_demo) are left out of it.
 
 Distillation: --teacher FILE (a model file, e.g. a recipe run's model.safetensors or a final run's
---export) runs that model on every training batch, and the loss becomes (1 - alpha) * class-weighted
-cross-entropy + alpha * T^2 * KL(teacher || student) at temperature T (--distill-weight alpha,
---temperature T). For a recipe run, the teacher must have trained without the held-out sequence too.
+--export; several files: their ensemble, the mean of their class probabilities) runs that model on
+every training batch, and the loss becomes (1 - alpha) * class-weighted cross-entropy
++ alpha * T^2 * KL(teacher || student) at temperature T (--distill-weight alpha, --temperature T).
+For a recipe run, the teachers must have trained without the held-out sequence too.
 
 Speed: --bf16 runs the forward passes under bf16 autocast in channels_last (weights, optimizer, the
 weight average and the held-out scoring stay fp32). On a CPU with AMX a training step of this model
@@ -44,6 +45,7 @@ from fastseg.training.losses import (
     CrossEntropyLoss,
     DistillationLoss,
     OhemCrossEntropy,
+    SoftmaxAverage,
     label_statistics,
     median_frequency_weights,
 )
@@ -115,8 +117,9 @@ def main(argv=None) -> None:
     p.add_argument("--base-width", type=int, default=MODEL["base_width"])
     p.add_argument("--context", choices=["none", "pool"], default="none",
                    help="a context branch on the U-Net's coarsest map (pool: image pooling)")
-    p.add_argument("--teacher", type=Path, metavar="FILE",
-                   help="distil from this model file (fastseg's safetensors format), run on every batch")
+    p.add_argument("--teacher", type=Path, nargs="+", metavar="FILE",
+                   help="distil from this model file (fastseg's safetensors format), run on every batch; "
+                        "from several, their mean class probabilities (an ensemble)")
     p.add_argument("--distill-weight", type=float, default=0.5, metavar="ALPHA",
                    help="the teacher's share of the loss, the labels' is 1 - ALPHA (default 0.5)")
     p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1)")
@@ -125,13 +128,17 @@ def main(argv=None) -> None:
     p.add_argument("--bf16", action="store_true",
                    help="forward passes in bf16 autocast, channels_last (about half the step time on CPUs "
                         "with AMX; weights, optimizer and scoring stay fp32)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights, the batch order and the augmentation (default 0)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--val-every", type=int, default=2)
     p.add_argument("--export", type=Path, default=PACKAGED, help="where the fp16 weights go (final runs)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    teacher = load(args.teacher) if args.teacher is not None else None  # a bad file fails before any work
+    # a bad file fails before any work; the files are fp16, a teacher runs in fp32 (or under --bf16)
+    teachers = [load(path).float() for path in args.teacher or []]
+    teacher = teachers[0] if len(teachers) == 1 else SoftmaxAverage(teachers) if teachers else None
     started = time.time()
     readers = [get_dataset("camvid", args.root, split) for split in args.splits]
     if args.holdout:
@@ -165,6 +172,7 @@ def main(argv=None) -> None:
     config = dict(MODEL, base_width=args.base_width)
     if args.context != "none":
         config["context"] = args.context
+    torch.manual_seed(args.seed)
     model = create(config.pop("name"), **config)
     loss = (OhemCrossEntropy(weight=weight, min_kept=args.batch_size * 16_000) if args.loss == "ohem"
             else CrossEntropyLoss(weight=weight))
@@ -172,7 +180,7 @@ def main(argv=None) -> None:
         loss = DistillationLoss(loss, alpha=args.distill_weight, temperature=args.temperature)
     result = train(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    weight_decay=args.weight_decay, optimizer="adamw", warmup_iters=200,
-                   loss_fn=loss, checkpoint_dir=args.out, val_every=args.val_every, seed=0,
+                   loss_fn=loss, checkpoint_dir=args.out, val_every=args.val_every, seed=args.seed,
                    ema_decay=args.ema, teacher=teacher, progress=sys.stderr.isatty(),
                    autocast=torch.bfloat16 if args.bf16 else None, channels_last=args.bf16)
     final = result.ema if result.ema is not None else model

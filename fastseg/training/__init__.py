@@ -17,6 +17,7 @@ from .losses import (
     DistillationLoss,
     FocalLoss,
     OhemCrossEntropy,
+    SoftmaxAverage,
     cross_entropy,
     distillation_kl,
     focal_loss,
@@ -26,7 +27,7 @@ from .losses import (
 )
 
 __all__ = ["CameraJitter", "ColorJitter", "Compose", "CrossEntropyLoss", "DistillationLoss", "FocalLoss",
-           "OhemCrossEntropy", "PasteClasses", "RandomCrop", "RandomHorizontalFlip", "RandomScale",
+           "OhemCrossEntropy", "PasteClasses", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "SoftmaxAverage",
            "ToTensor", "TrainResult", "cross_entropy", "distillation_kl", "eval_transform", "evaluate",
            "focal_loss", "label_statistics", "load_checkpoint", "median_frequency_weights",
            "ohem_cross_entropy", "save_atomic", "train", "train_transform"]

@@ -165,6 +165,28 @@ class DistillationLoss(nn.Module):
         return (1.0 - self.alpha) * self.base(logits, target) + self.alpha * kd
 
 
+class SoftmaxAverage(nn.Module):
+    """Several trained models as one teacher: the log of their mean class probabilities, which are
+    logits whose softmax is that mean. An ensemble of runs that differ only in their seed is more
+    accurate than each of them, and a student distilled from it can keep part of that (Hinton et
+    al. 2015). Every model must give logits of one shape (or a dict with "out")."""
+
+    def __init__(self, models: Iterable[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        if not len(self.models):
+            raise ValueError("SoftmaxAverage needs at least one model")
+
+    def forward(self, images):
+        outs = [m(images) for m in self.models]
+        probs = [(o["out"] if isinstance(o, dict) else o).float().softmax(1) for o in outs]
+        shapes = {tuple(p.shape) for p in probs}
+        if len(shapes) != 1:
+            raise ValueError(f"the models' logits differ in shape: {sorted(shapes)}")
+        # clamp: a probability that underflows to 0 would give -inf logits, and NaN in the KL
+        return torch.stack(probs).mean(0).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
 # ---- class weights from label statistics -------------------------------------------------------
 
 def label_statistics(labels: Iterable, num_classes: int, ignore_index: int = IGNORE_INDEX):
