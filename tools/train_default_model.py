@@ -21,7 +21,8 @@ For a recipe run, the teachers must have trained without the held-out sequence t
 
 Speed: --bf16 runs the forward passes under bf16 autocast in channels_last (weights, optimizer, the
 weight average and the held-out scoring stay fp32). On a CPU with AMX a training step of this model
-takes 0.42x the time of fp32 (batch 8, 288x384, one thread; benchmarks/train_step.py). MODEL_CARD.md
+takes 0.41x the time of fp32 at one thread and 0.45x at two (batch 8, 288x384;
+benchmarks/results/train_step.json, from benchmarks/train_step.py). MODEL_CARD.md
 compares bf16 recipe runs with fp32 ones, and runs of several seeds, before any bf16 figure is set
 against an fp32 one.
 
