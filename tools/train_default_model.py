@@ -189,8 +189,7 @@ def main(argv=None) -> None:
     summary = {"model": dict(MODEL, **config), "epochs": args.epochs, "frames": len(train_set),
                "train_seconds_this_run": time.time() - started,
                "train_seconds_total": float(sum(r["seconds"] for r in result.history)),
-               "history": result.history, "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                    for k, v in vars(args).items()}}
+               "history": result.history, "args": json.loads(json.dumps(vars(args), default=str))}
     if val_set is not None:
         # the held-out score of the last epoch (the fixed schedule), and the best epoch for reference
         last = evaluate(final, val_set, train_set.num_classes, progress=False)
