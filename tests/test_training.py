@@ -392,6 +392,13 @@ def test_camera_jitter_parts():
         # blur: half the time, and it keeps a ramp's interior
         blurred = alone(blur=2.0).astype(int)
         assert np.abs(blurred[:, 8:248] - ramp[:, 8:248]).max() <= 1
+    # ...and only half the time: a step edge is softened for some seeds and left sharp for others
+    edge = np.zeros((8, 16, 3), np.uint8)
+    edge[:, 8:] = 255
+    blurs = [CameraJitter(gamma=1, balance=0, blur=2.0, noise=0, generator=torch.Generator().manual_seed(seed))
+             for seed in range(32)]
+    softened = [not np.array_equal(blur(edge, edge[..., 0])[0], edge) for blur in blurs]
+    assert 4 < sum(softened) < 28
     with pytest.raises(ValueError):
         CameraJitter(gamma=0.5)
     with pytest.raises(ValueError):
