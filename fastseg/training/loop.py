@@ -189,13 +189,17 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
     if autocast is not None and autocast not in (torch.bfloat16, torch.float16):
         raise ValueError(f"autocast must be torch.bfloat16 or torch.float16, got {autocast}")
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device).to(memory_format=layout)
+    model.to(device)
+    if channels_last:  # (without it, the model's layout is left as given)
+        model.to(memory_format=layout)
     loss_fn = loss_fn or CrossEntropyLoss(ignore_index=ignore_index)
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
     if teacher is not None:
         # its forward runs under no_grad, so its parameters are left as given
-        teacher.to(device).to(memory_format=layout).eval()
+        teacher.to(device).eval()
+        if channels_last:
+            teacher.to(memory_format=layout)
 
     # drop_last keeps batch statistics sane (BatchNorm with a batch of one) when there is enough data
     drop_last = len(train_set) > batch_size
