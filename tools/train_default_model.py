@@ -21,7 +21,7 @@ For a recipe run, the teachers must have trained without the held-out sequence t
 
 Speed: --bf16 runs the forward passes under bf16 autocast in channels_last (weights, optimizer, the
 weight average and the held-out scoring stay fp32). On a CPU with AMX a training step of this model
-takes 0.41x the time of fp32 at one thread and 0.45x at two (batch 8, 288x384;
+takes 0.41-0.43x the time of fp32 at one thread and 0.44-0.46x at two (three runs; batch 8, 288x384;
 benchmarks/results/train_step.json, from benchmarks/train_step.py). MODEL_CARD.md
 compares bf16 recipe runs with fp32 ones, and runs of several seeds, before any bf16 figure is set
 against an fp32 one.
@@ -128,7 +128,7 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--bf16", action="store_true",
-                   help="forward passes in bf16 autocast, channels_last (0.41-0.45x the step time on a CPU "
+                   help="forward passes in bf16 autocast, channels_last (0.41-0.46x the step time on a CPU "
                         "with AMX; weights, optimizer and scoring stay fp32)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the initial weights, the batch order and the augmentation (default 0)")

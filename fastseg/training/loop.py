@@ -171,9 +171,9 @@ def train(model: nn.Module, train_set, val_set=None, epochs: int = 1, *,
     losses.DistillationLoss). It is not checkpointed: resume with the same teacher.
     autocast: run the forward passes of training (the model's and the teacher's) under
     torch.autocast with this dtype (torch.bfloat16: on an Intel Xeon with AMX, with channels_last,
-    a step of the default model took 0.41-0.45x fp32's time, benchmarks/train_step.py); weights,
+    a step of the default model took 0.41-0.46x fp32's time, benchmarks/train_step.py); weights,
     optimizer state, the weight average, the loss and val stay fp32. channels_last: train in that
-    memory layout (0.86-0.89x fp32's step time there, on its own); the model, its average and the
+    memory layout (0.86-0.90x fp32's step time there, on its own); the model, its average and the
     teacher are handed back in the default layout.
     """
     if epochs < 1:
