@@ -5,10 +5,10 @@ the CPU and the model, and so does agreement: a trained model's logits have marg
 rounding rarely crosses, while a model with near-tied logits (random weights, or one barely
 trained) flips many labels. So on a CPU where bf16 is native, the first "auto" Segmenter of a model
 runs fp32 (the default fp32 runtime) and bf16 (OpenVINO) on one real 480x360 street frame, one of
-the CamVid frames the package ships for `fastseg demo` (a frame filmed at dusk, where margins are
-thinnest): bf16 is chosen when at least AGREEMENT of the labels are equal and its median time over a few
-interleaved runs is at least MARGIN faster. The verdict is cached under the ONNX cache folder,
-keyed by the model's graph key and the CPU's features, so later Segmenters read it in microseconds.
+the CamVid frames the package ships for `fastseg demo` (from the drive filmed at dusk): bf16 is
+chosen when at least AGREEMENT of the labels are equal and its median time over a few interleaved
+runs is at least MARGIN faster. The verdict is cached under the ONNX cache folder, keyed by the
+model's graph key and the CPU's features, so later Segmenters read it in microseconds.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ AGREEMENT = 0.995   # labels equal to fp32, as the CamVid test holds the default
 MARGIN = 1.05       # bf16 must be this much faster (medians), not a tie within noise
 ROUNDS = 3
 SIZE = (360, 480)
-PROBE_FRAME = "0001TP_008310.jpg"  # in fastseg/assets/camvid_demo: CamVid's drive at dusk
+PROBE_FRAME = "0001TP_008310.jpg"  # in fastseg/assets/camvid_demo, from CamVid's drive at dusk
 # 2: fp32 on a CPU with AMX became OpenVINO (choice.py), so verdicts measured against torch are stale;
 # 3: the probe frame became a real one (verdicts from the synthetic frame are stale)
 FORMAT = 3
