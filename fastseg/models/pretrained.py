@@ -65,8 +65,8 @@ _MODELS = {m.name: m for m in [
                     # chosen on a street the model's recipe never saw (0006R0, tools/choose_crf.py): the best
                     # mIoU among settings that lower no class by more than 1 IoU point (MODEL_CARD.md, CRF).
                     # pydensecrf's usual bilateral term (sxy 80, srgb 13, compat 10) erases poles and signs
-                    crf=dict(n_iter=2, sxy_gaussian=3, compat_gaussian=1, sxy_bilateral=20,
-                             srgb_bilateral=5, compat_bilateral=2),
+                    crf=dict(n_iter=5, sxy_gaussian=3, compat_gaussian=1, sxy_bilateral=20,
+                             srgb_bilateral=5, compat_bilateral=4),
                     input_size=(360, 480)),
 ]}
 DEFAULT = "camvid"
